@@ -1,0 +1,92 @@
+//! `sluice dev`: a coordinator and a storage node in one process, on the embedded metadata
+//! store, with data under `./sluice-data`. The same `run` functions as the real binaries.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use sluice_coordinator::CoordinatorConfig;
+use sluice_metadata::embedded::EmbeddedStore;
+use sluice_metadata::MetaStore;
+use sluice_storage_node::StorageNodeConfig;
+use std::sync::Arc;
+
+/// Flags of `sluice dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the metadata and the log live.
+    #[arg(long, default_value = "./sluice-data")]
+    pub data_dir: PathBuf,
+    /// Coordinator (admin + metadata) address.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub coordinator: String,
+    /// Storage node (produce + fetch) address.
+    #[arg(long, default_value = "127.0.0.1:9093")]
+    pub node: String,
+}
+
+/// Runs until Ctrl-C or SIGTERM, then shuts both servers down in order.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let store: Arc<dyn MetaStore> = EmbeddedStore::open(args.data_dir.join("metadata.db")).context("opening the embedded metadata store")?;
+    let coord_listener = tokio::net::TcpListener::bind(&args.coordinator)
+        .await
+        .with_context(|| format!("binding {} (is another sluice dev running? use --coordinator)", args.coordinator))?;
+    let node_listener = tokio::net::TcpListener::bind(&args.node)
+        .await
+        .with_context(|| format!("binding {} (use --node to pick another address)", args.node))?;
+    let coord_addr = coord_listener.local_addr()?.to_string();
+    let node_addr = node_listener.local_addr()?.to_string();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut coordinator = tokio::spawn(sluice_coordinator::run(
+        CoordinatorConfig { id: "dev".into(), advertised_address: coord_addr.clone(), lease_ttl: Duration::from_secs(2), ..Default::default() },
+        store.clone(),
+        coord_listener,
+        stopped(stop_rx.clone()),
+    ));
+    let mut node = tokio::spawn(sluice_storage_node::run(
+        StorageNodeConfig {
+            node_id: 0,
+            data_dir: args.data_dir.join("node-0"),
+            advertised_address: node_addr.clone(),
+            rack: String::new(),
+            cluster_name: "sluice".into(),
+            lease_ttl: Duration::from_secs(2),
+        },
+        store,
+        node_listener,
+        stopped(stop_rx),
+    ));
+    println!("sluice dev is running (data in {})", args.data_dir.display());
+    println!("  coordinator (admin, metadata): {coord_addr}");
+    println!("  storage node 0 (produce, fetch): {node_addr}");
+    println!();
+    println!("Try, in another terminal:");
+    println!("  sluice topic create greetings --partitions 3");
+    println!("  echo hello | sluice produce greetings");
+    println!("  sluice consume greetings --from-beginning");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        r = &mut node => {
+            let _ = stop_tx.send(true);
+            let _ = coordinator.await;
+            return r?.context("storage node stopped");
+        }
+        r = &mut coordinator => {
+            let _ = stop_tx.send(true);
+            let _ = node.await;
+            return r?.context("coordinator stopped");
+        }
+    }
+    eprintln!("shutting down");
+    let _ = stop_tx.send(true);
+    node.await??;
+    coordinator.await??;
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! `sluice topic create|list|describe|delete|add-partitions`.
+
+use std::collections::BTreeMap;
+
+use anyhow::bail;
+use clap::Subcommand;
+use sluice_client::{Admin, ClientConfig};
+
+use super::{hex, ids, table};
+
+/// Topic subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TopicCmd {
+    /// Create a topic.
+    Create {
+        /// Topic name.
+        name: String,
+        /// Number of partitions.
+        #[arg(long, short = 'p', default_value_t = 1)]
+        partitions: i32,
+        /// Replicas per partition (0: the cluster default).
+        #[arg(long, short = 'r', default_value_t = 0)]
+        replication_factor: i32,
+        /// Topic config as key=value (repeatable), e.g. --config retention.ms=3600000.
+        #[arg(long = "config", short = 'c')]
+        config: Vec<String>,
+    },
+    /// List topics.
+    List {
+        /// Include internal topics.
+        #[arg(long)]
+        internal: bool,
+    },
+    /// Show a topic's partitions, leaders, replicas and config.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+    /// Delete a topic and all its data.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+    /// Raise a topic's partition count.
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// The new total number of partitions.
+        #[arg(long)]
+        total: i32,
+    },
+}
+
+fn parse_config(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let Some((k, v)) = item.split_once('=') else {
+            bail!("config '{item}' is not key=value (e.g. retention.ms=3600000)");
+        };
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+fn print_description(t: &sluice_proto::pb::TopicDescription) {
+    println!("topic {} (id {}, replication factor {})", t.name, hex(&t.topic_id), t.replication_factor);
+    let mut tab = table(&["partition", "leader", "epoch", "replicas", "isr"]);
+    for p in &t.partitions {
+        let leader = if p.leader < 0 { "none".to_string() } else { p.leader.to_string() };
+        tab.add_row(vec![p.partition.to_string(), leader, p.leader_epoch.to_string(), ids(&p.replicas), ids(&p.isr)]);
+    }
+    println!("{tab}");
+    if !t.config.is_empty() {
+        let mut cfg = table(&["config", "value"]);
+        let sorted: BTreeMap<_, _> = t.config.iter().collect();
+        for (k, v) in sorted {
+            cfg.add_row(vec![k.clone(), v.clone()]);
+        }
+        println!("{cfg}");
+    }
+}
+
+/// Runs a topic subcommand.
+pub async fn run(cmd: TopicCmd, client: ClientConfig) -> anyhow::Result<()> {
+    let admin = Admin::connect(client).await?;
+    match cmd {
+        TopicCmd::Create { name, partitions, replication_factor, config } => {
+            let t = admin.create_topic(&name, partitions, replication_factor, parse_config(&config)?).await?;
+            println!("created topic {} with {} partition(s)", t.name, t.partitions.len());
+        }
+        TopicCmd::List { internal } => {
+            let topics = admin.list_topics(internal).await?;
+            let mut tab = table(&["topic", "partitions", "replication", "id"]);
+            for t in topics {
+                tab.add_row(vec![t.name, t.partitions.to_string(), t.replication_factor.to_string(), hex(&t.topic_id)]);
+            }
+            println!("{tab}");
+        }
+        TopicCmd::Describe { name } => print_description(&admin.describe_topic(&name).await?),
+        TopicCmd::Delete { name } => {
+            admin.delete_topic(&name).await?;
+            println!("deleted topic {name}");
+        }
+        TopicCmd::AddPartitions { name, total } => {
+            let t = admin.create_partitions(&name, total).await?;
+            println!("topic {} now has {} partitions", t.name, t.partitions.len());
+        }
+    }
+    Ok(())
+}

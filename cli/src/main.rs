@@ -1,0 +1,54 @@
+//! `sluice`: run a dev cluster, administer topics, produce and consume from the shell.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Sluice: a distributed event-streaming platform.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    /// Coordinator address(es), comma separated.
+    #[arg(long, global = true, env = "SLUICE_BOOTSTRAP", value_delimiter = ',', default_value = "127.0.0.1:9092")]
+    bootstrap: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a single-node cluster (coordinator + storage node) on an embedded metadata store.
+    Dev(cmd::dev::DevArgs),
+    /// Create, list, describe, delete topics and add partitions.
+    #[command(subcommand)]
+    Topic(cmd::topic::TopicCmd),
+    /// Produce lines from stdin, one record per line.
+    Produce(cmd::produce::ProduceArgs),
+    /// Consume records and print them, one per line.
+    Consume(cmd::consume::ConsumeArgs),
+    /// Cluster-wide information.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCmd),
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let quiet_default = if matches!(cli.command, Command::Dev(_)) { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| quiet_default.into()))
+        .init();
+    let client = sluice_client::ClientConfig { bootstrap: cli.bootstrap.clone(), ..Default::default() };
+    let result = match cli.command {
+        Command::Dev(args) => cmd::dev::run(args).await,
+        Command::Topic(c) => cmd::topic::run(c, client).await,
+        Command::Produce(a) => cmd::produce::run(a, client).await,
+        Command::Consume(a) => cmd::consume::run(a, client).await,
+        Command::Cluster(c) => cmd::cluster::run(c, client).await,
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

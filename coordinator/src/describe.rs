@@ -1,0 +1,136 @@
+//! Conversions from the cached cluster view to API descriptions (read paths; no I/O).
+
+use sluice_metadata::cache::ClusterView;
+use sluice_proto::error::ApiError;
+use sluice_proto::model::TopicId;
+use sluice_proto::pb::{self, ErrorCode};
+
+/// Partition metadata of a topic, only partitions below its partition count (a partition written
+/// ahead of its topic record by an unfinished CreatePartitions stays invisible).
+pub fn partitions(view: &ClusterView, topic: &pb::TopicRecord) -> Vec<pb::PartitionMetadata> {
+    let Ok(id) = TopicId::from_slice(&topic.topic_id) else {
+        return Vec::new();
+    };
+    view.partitions_of(&id)
+        .filter(|p| p.record.partition < topic.partition_count)
+        .map(|p| pb::PartitionMetadata {
+            partition: p.record.partition,
+            leader: p.record.leader,
+            leader_epoch: p.record.leader_epoch,
+            replicas: p.record.replicas.clone(),
+            isr: p.record.isr.clone(),
+        })
+        .collect()
+}
+
+/// A topic's full description, or `UNKNOWN_TOPIC`.
+pub fn topic(view: &ClusterView, name: &str) -> Result<pb::TopicDescription, ApiError> {
+    let t = view.topics.get(name).ok_or_else(|| unknown_topic(name))?;
+    let r = &t.record;
+    Ok(pb::TopicDescription {
+        name: r.name.clone(),
+        topic_id: r.topic_id.clone(),
+        replication_factor: r.replication_factor,
+        config: r.config.clone(),
+        partitions: partitions(view, r),
+        internal: r.internal,
+    })
+}
+
+/// The error for a topic that does not exist.
+pub fn unknown_topic(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::UnknownTopic,
+        format!("topic '{name}' does not exist; create it first (sluice topic create {name})"),
+    )
+}
+
+/// Live storage nodes as API records.
+pub fn nodes(view: &ClusterView) -> Vec<pb::NodeInfo> {
+    view.nodes
+        .values()
+        .map(|n| pb::NodeInfo {
+            node_id: n.node_id,
+            address: n.address.clone(),
+            rack: n.rack.clone(),
+        })
+        .collect()
+}
+
+/// The active controller, if any.
+pub fn controller(view: &ClusterView) -> Option<pb::ControllerInfo> {
+    view.controller.as_ref().map(|c| pb::ControllerInfo {
+        coordinator_id: c.record.coordinator_id.clone(),
+        address: c.record.address.clone(),
+    })
+}
+
+/// Metadata for the asked topics (all when empty); an unknown asked topic is an error so that
+/// producers to a misspelt topic fail clearly.
+pub fn metadata(
+    view: &ClusterView,
+    cluster_name: &str,
+    req: &pb::GetMetadataRequest,
+) -> Result<pb::GetMetadataResponse, ApiError> {
+    let mut topics = Vec::new();
+    if req.topics.is_empty() {
+        for t in view.topics.values() {
+            if t.record.internal && !req.include_internal {
+                continue;
+            }
+            topics.push(topic_metadata(view, &t.record));
+        }
+    } else {
+        for name in &req.topics {
+            let t = view.topics.get(name).ok_or_else(|| unknown_topic(name))?;
+            topics.push(topic_metadata(view, &t.record));
+        }
+    }
+    Ok(pb::GetMetadataResponse {
+        cluster_name: cluster_name.to_string(),
+        nodes: nodes(view),
+        topics,
+        controller: controller(view),
+    })
+}
+
+fn topic_metadata(view: &ClusterView, r: &pb::TopicRecord) -> pb::TopicMetadata {
+    pb::TopicMetadata {
+        name: r.name.clone(),
+        topic_id: r.topic_id.clone(),
+        partitions: partitions(view, r),
+        internal: r.internal,
+    }
+}
+
+/// The cluster summary for DescribeCluster.
+pub fn cluster(view: &ClusterView, cluster_name: &str) -> pb::DescribeClusterResponse {
+    let active = view.controller.as_ref().map(|c| c.record.coordinator_id.clone());
+    let mut partition_count = 0;
+    let mut offline = 0;
+    for t in view.topics.values() {
+        for p in partitions(view, &t.record) {
+            partition_count += 1;
+            if p.leader < 0 || !view.nodes.contains_key(&p.leader) {
+                offline += 1;
+            }
+        }
+    }
+    pb::DescribeClusterResponse {
+        cluster_name: cluster_name.to_string(),
+        controller: controller(view),
+        nodes: nodes(view),
+        coordinators: view
+            .coordinators
+            .values()
+            .map(|c| pb::CoordinatorInfo {
+                coordinator_id: c.coordinator_id.clone(),
+                address: c.address.clone(),
+                active: active.as_deref() == Some(c.coordinator_id.as_str()),
+            })
+            .collect(),
+        topic_count: view.topics.len() as i32,
+        partition_count,
+        offline_partitions: offline,
+    }
+}

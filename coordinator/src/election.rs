@@ -1,0 +1,148 @@
+//! Controller election through the metadata store: lease + create-if-absent on the
+//! `controller` key. The winner's fencing token is the key's create revision; every controller
+//! write compares it, so a deposed controller (lease lapsed, key re-created by another) can
+//! never write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use sluice_metadata::cache::MetadataCache;
+use sluice_metadata::keys::Keys;
+use sluice_metadata::lease::LeaseKeeper;
+use sluice_metadata::{Compare, MetaStore, Op, Txn};
+use sluice_proto::pb::ControllerRecord;
+use tokio::sync::watch;
+
+/// This coordinator's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Serving reads; forwarding writes to the active controller.
+    Standby,
+    /// The active controller; `fence` is the create revision of its `controller` key.
+    Active {
+        /// Compared by every controller write.
+        fence: i64,
+    },
+}
+
+/// Settings of the election loop.
+#[derive(Debug, Clone)]
+pub struct ElectionConfig {
+    /// This coordinator's id and advertised address.
+    pub me: ControllerRecord,
+    /// TTL of the lease that owns the controller key: the failover time after a crash.
+    pub lease_ttl: Duration,
+}
+
+/// Runs the election until `shutdown` flips to true, publishing the role. On shutdown an
+/// active controller resigns (deletes its key, revokes its lease) so a standby takes over at once.
+pub async fn run_election(
+    store: Arc<dyn MetaStore>,
+    keys: Keys,
+    cache: Arc<MetadataCache>,
+    cfg: ElectionConfig,
+    role: watch::Sender<Role>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let record = cfg.me.encode_to_vec();
+    while !*shutdown.borrow() {
+        let lease = match LeaseKeeper::start(store.clone(), cfg.lease_ttl).await {
+            Ok(l) => l,
+            Err(error) => {
+                tracing::warn!(%error, "cannot get a lease for the election; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
+        let mut lost = lease.lost();
+        let registered = store
+            .txn(Txn::new().then(Op::Put {
+                key: keys.coordinator(&cfg.me.coordinator_id),
+                value: record.clone().into(),
+                lease: lease.id(),
+            }))
+            .await;
+        if let Err(error) = registered {
+            tracing::warn!(%error, "cannot register coordinator; retrying");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        }
+        loop {
+            let elected = ControllerRecord { elected_at_ms: now_ms(), ..cfg.me.clone() }.encode_to_vec();
+            let attempt = store
+                .txn(
+                    Txn::new()
+                        .when(Compare::ModRevision(keys.controller(), 0))
+                        .then(Op::Put { key: keys.controller(), value: elected.into(), lease: lease.id() }),
+                )
+                .await;
+            match attempt {
+                Ok(outcome) if outcome.succeeded => {
+                    let fence = outcome.revision;
+                    tracing::info!(coordinator = %cfg.me.coordinator_id, fence, "became the active controller");
+                    role.send_replace(Role::Active { fence });
+                    let mut view = cache.subscribe();
+                    let deposed = async {
+                        loop {
+                            {
+                                let v = view.borrow_and_update();
+                                let ours = v.controller.as_ref().map(|c| c.create_revision);
+                                if v.revision >= fence && ours != Some(fence) {
+                                    return;
+                                }
+                            }
+                            if view.changed().await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = lost.wait_for(|l| *l) => tracing::warn!("controller lease lost; stepping down"),
+                        _ = deposed => tracing::warn!("controller key taken over; stepping down"),
+                        _ = shutdown.wait_for(|s| *s) => {
+                            role.send_replace(Role::Standby);
+                            let resign = Txn::new()
+                                .when(Compare::CreateRevision(keys.controller(), fence))
+                                .then(Op::Delete(keys.controller()));
+                            if let Err(error) = store.txn(resign).await {
+                                tracing::warn!(%error, "could not resign the controller key");
+                            }
+                            lease.revoke().await;
+                            return;
+                        }
+                    }
+                    role.send_replace(Role::Standby);
+                    break;
+                }
+                Ok(_) => {
+                    role.send_replace(Role::Standby);
+                    let mut view = cache.subscribe();
+                    tokio::select! {
+                        _ = view.wait_for(|v| v.controller.is_none()) => {}
+                        _ = lost.wait_for(|l| *l) => break,
+                        _ = shutdown.wait_for(|s| *s) => {
+                            lease.revoke().await;
+                            return;
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "election attempt failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    if *lost.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,66 @@
+//! `sluice-coordinator`: parses flags, connects to etcd, and runs [`sluice_coordinator::run`].
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use sluice_coordinator::CoordinatorConfig;
+
+/// A Sluice coordinator: admin and metadata APIs; one of them is the active controller.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Unique id of this coordinator.
+    #[arg(long, env = "SLUICE_COORDINATOR_ID")]
+    id: String,
+    /// Address to listen on.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:9092")]
+    listen: String,
+    /// Address others dial to reach this coordinator (defaults to --listen).
+    #[arg(long, env = "SLUICE_ADVERTISE")]
+    advertise: Option<String>,
+    /// etcd endpoints, comma separated.
+    #[arg(long, env = "SLUICE_ETCD", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    etcd: Vec<String>,
+    /// Cluster name (key prefix /sluice/<name>/ in etcd).
+    #[arg(long, env = "SLUICE_CLUSTER", default_value = "sluice")]
+    cluster: String,
+    /// Election lease TTL in milliseconds.
+    #[arg(long, env = "SLUICE_LEASE_TTL_MS", default_value_t = 3000)]
+    lease_ttl_ms: u64,
+    /// Replication factor for topics created without one.
+    #[arg(long, env = "SLUICE_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
+    default_replication_factor: i32,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let advertised = args.advertise.unwrap_or_else(|| listener.local_addr().map(|a| a.to_string()).unwrap_or(args.listen));
+    let store = sluice_metadata::etcd::EtcdStore::connect(&args.etcd, Duration::from_secs(5))
+        .await
+        .context("connecting to etcd")?;
+    let cfg = CoordinatorConfig {
+        id: args.id,
+        advertised_address: advertised,
+        cluster_name: args.cluster,
+        lease_ttl: Duration::from_millis(args.lease_ttl_ms),
+        default_replication_factor: args.default_replication_factor,
+    };
+    sluice_coordinator::run(cfg, store, listener, shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

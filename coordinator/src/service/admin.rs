@@ -1,0 +1,149 @@
+//! The `Admin` service. Reads come from the local view; writes run here when this coordinator
+//! is the active controller and are forwarded to it otherwise.
+
+use std::time::Duration;
+
+use sluice_proto::error::ApiError;
+use sluice_proto::pb::admin_client::AdminClient;
+use sluice_proto::pb::admin_server::Admin;
+use sluice_proto::pb::{self, ErrorCode};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::controller::Controller;
+use crate::describe;
+use crate::election::Role;
+
+/// Marks a request a standby forwarded, so it is never forwarded twice.
+const FORWARDED: &str = "x-sluice-forwarded";
+/// How long a write waits for a controller to exist (e.g. during a failover) before failing.
+const CONTROLLER_WAIT: Duration = Duration::from_secs(10);
+
+/// Serves `Admin` for one coordinator.
+pub struct AdminService {
+    /// The controller's write handle (used only while active).
+    pub controller: Controller,
+    /// This coordinator's current role.
+    pub role: watch::Receiver<Role>,
+    /// The cluster's name, reported by DescribeCluster.
+    pub cluster_name: String,
+}
+
+/// Where a write must run.
+enum Route {
+    Local(i64),
+    Forward(String),
+}
+
+impl AdminService {
+    async fn route<T>(&self, req: &Request<T>) -> Result<Route, ApiError> {
+        let forwarded = req.metadata().contains_key(FORWARDED);
+        let mut role = self.role.clone();
+        let mut view = self.controller.cache.subscribe();
+        let wait = async {
+            loop {
+                if let Role::Active { fence } = *role.borrow_and_update() {
+                    return Ok(Route::Local(fence));
+                }
+                if !forwarded {
+                    if let Some(c) = view.borrow_and_update().controller.as_ref() {
+                        return Ok(Route::Forward(c.record.address.clone()));
+                    }
+                }
+                tokio::select! {
+                    r = role.changed() => if r.is_err() { break },
+                    r = view.changed() => if r.is_err() { break },
+                }
+            }
+            Err(no_controller())
+        };
+        tokio::time::timeout(CONTROLLER_WAIT, wait).await.unwrap_or_else(|_| Err(no_controller()))
+    }
+}
+
+fn no_controller() -> ApiError {
+    ApiError::new(ErrorCode::NotController, "no active controller right now (failover in progress?); retry shortly")
+}
+
+async fn client(addr: &str) -> Result<AdminClient<tonic::transport::Channel>, Status> {
+    let endpoint = format!("http://{addr}");
+    AdminClient::connect(endpoint).await.map_err(|e| {
+        let mut err = ApiError::new(ErrorCode::NotController, format!("cannot reach the active controller at {addr}: {e}; retry"));
+        err.controller_address = Some(addr.to_string());
+        err.to_status()
+    })
+}
+
+fn forwarded<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert(FORWARDED, "1".parse().expect("ascii"));
+    r
+}
+
+/// Runs a write locally or forwards it: one arm per RPC, the rest shared.
+macro_rules! write_rpc {
+    ($self:ident, $req:ident, $method:ident, |$fence:ident, $msg:ident| $local:expr) => {{
+        match $self.route(&$req).await? {
+            Route::Local($fence) => {
+                let $msg = $req.into_inner();
+                Ok(Response::new($local))
+            }
+            Route::Forward(addr) => client(&addr).await?.$method(forwarded($req.into_inner())).await,
+        }
+    }};
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_topic(&self, req: Request<pb::CreateTopicRequest>) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        write_rpc!(self, req, create_topic, |fence, msg| pb::CreateTopicResponse {
+            topic: Some(self.controller.create_topic(fence, msg).await?),
+        })
+    }
+
+    async fn delete_topic(&self, req: Request<pb::DeleteTopicRequest>) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        write_rpc!(self, req, delete_topic, |fence, msg| {
+            self.controller.delete_topic(fence, &msg.name).await?;
+            pb::DeleteTopicResponse {}
+        })
+    }
+
+    async fn create_partitions(
+        &self,
+        req: Request<pb::CreatePartitionsRequest>,
+    ) -> Result<Response<pb::CreatePartitionsResponse>, Status> {
+        write_rpc!(self, req, create_partitions, |fence, msg| pb::CreatePartitionsResponse {
+            topic: Some(self.controller.create_partitions(fence, &msg.name, msg.total_partitions).await?),
+        })
+    }
+
+    async fn list_topics(&self, req: Request<pb::ListTopicsRequest>) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let include_internal = req.into_inner().include_internal;
+        let view = self.controller.cache.view();
+        let topics = view
+            .topics
+            .values()
+            .filter(|t| include_internal || !t.record.internal)
+            .map(|t| pb::TopicSummary {
+                name: t.record.name.clone(),
+                topic_id: t.record.topic_id.clone(),
+                partitions: t.record.partition_count,
+                replication_factor: t.record.replication_factor,
+                internal: t.record.internal,
+            })
+            .collect();
+        Ok(Response::new(pb::ListTopicsResponse { topics }))
+    }
+
+    async fn describe_topic(&self, req: Request<pb::DescribeTopicRequest>) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        let topic = describe::topic(&self.controller.cache.view(), &req.into_inner().name)?;
+        Ok(Response::new(pb::DescribeTopicResponse { topic: Some(topic) }))
+    }
+
+    async fn describe_cluster(
+        &self,
+        _req: Request<pb::DescribeClusterRequest>,
+    ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
+        Ok(Response::new(describe::cluster(&self.controller.cache.view(), &self.cluster_name)))
+    }
+}

@@ -1,0 +1,186 @@
+//! The one cluster harness of Sluice's integration tests: [`TestCluster`] starts a real etcd,
+//! coordinators and storage nodes as real processes on loopback, and offers the faults the
+//! tests need (SIGKILL, SIGSTOP/SIGCONT, restart with the same id and data).
+
+pub mod process;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use sluice_client::{Admin, ClientConfig};
+use sluice_metadata::testing::EtcdProcess;
+
+use crate::process::{free_port, ManagedProcess};
+
+/// Where the built binaries are: `$SLUICE_BIN_DIR`, else the target dir this test runs from.
+pub fn bin_path(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("SLUICE_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().expect("current exe");
+            // target/<profile>/deps/<test-binary>
+            exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
+        }
+    };
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --bins`, which ./scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// Settings of a test cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Number of coordinators.
+    pub coordinators: usize,
+    /// Number of storage nodes (ids 0..n).
+    pub storage_nodes: usize,
+    /// Lease TTL of coordinators and nodes; short so failover tests are quick.
+    pub lease_ttl: Duration,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        Self { coordinators: 1, storage_nodes: 1, lease_ttl: Duration::from_millis(1500) }
+    }
+}
+
+/// A running cluster; every process is killed when it is dropped.
+pub struct TestCluster {
+    /// The cluster's etcd.
+    pub etcd: EtcdProcess,
+    /// Coordinator processes, by index.
+    pub coordinators: Vec<ManagedProcess>,
+    /// Storage-node processes, by node id.
+    pub nodes: Vec<ManagedProcess>,
+    /// Holds data dirs and logs.
+    pub dir: tempfile::TempDir,
+    spec: ClusterSpec,
+}
+
+impl TestCluster {
+    /// Starts etcd, the coordinators and the storage nodes, and waits until the cluster has a
+    /// controller and every node is registered.
+    pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
+        let etcd = EtcdProcess::start().await.context("starting etcd")?;
+        let dir = tempfile::Builder::new().prefix("sluice-it-").tempdir()?;
+        let mut cluster = Self { etcd, coordinators: Vec::new(), nodes: Vec::new(), dir, spec: spec.clone() };
+        for i in 0..spec.coordinators {
+            let p = cluster.spawn_coordinator(i)?;
+            cluster.coordinators.push(p);
+        }
+        for id in 0..spec.storage_nodes {
+            let p = cluster.spawn_node(id, free_port()?)?;
+            cluster.nodes.push(p);
+        }
+        cluster.wait_ready(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    fn spawn_coordinator(&self, i: usize) -> anyhow::Result<ManagedProcess> {
+        let port = free_port()?;
+        ManagedProcess::spawn(
+            &format!("coordinator-{i}"),
+            bin_path("sluice-coordinator"),
+            vec![
+                "--id".into(),
+                format!("coordinator-{i}"),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--etcd".into(),
+                self.etcd.endpoint(),
+                "--lease-ttl-ms".into(),
+                self.spec.lease_ttl.as_millis().to_string(),
+            ],
+            self.dir.path().join(format!("coordinator-{i}.log")),
+            port,
+        )
+    }
+
+    fn spawn_node(&self, id: usize, port: u16) -> anyhow::Result<ManagedProcess> {
+        ManagedProcess::spawn(
+            &format!("node-{id}"),
+            bin_path("sluice-storage-node"),
+            vec![
+                "--node-id".into(),
+                id.to_string(),
+                "--data-dir".into(),
+                self.dir.path().join(format!("node-{id}")).display().to_string(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--etcd".into(),
+                self.etcd.endpoint(),
+                "--lease-ttl-ms".into(),
+                self.spec.lease_ttl.as_millis().to_string(),
+            ],
+            self.dir.path().join(format!("node-{id}.log")),
+            port,
+        )
+    }
+
+    /// Addresses of every coordinator (killed ones included: clients must skip them).
+    pub fn bootstrap(&self) -> Vec<String> {
+        self.coordinators.iter().map(|c| c.address()).collect()
+    }
+
+    /// A client config pointed at the coordinators.
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig { bootstrap: self.bootstrap(), ..Default::default() }
+    }
+
+    /// An admin client.
+    pub async fn admin(&self) -> anyhow::Result<Admin> {
+        Ok(Admin::connect(self.client_config()).await?)
+    }
+
+    /// Waits until a controller is elected and all running nodes are registered.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let want_nodes = self.nodes.iter().filter(|n| n.is_running()).count();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(admin) = self.admin().await {
+                if let Ok(c) = admin.describe_cluster().await {
+                    if c.controller.is_some() && c.nodes.len() == want_nodes {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("cluster not ready after {timeout:?}; logs in {}", self.dir.path().display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Index of the active controller's coordinator, from DescribeCluster.
+    pub async fn active_coordinator(&self) -> anyhow::Result<usize> {
+        let c = self.admin().await?.describe_cluster().await?;
+        let id = c.controller.context("no controller")?.coordinator_id;
+        self.coordinators
+            .iter()
+            .position(|p| p.name == id)
+            .with_context(|| format!("unknown controller {id}"))
+    }
+
+    /// SIGKILLs a storage node.
+    pub fn kill_node(&mut self, id: usize) {
+        self.nodes[id].kill();
+    }
+
+    /// Restarts a killed node with the same id, port and data dir.
+    pub fn restart_node(&mut self, id: usize) -> anyhow::Result<()> {
+        let port = self.nodes[id].port;
+        self.nodes[id].kill();
+        self.nodes[id] = self.spawn_node(id, port)?;
+        Ok(())
+    }
+
+    /// SIGKILLs a coordinator.
+    pub fn kill_coordinator(&mut self, i: usize) {
+        self.coordinators[i].kill();
+    }
+}

@@ -1,0 +1,94 @@
+//! Child processes of a test cluster: spawned with their output in a log file, killed (SIGKILL)
+//! on drop so a failing test leaves nothing behind.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A free loopback port (bound then released; the caller binds it again soon).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One server process of the cluster.
+pub struct ManagedProcess {
+    /// Name, e.g. `node-1`; for coordinators also their `--id`.
+    pub name: String,
+    /// The loopback port it serves on.
+    pub port: u16,
+    /// Its log file.
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl ManagedProcess {
+    /// Starts `bin` with `args`, stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, bin: PathBuf, args: Vec<String>, log: PathBuf, port: u16) -> anyhow::Result<Self> {
+        let out = File::options().create(true).append(true).open(&log)?;
+        let child = Command::new(&bin)
+            .args(&args)
+            .env("RUST_LOG", std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("spawning {}: {e}", bin.display()))?;
+        Ok(Self { name: name.to_string(), port, log, child: Some(child) })
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The OS process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process was started and not killed.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`) with the system `kill`.
+    pub fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let pid = self.pid().ok_or_else(|| anyhow::anyhow!("{} is not running", self.name))?;
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill -{sig} {pid} failed");
+        Ok(())
+    }
+
+    /// The last lines of the log, for failure messages.
+    pub fn tail(&self, lines: usize) -> String {
+        tail(&self.log, lines)
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Drop for ManagedProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl ManagedProcess {
+    /// Whether the process exited by itself (crashed or stopped); a killed process counts as
+    /// not running, not as exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+}

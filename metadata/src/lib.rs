@@ -1,0 +1,13 @@
+//! The cluster-metadata model: the `MetaStore` trait and its backends (etcd; embedded for
+//! single-process use), the key layout, typed records, and a watch-fed cache of the cluster.
+
+pub mod cache;
+pub mod conformance;
+pub mod embedded;
+pub mod etcd;
+pub mod keys;
+pub mod lease;
+pub mod store;
+pub mod testing;
+
+pub use store::{Compare, LeaseId, MetaStore, Op, PrefixWatch, StoreError, Txn, TxnOutcome, Versioned, WatchEvent};

@@ -1,0 +1,156 @@
+//! The one table that maps Sluice error codes to gRPC status codes and retriability, and the
+//! [`ApiError`] value that crosses every gRPC boundary (encoded as `ErrorDetail` in the status
+//! details, so clients in any language branch on a stable code).
+
+use prost::Message;
+
+use crate::pb::{ErrorCode, ErrorDetail, LeaderHint};
+
+/// An error as seen on the wire: a stable code, a message that says what to do, and hints.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}: {message}", code.as_str_name())]
+pub struct ApiError {
+    /// The stable code clients branch on.
+    pub code: ErrorCode,
+    /// Human-readable explanation, saying what to do about it.
+    pub message: String,
+    /// For `NOT_LEADER`: where the leader is, when known.
+    pub leader: Option<LeaderHint>,
+    /// For `NOT_CONTROLLER`: the active controller's address, when known.
+    pub controller_address: Option<String>,
+}
+
+/// gRPC status code and retriability of each error code. Retriable means the same request may
+/// succeed later without the user changing it (possibly after a metadata refresh).
+pub fn classify(code: ErrorCode) -> (tonic::Code, bool) {
+    use ErrorCode as E;
+    use tonic::Code as C;
+    match code {
+        E::Unspecified | E::Internal => (C::Internal, false),
+        E::InvalidRequest
+        | E::InvalidTopicName
+        | E::InvalidPartitions
+        | E::InvalidConfig
+        | E::CorruptBatch
+        | E::BatchTooLarge
+        | E::InvalidTimestamp => (C::InvalidArgument, false),
+        E::InvalidReplicationFactor => (C::FailedPrecondition, false),
+        E::TopicAlreadyExists => (C::AlreadyExists, false),
+        E::UnknownTopic | E::UnknownPartition | E::UnknownTopicId => (C::NotFound, true),
+        E::OffsetOutOfRange => (C::OutOfRange, false),
+        E::NotLeader | E::NotController | E::FencedLeaderEpoch => (C::FailedPrecondition, true),
+        E::PartitionOffline | E::NotEnoughReplicas | E::MetadataUnavailable => {
+            (C::Unavailable, true)
+        }
+        E::RequestTimedOut => (C::DeadlineExceeded, true),
+        E::StorageError => (C::Internal, true),
+    }
+}
+
+impl ApiError {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            leader: None,
+            controller_address: None,
+        }
+    }
+
+    /// `NOT_LEADER` with the leader hint when the refusing node knows it.
+    pub fn not_leader(message: impl Into<String>, leader: Option<LeaderHint>) -> Self {
+        Self {
+            leader,
+            ..Self::new(ErrorCode::NotLeader, message)
+        }
+    }
+
+    /// Whether the same request may succeed if retried (after a metadata refresh).
+    pub fn is_retriable(&self) -> bool {
+        classify(self.code).1
+    }
+
+    /// Encodes this error as a gRPC status carrying an `ErrorDetail`.
+    pub fn to_status(&self) -> tonic::Status {
+        let (grpc, retriable) = classify(self.code);
+        let detail = ErrorDetail {
+            code: self.code as i32,
+            name: self.code.as_str_name().to_string(),
+            retriable,
+            leader: self.leader.clone(),
+            controller_address: self.controller_address.clone().unwrap_or_default(),
+        };
+        tonic::Status::with_details(
+            grpc,
+            format!("{}: {}", self.code.as_str_name(), self.message),
+            detail.encode_to_vec().into(),
+        )
+    }
+
+    /// Decodes a status received from a Sluice server; statuses without details (transport
+    /// failures, other servers) become `METADATA_UNAVAILABLE` when the peer is unreachable and
+    /// `INTERNAL` otherwise.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        if let Ok(detail) = ErrorDetail::decode(status.details()) {
+            if detail.code != 0 {
+                let code = ErrorCode::try_from(detail.code).unwrap_or(ErrorCode::Internal);
+                let prefix = format!("{}: ", code.as_str_name());
+                let message = status
+                    .message()
+                    .strip_prefix(&prefix)
+                    .unwrap_or(status.message())
+                    .to_string();
+                return Self {
+                    code,
+                    message,
+                    leader: detail.leader,
+                    controller_address: Some(detail.controller_address)
+                        .filter(|a| !a.is_empty()),
+                };
+            }
+        }
+        let code = match status.code() {
+            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => {
+                ErrorCode::MetadataUnavailable
+            }
+            tonic::Code::DeadlineExceeded => ErrorCode::RequestTimedOut,
+            _ => ErrorCode::Internal,
+        };
+        Self::new(code, status.message().to_string())
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        e.to_status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trip_keeps_code_message_and_leader_hint() {
+        let hint = LeaderHint {
+            node_id: 3,
+            address: "127.0.0.1:9000".into(),
+            leader_epoch: 7,
+        };
+        let e = ApiError::not_leader("node 1 does not lead t-0", Some(hint.clone()));
+        let status = e.to_status();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        let back = ApiError::from_status(&status);
+        assert_eq!(back, e);
+        assert!(back.is_retriable());
+        assert_eq!(back.leader, Some(hint));
+    }
+
+    #[test]
+    fn status_without_details_is_not_mistaken_for_a_sluice_code() {
+        let back = ApiError::from_status(&tonic::Status::unavailable("connection refused"));
+        assert_eq!(back.code, ErrorCode::MetadataUnavailable);
+        assert!(back.is_retriable());
+    }
+}

@@ -1,0 +1,268 @@
+//! Validated domain types. Values from the wire or the command line are converted with
+//! `TryFrom`/`parse` at the boundary, so the core never sees an invalid name or id.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::error::ApiError;
+use crate::pb::ErrorCode;
+
+/// Longest topic name accepted (as in Kafka: names become file and metric names elsewhere).
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+/// Most partitions one topic may have.
+pub const MAX_PARTITIONS: i32 = 10_000;
+/// Prefix reserved for internal topics such as `__sluice_offsets`.
+pub const INTERNAL_PREFIX: &str = "__";
+
+/// A storage node's stable id (the StatefulSet ordinal in Kubernetes).
+pub type NodeId = i32;
+/// A partition's index within its topic.
+pub type PartitionId = i32;
+/// A record's position in a partition's log.
+pub type Offset = i64;
+/// Epoch of a partition's leadership; bumped at each leader change.
+pub type LeaderEpoch = i32;
+
+/// A topic name that passed [`TopicName::parse`]: 1..=249 characters of `[a-zA-Z0-9._-]`,
+/// not `.` or `..`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicName(String);
+
+impl TopicName {
+    /// Validates a user-supplied name; `allow_internal` permits the reserved `__` prefix.
+    pub fn parse(name: &str, allow_internal: bool) -> Result<Self, ApiError> {
+        let bad = |why: String| Err(ApiError::new(ErrorCode::InvalidTopicName, why));
+        if name.is_empty() {
+            return bad("topic name is empty; give a name of 1 to 249 characters".into());
+        }
+        if name.len() > MAX_TOPIC_NAME_LEN {
+            return bad(format!(
+                "topic name is {} characters long; the limit is {MAX_TOPIC_NAME_LEN}",
+                name.len()
+            ));
+        }
+        if name == "." || name == ".." {
+            return bad(format!("topic name '{name}' is not allowed; choose another name"));
+        }
+        if let Some(c) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return bad(format!(
+                "topic name '{name}' contains {c:?}; use only ASCII letters, digits, '.', '_' and '-'"
+            ));
+        }
+        if !allow_internal && name.starts_with(INTERNAL_PREFIX) {
+            return bad(format!(
+                "topic name '{name}' starts with '{INTERNAL_PREFIX}', which is reserved for internal topics; choose another name"
+            ));
+        }
+        Ok(Self(name.to_string()))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A topic's identity, fresh at each creation (16 random bytes, shown as 32 hex digits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicId(pub [u8; 16]);
+
+impl TopicId {
+    /// Parses the raw bytes carried in records and requests.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, ApiError> {
+        let arr: [u8; 16] = bytes.try_into().map_err(|_| {
+            ApiError::new(
+                ErrorCode::UnknownTopicId,
+                format!("topic id must be 16 bytes, got {}", bytes.len()),
+            )
+        })?;
+        Ok(Self(arr))
+    }
+
+    /// 32 lower-case hex digits, as used in metadata keys.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Inverse of [`TopicId::to_hex`].
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 32 {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+            let hex = std::str::from_utf8(chunk).ok()?;
+            out[i] = u8::from_str_radix(hex, 16).ok()?;
+        }
+        Some(Self(out))
+    }
+}
+
+impl fmt::Display for TopicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// One configurable topic setting: its key, default, and validation.
+struct ConfigSpec {
+    key: &'static str,
+    default: &'static str,
+    check: fn(&str) -> Result<(), String>,
+}
+
+fn non_negative_or_minus_one(v: &str) -> Result<(), String> {
+    match v.parse::<i64>() {
+        Ok(n) if n >= -1 => Ok(()),
+        _ => Err("must be an integer >= 0, or -1 for unlimited".into()),
+    }
+}
+
+fn positive(v: &str) -> Result<(), String> {
+    match v.parse::<i64>() {
+        Ok(n) if n >= 1 => Ok(()),
+        _ => Err("must be an integer >= 1".into()),
+    }
+}
+
+fn batch_size(v: &str) -> Result<(), String> {
+    match v.parse::<i64>() {
+        Ok(n) if (1024..=MAX_BATCH_BYTES_LIMIT).contains(&n) => Ok(()),
+        _ => Err(format!(
+            "must be an integer between 1024 and {MAX_BATCH_BYTES_LIMIT}"
+        )),
+    }
+}
+
+fn cleanup_policy(v: &str) -> Result<(), String> {
+    match v {
+        "delete" | "compact" | "compact,delete" | "delete,compact" => Ok(()),
+        _ => Err("must be 'delete', 'compact' or 'compact,delete'".into()),
+    }
+}
+
+fn boolean(v: &str) -> Result<(), String> {
+    match v {
+        "true" | "false" => Ok(()),
+        _ => Err("must be 'true' or 'false'".into()),
+    }
+}
+
+/// Hard ceiling on `max.message.bytes` (and so on any batch a node accepts).
+pub const MAX_BATCH_BYTES_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// Config key for the largest record batch a partition accepts.
+pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
+
+const CONFIG_SPECS: &[ConfigSpec] = &[
+    ConfigSpec { key: "retention.ms", default: "604800000", check: non_negative_or_minus_one },
+    ConfigSpec { key: "retention.bytes", default: "-1", check: non_negative_or_minus_one },
+    ConfigSpec { key: MAX_MESSAGE_BYTES, default: "1048588", check: batch_size },
+    ConfigSpec { key: "cleanup.policy", default: "delete", check: cleanup_policy },
+    ConfigSpec { key: "min.insync.replicas", default: "1", check: positive },
+    ConfigSpec { key: "unclean.leader.election", default: "false", check: boolean },
+    ConfigSpec { key: "replica.lag.time.max.ms", default: "10000", check: positive },
+];
+
+/// Validates user-supplied topic configs and fills in the defaults, so a stored topic always
+/// carries its full effective configuration.
+pub fn validate_topic_config(
+    config: &BTreeMap<String, String>,
+    replication_factor: i32,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in config {
+        let Some(spec) = CONFIG_SPECS.iter().find(|s| s.key == k) else {
+            let known: Vec<_> = CONFIG_SPECS.iter().map(|s| s.key).collect();
+            return Err(ApiError::new(
+                ErrorCode::InvalidConfig,
+                format!("unknown topic config '{k}'; known configs: {}", known.join(", ")),
+            ));
+        };
+        (spec.check)(v).map_err(|why| {
+            ApiError::new(ErrorCode::InvalidConfig, format!("config {k}={v:?}: {why}"))
+        })?;
+        out.insert(k.clone(), v.clone());
+    }
+    for spec in CONFIG_SPECS {
+        out.entry(spec.key.to_string())
+            .or_insert_with(|| spec.default.to_string());
+    }
+    let min_isr: i32 = out["min.insync.replicas"].parse().unwrap_or(1);
+    if min_isr > replication_factor {
+        return Err(ApiError::new(
+            ErrorCode::InvalidConfig,
+            format!(
+                "min.insync.replicas={min_isr} exceeds the replication factor {replication_factor}; lower it or raise the replication factor"
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// Validates a requested partition count (for creation or as a new total).
+pub fn validate_partition_count(partitions: i32) -> Result<(), ApiError> {
+    if partitions <= 0 || partitions > MAX_PARTITIONS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidPartitions,
+            format!("partition count {partitions} is invalid; give a number from 1 to {MAX_PARTITIONS}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_that_kafka_accepts_are_accepted() {
+        for ok in ["orders", "a", "a.b_c-D9", &"x".repeat(249)] {
+            assert!(TopicName::parse(ok, false).is_ok(), "{ok}");
+        }
+        assert!(TopicName::parse("__sluice_offsets", true).is_ok());
+    }
+
+    #[test]
+    fn bad_topic_names_are_refused_with_invalid_topic_name() {
+        for bad in ["", ".", "..", "has space", "slash/", "ü", &"x".repeat(250), "__internal"] {
+            let err = TopicName::parse(bad, false).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidTopicName, "{bad}");
+        }
+    }
+
+    #[test]
+    fn topic_id_hex_round_trips() {
+        let id = TopicId([0xab; 16]);
+        assert_eq!(TopicId::from_hex(&id.to_hex()), Some(id));
+        assert_eq!(TopicId::from_hex("zz"), None);
+    }
+
+    #[test]
+    fn config_defaults_are_filled_and_unknown_keys_refused() {
+        let cfg = validate_topic_config(&BTreeMap::new(), 1).unwrap();
+        assert_eq!(cfg["cleanup.policy"], "delete");
+        let mut bad = BTreeMap::new();
+        bad.insert("retention.mss".to_string(), "1".to_string());
+        assert_eq!(validate_topic_config(&bad, 1).unwrap_err().code, ErrorCode::InvalidConfig);
+        let mut bad = BTreeMap::new();
+        bad.insert("min.insync.replicas".to_string(), "3".to_string());
+        assert_eq!(validate_topic_config(&bad, 1).unwrap_err().code, ErrorCode::InvalidConfig);
+    }
+
+    #[test]
+    fn partition_counts_outside_range_are_refused() {
+        assert!(validate_partition_count(0).is_err());
+        assert!(validate_partition_count(-3).is_err());
+        assert!(validate_partition_count(1).is_ok());
+    }
+}

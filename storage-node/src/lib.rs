@@ -1,0 +1,137 @@
+//! Sluice's data plane. A storage node registers itself in the metadata store, hosts the
+//! partition replicas the controller assigns it (one RocksDB database for all of them), and
+//! serves produce, fetch and list-offsets for the partitions it leads.
+//!
+//! [`run`] is the whole process minus argument parsing, so tests and `sluice dev` run nodes in
+//! process with their own listener and shutdown signal.
+
+pub mod log;
+pub mod partitions;
+pub mod registration;
+pub mod replica;
+pub mod service;
+pub mod writer;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sluice_metadata::cache::MetadataCache;
+use sluice_metadata::keys::Keys;
+use sluice_metadata::MetaStore;
+use sluice_proto::model::NodeId;
+use sluice_proto::pb;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::log::rocks::RocksLog;
+use crate::log::LogStore;
+use crate::partitions::Partitions;
+use crate::writer::Writer;
+
+/// Largest gRPC message a node accepts or sends (a produce batch plus framing).
+pub const MAX_MESSAGE_SIZE: usize = 80 << 20;
+
+/// Everything a storage node needs besides its store and listener.
+#[derive(Debug, Clone)]
+pub struct StorageNodeConfig {
+    /// Stable node id (the StatefulSet ordinal in Kubernetes).
+    pub node_id: NodeId,
+    /// Directory of the node's RocksDB database.
+    pub data_dir: PathBuf,
+    /// Address clients dial to reach this node (host:port).
+    pub advertised_address: String,
+    /// Rack or zone label, for placement.
+    pub rack: String,
+    /// Name of the cluster; selects the key prefix.
+    pub cluster_name: String,
+    /// TTL of the registration lease: how long a crashed node stays listed.
+    pub lease_ttl: Duration,
+}
+
+/// Runs a storage node until `shutdown` resolves. Shutdown order: stop accepting and drain
+/// requests, stop the reconcile loop, drain the writer, sync the WAL, release the registration.
+pub async fn run(
+    cfg: StorageNodeConfig,
+    store: Arc<dyn MetaStore>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let rocks = RocksLog::open(&cfg.data_dir.join("rocksdb")).with_context(|| format!("opening RocksDB under {}", cfg.data_dir.display()))?;
+    let log: Arc<dyn LogStore> = Arc::new(rocks);
+    let keys = Keys::for_cluster(&cfg.cluster_name);
+    let cache = Arc::new(MetadataCache::start(store.clone(), keys.clone()).await.context("loading cluster metadata")?);
+    let partitions = Arc::new(Partitions::new(cfg.node_id, log.clone()));
+    {
+        let (p, view) = (partitions.clone(), cache.view());
+        tokio::task::spawn_blocking(move || {
+            p.report_strays(&view);
+            p.reconcile(&view)
+        })
+        .await??;
+    }
+    let reconcile = tokio::spawn(reconcile_loop(cache.clone(), partitions.clone()));
+    let (writer, writer_thread) = Writer::spawn(log.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (registered_tx, _registered_rx) = watch::channel(false);
+    let registration = tokio::spawn(registration::run_registration(
+        store,
+        keys,
+        pb::NodeRecord {
+            node_id: cfg.node_id,
+            address: cfg.advertised_address.clone(),
+            rack: cfg.rack.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            registered_at_ms: 0,
+        },
+        cfg.lease_ttl,
+        registered_tx,
+        stop_rx,
+    ));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<pb::log_server::LogServer<service::log::LogService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let log_service = service::log::LogService { node_id: cfg.node_id, cache: cache.clone(), partitions, writer, log: log.clone() };
+    tracing::info!(node_id = cfg.node_id, address = %cfg.advertised_address, data_dir = %cfg.data_dir.display(), "storage node serving");
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            pb::log_server::LogServer::new(log_service)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .context("storage node gRPC server")?;
+    reconcile.abort();
+    // The service (and its writer handle) is gone: the writer drains its queue and stops.
+    tokio::task::spawn_blocking(move || writer_thread.join()).await.ok();
+    if let Err(error) = log.sync() {
+        tracing::error!(%error, "final WAL sync failed");
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), registration).await;
+    tracing::info!(node_id = cfg.node_id, "storage node stopped");
+    Ok(())
+}
+
+/// Re-reconciles hosted replicas at every change of the cluster view.
+async fn reconcile_loop(cache: Arc<MetadataCache>, partitions: Arc<Partitions>) {
+    let mut rx = cache.subscribe();
+    while rx.changed().await.is_ok() {
+        let view = rx.borrow_and_update().clone();
+        let p = partitions.clone();
+        match tokio::task::spawn_blocking(move || p.reconcile(&view)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "reconciling replicas failed"),
+            Err(error) => tracing::error!(%error, "reconcile task panicked"),
+        }
+    }
+}

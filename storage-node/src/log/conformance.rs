@@ -1,0 +1,107 @@
+//! The one test suite every [`LogStore`](super::LogStore) backend passes. A backend's tests
+//! invoke `log_store_conformance!(factory)` where `factory()` returns `(store, guard)`; the guard
+//! (e.g. a temp dir) lives as long as the case.
+
+use bytes::Bytes;
+use sluice_proto::batch::{BatchBuilder, Compression, Record};
+use sluice_proto::model::Offset;
+
+/// A valid batch of `count` small records starting at `base`.
+pub fn batch(base: Offset, count: usize) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::None);
+    for i in 0..count {
+        b.push(&Record {
+            key: None,
+            value: Some(Bytes::from(format!("v{}", base + i as Offset))),
+            headers: Vec::new(),
+            timestamp_ms: 1_000 + i as i64,
+        });
+    }
+    b.finish(base).expect("valid batch")
+}
+
+/// Generates one `#[test]` per conformance case for a backend.
+#[macro_export]
+macro_rules! log_store_conformance {
+    ($factory:expr) => {
+        use $crate::log::conformance::batch;
+        use $crate::log::{Append, LogStore, PartitionKey};
+        use sluice_proto::model::TopicId;
+
+        fn key(t: u8, p: i32) -> PartitionKey {
+            PartitionKey { topic_id: TopicId([t; 16]), partition: p }
+        }
+
+        #[test]
+        fn open_gives_distinct_uids_and_reopen_the_same_one() {
+            let (log, _g) = ($factory)();
+            let a = log.open(key(1, 0)).unwrap();
+            let b = log.open(key(1, 1)).unwrap();
+            assert_ne!(a.uid, b.uid);
+            assert_eq!(log.open(key(1, 0)).unwrap().uid, a.uid);
+            assert_eq!((a.log_start, a.log_end), (0, 0));
+            let mut listed = log.list().unwrap();
+            listed.sort();
+            assert_eq!(listed, vec![(key(1, 0), a.uid), (key(1, 1), b.uid)]);
+        }
+
+        #[test]
+        fn appended_batches_read_back_in_order_and_set_the_log_end() {
+            let (log, _g) = ($factory)();
+            let uid = log.open(key(1, 0)).unwrap().uid;
+            let (b0, b1) = (batch(0, 2), batch(2, 3));
+            log.append(&[Append { uid, base_offset: 0, batch: &b0 }, Append { uid, base_offset: 2, batch: &b1 }]).unwrap();
+            assert_eq!(log.read(uid, 0, 5, 1 << 20).unwrap(), vec![b0.clone(), b1.clone()]);
+            let opened = log.open(key(1, 0)).unwrap();
+            assert_eq!((opened.log_start, opened.log_end), (0, 5));
+        }
+
+        #[test]
+        fn read_from_inside_a_batch_starts_with_that_batch() {
+            let (log, _g) = ($factory)();
+            let uid = log.open(key(1, 0)).unwrap().uid;
+            let (b0, b1) = (batch(0, 4), batch(4, 4));
+            log.append(&[Append { uid, base_offset: 0, batch: &b0 }, Append { uid, base_offset: 4, batch: &b1 }]).unwrap();
+            assert_eq!(log.read(uid, 2, 8, 1 << 20).unwrap(), vec![b0, b1.clone()]);
+            assert_eq!(log.read(uid, 5, 8, 1 << 20).unwrap(), vec![b1]);
+            assert!(log.read(uid, 8, 8, 1 << 20).unwrap().is_empty());
+        }
+
+        #[test]
+        fn read_stops_before_the_limit_and_after_max_bytes() {
+            let (log, _g) = ($factory)();
+            let uid = log.open(key(1, 0)).unwrap().uid;
+            let bs: Vec<_> = (0..4).map(|i| batch(i * 2, 2)).collect();
+            let appends: Vec<_> = bs.iter().enumerate().map(|(i, b)| Append { uid, base_offset: i as i64 * 2, batch: b }).collect();
+            log.append(&appends).unwrap();
+            assert_eq!(log.read(uid, 0, 4, 1 << 20).unwrap().len(), 2, "limit excludes batches at or past it");
+            assert_eq!(log.read(uid, 0, 8, 1).unwrap().len(), 1, "at least one batch, however small max_bytes");
+            assert_eq!(log.read(uid, 0, 8, bs[0].len() + bs[1].len()).unwrap().len(), 2);
+        }
+
+        #[test]
+        fn partitions_do_not_see_each_others_batches() {
+            let (log, _g) = ($factory)();
+            let a = log.open(key(1, 0)).unwrap().uid;
+            let b = log.open(key(2, 0)).unwrap().uid;
+            let (ba, bb) = (batch(0, 1), batch(0, 2));
+            log.append(&[Append { uid: a, base_offset: 0, batch: &ba }, Append { uid: b, base_offset: 0, batch: &bb }]).unwrap();
+            assert_eq!(log.read(a, 0, 10, 1 << 20).unwrap(), vec![ba]);
+            assert_eq!(log.read(b, 0, 10, 1 << 20).unwrap(), vec![bb]);
+        }
+
+        #[test]
+        fn delete_removes_the_log_and_a_reopen_starts_empty_with_a_new_uid() {
+            let (log, _g) = ($factory)();
+            let old = log.open(key(1, 0)).unwrap().uid;
+            let b = batch(0, 3);
+            log.append(&[Append { uid: old, base_offset: 0, batch: &b }]).unwrap();
+            log.delete(key(1, 0)).unwrap();
+            assert!(log.read(old, 0, 10, 1 << 20).unwrap().is_empty());
+            let again = log.open(key(1, 0)).unwrap();
+            assert_ne!(again.uid, old);
+            assert_eq!(again.log_end, 0);
+            log.sync().unwrap();
+        }
+    };
+}

@@ -1,0 +1,109 @@
+//! In-memory twin of the RocksDB log, for fast unit tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use sluice_proto::batch::BatchHeader;
+use sluice_proto::model::Offset;
+
+use super::{Append, LogError, LogStore, OpenedLog, PartitionKey, Uid};
+
+#[derive(Default)]
+struct Inner {
+    next_uid: Uid,
+    uids: HashMap<PartitionKey, Uid>,
+    batches: BTreeMap<(Uid, Offset), Bytes>,
+}
+
+/// A [`LogStore`] in a mutex-guarded map.
+#[derive(Default)]
+pub struct MemoryLog {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryLog {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn next_offset(batch: &[u8]) -> Result<Offset, LogError> {
+    BatchHeader::parse(batch).map(|h| h.next_offset()).map_err(|e| LogError(e.to_string()))
+}
+
+impl LogStore for MemoryLog {
+    fn open(&self, key: PartitionKey) -> Result<OpenedLog, LogError> {
+        let mut g = self.inner.lock().expect("poisoned");
+        let uid = match g.uids.get(&key) {
+            Some(u) => *u,
+            None => {
+                g.next_uid += 1;
+                let u = g.next_uid;
+                g.uids.insert(key, u);
+                u
+            }
+        };
+        let mut range = g.batches.range((uid, 0)..=(uid, Offset::MAX));
+        let log_start = range.next().map(|((_, o), _)| *o).unwrap_or(0);
+        let log_end = match g.batches.range((uid, 0)..=(uid, Offset::MAX)).next_back() {
+            Some((_, b)) => next_offset(b)?,
+            None => 0,
+        };
+        Ok(OpenedLog { uid, log_start, log_end })
+    }
+
+    fn list(&self) -> Result<Vec<(PartitionKey, Uid)>, LogError> {
+        let g = self.inner.lock().expect("poisoned");
+        let mut v: Vec<_> = g.uids.iter().map(|(k, u)| (*k, *u)).collect();
+        v.sort();
+        Ok(v)
+    }
+
+    fn append(&self, appends: &[Append<'_>]) -> Result<(), LogError> {
+        let mut g = self.inner.lock().expect("poisoned");
+        for a in appends {
+            g.batches.insert((a.uid, a.base_offset), Bytes::copy_from_slice(a.batch));
+        }
+        Ok(())
+    }
+
+    fn read(&self, uid: Uid, from: Offset, limit: Offset, max_bytes: usize) -> Result<Vec<Bytes>, LogError> {
+        let g = self.inner.lock().expect("poisoned");
+        let start = match g.batches.range((uid, 0)..=(uid, from)).next_back() {
+            Some(((_, base), b)) if next_offset(b)? > from => *base,
+            _ => from,
+        };
+        let mut out = Vec::new();
+        let mut size = 0;
+        for (_, b) in g.batches.range((uid, start)..=(uid, Offset::MAX)) {
+            if next_offset(b)? > limit || (!out.is_empty() && size + b.len() > max_bytes) {
+                break;
+            }
+            size += b.len();
+            out.push(b.clone());
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, key: PartitionKey) -> Result<(), LogError> {
+        let mut g = self.inner.lock().expect("poisoned");
+        if let Some(uid) = g.uids.remove(&key) {
+            let keys: Vec<_> = g.batches.range((uid, 0)..=(uid, Offset::MAX)).map(|(k, _)| *k).collect();
+            for k in keys {
+                g.batches.remove(&k);
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    crate::log_store_conformance!(|| (super::MemoryLog::new(), ()));
+}

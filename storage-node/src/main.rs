@@ -1,0 +1,74 @@
+//! `sluice-storage-node`: parses flags, connects to etcd, and runs [`sluice_storage_node::run`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use sluice_storage_node::StorageNodeConfig;
+
+/// A Sluice storage node: hosts partition replicas in RocksDB and serves produce and fetch.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Stable node id; keep it across restarts (with the same --data-dir).
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    node_id: i32,
+    /// Directory for the node's data.
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:9093")]
+    listen: String,
+    /// Address clients dial to reach this node (defaults to the bound --listen address).
+    #[arg(long, env = "SLUICE_ADVERTISE")]
+    advertise: Option<String>,
+    /// Rack or zone label, used to spread replicas.
+    #[arg(long, env = "SLUICE_RACK", default_value = "")]
+    rack: String,
+    /// etcd endpoints, comma separated.
+    #[arg(long, env = "SLUICE_ETCD", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    etcd: Vec<String>,
+    /// Cluster name (key prefix /sluice/<name>/ in etcd).
+    #[arg(long, env = "SLUICE_CLUSTER", default_value = "sluice")]
+    cluster: String,
+    /// Registration lease TTL in milliseconds.
+    #[arg(long, env = "SLUICE_LEASE_TTL_MS", default_value_t = 3000)]
+    lease_ttl_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    if args.node_id < 0 {
+        anyhow::bail!("--node-id must be 0 or more (got {})", args.node_id);
+    }
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let advertised = args.advertise.unwrap_or_else(|| listener.local_addr().map(|a| a.to_string()).unwrap_or(args.listen));
+    let store = sluice_metadata::etcd::EtcdStore::connect(&args.etcd, Duration::from_secs(5))
+        .await
+        .context("connecting to etcd")?;
+    let cfg = StorageNodeConfig {
+        node_id: args.node_id,
+        data_dir: args.data_dir,
+        advertised_address: advertised,
+        rack: args.rack,
+        cluster_name: args.cluster,
+        lease_ttl: Duration::from_millis(args.lease_ttl_ms),
+    };
+    sluice_storage_node::run(cfg, store, listener, shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,74 @@
+//! Registration of this node under `nodes/<id>`, owned by a lease kept alive in the background.
+//! A node that restarts quickly waits for its previous registration to expire rather than
+//! overwrite a key that might belong to another live process with the same id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use sluice_metadata::keys::Keys;
+use sluice_metadata::lease::LeaseKeeper;
+use sluice_metadata::{Compare, MetaStore, Op, Txn};
+use sluice_proto::pb::NodeRecord;
+use tokio::sync::watch;
+
+/// Keeps `nodes/<id>` registered until `shutdown` flips, then revokes the lease so the node
+/// disappears from the cluster at once. `registered` reports whether the key is ours now.
+pub async fn run_registration(
+    store: Arc<dyn MetaStore>,
+    keys: Keys,
+    record: NodeRecord,
+    ttl: Duration,
+    registered: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let key = keys.node(record.node_id);
+    let mut waited_logged = false;
+    while !*shutdown.borrow() {
+        let lease = match LeaseKeeper::start(store.clone(), ttl).await {
+            Ok(l) => l,
+            Err(error) => {
+                tracing::warn!(%error, "cannot get a lease to register; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
+        let txn = Txn::new()
+            .when(Compare::ModRevision(key.clone(), 0))
+            .then(Op::Put { key: key.clone(), value: record.encode_to_vec().into(), lease: lease.id() });
+        match store.txn(txn).await {
+            Ok(o) if o.succeeded => {
+                tracing::info!(node_id = record.node_id, address = %record.address, "registered");
+                registered.send_replace(true);
+                let mut lost = lease.lost();
+                tokio::select! {
+                    _ = lost.wait_for(|l| *l) => {
+                        tracing::warn!(node_id = record.node_id, "registration lease lost; registering again");
+                        registered.send_replace(false);
+                    }
+                    _ = shutdown.wait_for(|s| *s) => {
+                        registered.send_replace(false);
+                        lease.revoke().await;
+                        return;
+                    }
+                }
+            }
+            Ok(_) => {
+                if !waited_logged {
+                    tracing::info!(node_id = record.node_id, "waiting for the previous registration of this node id to expire");
+                    waited_logged = true;
+                }
+                lease.revoke().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "registration failed; retrying");
+                lease.revoke().await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! gRPC adapters of the storage node.
+
+pub mod log;
+pub mod resolve;

@@ -1,1 +1,45 @@
-//! placeholder
+//! The Rust client for Sluice: [`Admin`] for topics and the cluster, [`Producer`] for appending
+//! records in batches straight to partition leaders, [`Consumer`] for reading partitions from a
+//! chosen position.
+//!
+//! All three start from a [`ClientConfig`] naming one or more coordinators. Partition leaders
+//! are learnt from coordinator metadata, cached, and corrected by the `NOT_LEADER` hints storage
+//! nodes return, so data never passes through a coordinator.
+//!
+//! ```no_run
+//! # async fn demo() -> sluice_client::Result<()> {
+//! use sluice_client::{ClientConfig, Producer, ProducerConfig, ProducerRecord};
+//! let producer = Producer::new(ProducerConfig {
+//!     client: ClientConfig::new(["127.0.0.1:9092"]),
+//!     ..ProducerConfig::default()
+//! })
+//! .await?;
+//! let delivery = producer.send(ProducerRecord::new("orders", "hello").key("customer-7")).await?;
+//! let metadata = delivery.await?;
+//! println!("stored at {}-{}@{}", metadata.topic, metadata.partition, metadata.offset);
+//! producer.close().await
+//! # }
+//! ```
+
+mod admin;
+mod config;
+mod connection;
+mod consumer;
+mod error;
+mod metadata;
+mod partitioner;
+mod producer;
+mod retry;
+
+pub use admin::Admin;
+pub use config::{Acks, ClientConfig, ConsumerConfig, ProducerConfig};
+pub use consumer::{Consumer, ConsumerRecord, SeekTo};
+pub use error::{ClientError, Result};
+pub use partitioner::{murmur2, partition_for_key, to_positive};
+pub use producer::{DeliveryFuture, Producer, ProducerRecord, RecordMetadata};
+/// Codec choice for [`ProducerConfig::compression`].
+pub use sluice_proto::batch::Compression;
+/// Server-side error details carried by [`ClientError::Api`].
+pub use sluice_proto::error::ApiError;
+/// Generated message types returned by [`Admin`] calls.
+pub use sluice_proto::pb;

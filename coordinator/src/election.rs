@@ -98,9 +98,9 @@ pub async fn run_election(
                         }
                     };
                     tokio::select! {
-                        _ = lost.wait_for(|l| *l) => tracing::warn!("controller lease lost; stepping down"),
+                        _ = until(&mut lost, |l| *l) => tracing::warn!("controller lease lost; stepping down"),
                         _ = deposed => tracing::warn!("controller key taken over; stepping down"),
-                        _ = shutdown.wait_for(|s| *s) => {
+                        _ = until(&mut shutdown, |s| *s) => {
                             role.send_replace(Role::Standby);
                             let resign = Txn::new()
                                 .when(Compare::CreateRevision(keys.controller(), fence))
@@ -108,7 +108,7 @@ pub async fn run_election(
                             if let Err(error) = store.txn(resign).await {
                                 tracing::warn!(%error, "could not resign the controller key");
                             }
-                            lease.revoke().await;
+                            let _ = lease.revoke().await;
                             return;
                         }
                     }
@@ -119,10 +119,10 @@ pub async fn run_election(
                     role.send_replace(Role::Standby);
                     let mut view = cache.subscribe();
                     tokio::select! {
-                        _ = view.wait_for(|v| v.controller.is_none()) => {}
-                        _ = lost.wait_for(|l| *l) => break,
-                        _ = shutdown.wait_for(|s| *s) => {
-                            lease.revoke().await;
+                        _ = until(&mut view, |v| v.controller.is_none()) => {}
+                        _ = until(&mut lost, |l| *l) => break,
+                        _ = until(&mut shutdown, |s| *s) => {
+                            let _ = lease.revoke().await;
                             return;
                         }
                     }
@@ -145,4 +145,10 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Waits until `rx`'s value satisfies `f` (or its sender is gone), without holding the borrow
+/// guard across later awaits.
+async fn until<T>(rx: &mut watch::Receiver<T>, f: impl FnMut(&T) -> bool) {
+    let _ = rx.wait_for(f).await;
 }

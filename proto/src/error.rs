@@ -92,23 +92,22 @@ impl ApiError {
     /// failures, other servers) become `METADATA_UNAVAILABLE` when the peer is unreachable and
     /// `INTERNAL` otherwise.
     pub fn from_status(status: &tonic::Status) -> Self {
-        if let Ok(detail) = ErrorDetail::decode(status.details()) {
-            if detail.code != 0 {
-                let code = ErrorCode::try_from(detail.code).unwrap_or(ErrorCode::Internal);
-                let prefix = format!("{}: ", code.as_str_name());
-                let message = status
-                    .message()
-                    .strip_prefix(&prefix)
-                    .unwrap_or(status.message())
-                    .to_string();
-                return Self {
-                    code,
-                    message,
-                    leader: detail.leader,
-                    controller_address: Some(detail.controller_address)
-                        .filter(|a| !a.is_empty()),
-                };
-            }
+        if let Ok(detail) = ErrorDetail::decode(status.details())
+            && detail.code != 0
+        {
+            let code = ErrorCode::try_from(detail.code).unwrap_or(ErrorCode::Internal);
+            let prefix = format!("{}: ", code.as_str_name());
+            let message = status
+                .message()
+                .strip_prefix(&prefix)
+                .unwrap_or(status.message())
+                .to_string();
+            return Self {
+                code,
+                message,
+                leader: detail.leader,
+                controller_address: Some(detail.controller_address).filter(|a| !a.is_empty()),
+            };
         }
         let code = match status.code() {
             tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => {

@@ -86,7 +86,7 @@ pub async fn run(
             address: cfg.advertised_address.clone(),
             rack: cfg.rack.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            registered_at_ms: 0,
+            registered_at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
         },
         cfg.lease_ttl,
         registered_tx,

@@ -42,13 +42,13 @@ pub async fn run_registration(
                 registered.send_replace(true);
                 let mut lost = lease.lost();
                 tokio::select! {
-                    _ = lost.wait_for(|l| *l) => {
+                    _ = until(&mut lost, |l| *l) => {
                         tracing::warn!(node_id = record.node_id, "registration lease lost; registering again");
                         registered.send_replace(false);
                     }
-                    _ = shutdown.wait_for(|s| *s) => {
+                    _ = until(&mut shutdown, |s| *s) => {
                         registered.send_replace(false);
-                        lease.revoke().await;
+                        let _ = lease.revoke().await;
                         return;
                     }
                 }
@@ -58,17 +58,23 @@ pub async fn run_registration(
                     tracing::info!(node_id = record.node_id, "waiting for the previous registration of this node id to expire");
                     waited_logged = true;
                 }
-                lease.revoke().await;
+                let _ = lease.revoke().await;
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = shutdown.wait_for(|s| *s) => return,
+                    _ = until(&mut shutdown, |s| *s) => return,
                 }
             }
             Err(error) => {
                 tracing::warn!(%error, "registration failed; retrying");
-                lease.revoke().await;
+                let _ = lease.revoke().await;
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
     }
+}
+
+/// Waits until `rx`'s value satisfies `f` (or its sender is gone), without holding the borrow
+/// guard across later awaits.
+async fn until<T>(rx: &mut watch::Receiver<T>, f: impl FnMut(&T) -> bool) {
+    let _ = rx.wait_for(f).await;
 }

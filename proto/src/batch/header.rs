@@ -241,7 +241,7 @@ mod tests {
             partition_leader_epoch: 7,
             magic: MAGIC_V2,
             crc: 0xdead_beef,
-            attributes: 0x13,
+            attributes: 0x12,
             last_offset_delta: 4,
             base_timestamp: 1_700_000_000_000,
             max_timestamp: 1_700_000_000_500,

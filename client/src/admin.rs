@@ -1,0 +1,139 @@
+//! Topic and cluster administration through the coordinators' `Admin` service.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sluice_proto::pb::{self, ErrorCode, admin_client::AdminClient};
+
+use crate::config::ClientConfig;
+use crate::connection::{Coordinators, Pool, request};
+use crate::error::{ClientError, Result};
+
+/// Creates, deletes and describes topics and the cluster. Any coordinator answers (standbys
+/// forward writes to the active controller); unreachable ones are skipped.
+#[derive(Debug)]
+pub struct Admin {
+    pool: Pool,
+    coordinators: Coordinators,
+}
+
+impl Admin {
+    /// Checks the config; connections are made on the first call.
+    pub async fn connect(cfg: ClientConfig) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Self {
+            pool: Pool::new(cfg.request_timeout),
+            coordinators: Coordinators::new(cfg.bootstrap_uris(), cfg.request_timeout),
+        })
+    }
+
+    /// Creates a topic; `replication_factor` 0 takes the cluster default, `config` holds topic
+    /// settings such as `retention.ms` (unknown keys are refused).
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i32,
+        config: BTreeMap<String, String>,
+    ) -> Result<pb::TopicDescription> {
+        let config: HashMap<String, String> = config.into_iter().collect();
+        let resp = self
+            .coordinators
+            .call(&self.pool, "CreateTopic", false, |ch, t| {
+                let req = pb::CreateTopicRequest {
+                    name: name.to_string(),
+                    partitions,
+                    replication_factor,
+                    config: config.clone(),
+                    validate_only: false,
+                };
+                async move { AdminClient::new(ch).create_topic(request(req, t)).await }
+            })
+            .await?
+            .into_inner();
+        described(resp.topic, name)
+    }
+
+    /// Deletes a topic and its data.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        self.coordinators
+            .call(&self.pool, "DeleteTopic", false, |ch, t| {
+                let req = pb::DeleteTopicRequest {
+                    name: name.to_string(),
+                };
+                async move { AdminClient::new(ch).delete_topic(request(req, t)).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Every topic, with internal ones (such as `__sluice_offsets`) when asked.
+    pub async fn list_topics(&self, include_internal: bool) -> Result<Vec<pb::TopicSummary>> {
+        let resp = self
+            .coordinators
+            .call(&self.pool, "ListTopics", true, |ch, t| {
+                let req = pb::ListTopicsRequest { include_internal };
+                async move { AdminClient::new(ch).list_topics(request(req, t)).await }
+            })
+            .await?;
+        Ok(resp.into_inner().topics)
+    }
+
+    /// A topic's id, config and per-partition leaders, replicas and ISR.
+    pub async fn describe_topic(&self, name: &str) -> Result<pb::TopicDescription> {
+        let resp = self
+            .coordinators
+            .call(&self.pool, "DescribeTopic", true, |ch, t| {
+                let req = pb::DescribeTopicRequest {
+                    name: name.to_string(),
+                };
+                async move { AdminClient::new(ch).describe_topic(request(req, t)).await }
+            })
+            .await?
+            .into_inner();
+        described(resp.topic, name)
+    }
+
+    /// Raises a topic's partition count to `total_partitions` (counts never shrink, since keys
+    /// would move).
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        total_partitions: i32,
+    ) -> Result<pb::TopicDescription> {
+        let resp = self
+            .coordinators
+            .call(&self.pool, "CreatePartitions", false, |ch, t| {
+                let req = pb::CreatePartitionsRequest {
+                    name: name.to_string(),
+                    total_partitions,
+                };
+                async move { AdminClient::new(ch).create_partitions(request(req, t)).await }
+            })
+            .await?
+            .into_inner();
+        described(resp.topic, name)
+    }
+
+    /// Cluster name, active controller, coordinators, live storage nodes and partition counts.
+    pub async fn describe_cluster(&self) -> Result<pb::DescribeClusterResponse> {
+        let resp = self
+            .coordinators
+            .call(&self.pool, "DescribeCluster", true, |ch, t| async move {
+                AdminClient::new(ch)
+                    .describe_cluster(request(pb::DescribeClusterRequest {}, t))
+                    .await
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+}
+
+/// The topic of an answer that must carry one.
+fn described(topic: Option<pb::TopicDescription>, name: &str) -> Result<pb::TopicDescription> {
+    topic.ok_or_else(|| {
+        ClientError::api(
+            ErrorCode::Internal,
+            format!("coordinator answered without a description of topic '{name}'"),
+        )
+    })
+}

@@ -1,0 +1,239 @@
+//! Client, producer and consumer settings with Kafka-like defaults.
+
+use std::time::Duration;
+
+use sluice_proto::batch::Compression;
+
+use crate::error::{ClientError, Result};
+
+/// Where the cluster is and how long to wait for it; shared by admin, producer and consumer.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Coordinator addresses (`host:port`, `http://` added when missing); any one of them is
+    /// enough, the others are tried in turn when it is unreachable.
+    pub bootstrap: Vec<String>,
+    /// Upper bound on one request to a coordinator or storage node (a long-poll fetch gets its
+    /// wait on top of this).
+    pub request_timeout: Duration,
+    /// Cached cluster metadata older than this is refreshed in the background, so the client
+    /// notices new partitions and leader moves that caused no error.
+    pub metadata_max_age: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap: vec!["127.0.0.1:9092".to_string()],
+            request_timeout: Duration::from_secs(30),
+            metadata_max_age: Duration::from_secs(300),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// A config for the given bootstrap addresses with default timeouts.
+    pub fn new<S: Into<String>>(bootstrap: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            bootstrap: bootstrap.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Refuses settings no request could succeed with, before any connection is made.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.bootstrap.iter().all(|a| a.trim().is_empty()) {
+            return Err(ClientError::Config(
+                "no bootstrap address: give at least one coordinator host:port".into(),
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ClientError::Config(
+                "request_timeout is zero: give a positive duration".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The bootstrap list as URIs, blanks dropped.
+    pub(crate) fn bootstrap_uris(&self) -> Vec<String> {
+        self.bootstrap
+            .iter()
+            .map(|a| a.trim())
+            .filter(|a| !a.is_empty())
+            .map(normalize_address)
+            .collect()
+    }
+}
+
+/// Turns `host:port` into the `http://host:port` URI tonic dials; URIs are kept as they are.
+pub(crate) fn normalize_address(addr: &str) -> String {
+    let addr = addr.trim();
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// How many replicas must have a batch before the producer counts it as delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acks {
+    /// Fire and forget (`acks=0`): deliveries resolve with offset -1 and may be lost.
+    None,
+    /// The leader's local append (`acks=1`): lost if the leader dies before followers copy it.
+    Leader,
+    /// Every in-sync replica (`acks=all`, -1): survives any single node loss.
+    #[default]
+    All,
+}
+
+impl Acks {
+    /// The wire value of `ProduceRequest.acks`.
+    pub fn as_i32(self) -> i32 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+}
+
+/// Batching, retry and memory settings of a [`crate::Producer`].
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// Cluster address and timeouts.
+    pub client: ClientConfig,
+    /// Durability asked of the storage nodes.
+    pub acks: Acks,
+    /// How long a partition's batch waits for more records before it is sent, trading latency
+    /// for fewer, larger requests.
+    pub linger: Duration,
+    /// Estimated encoded size at which a batch is closed and sent at once.
+    pub batch_size: usize,
+    /// Codec applied to each batch's records.
+    pub compression: Compression,
+    /// Produce requests outstanding at once across all partitions; each partition still has at
+    /// most one, so a retry can never overtake a later batch of the same partition.
+    pub max_in_flight: usize,
+    /// Retries of a batch after a retriable error; `delivery_timeout` bounds them as well.
+    pub retries: u32,
+    /// Wait before the first retry; doubles on each further retry up to one second.
+    pub retry_backoff: Duration,
+    /// Time from `send` until a record is reported as failed, retries included.
+    pub delivery_timeout: Duration,
+    /// Bytes of records buffered but not yet acknowledged; `send` waits when it is used up, so a
+    /// fast producer cannot exhaust memory when the cluster is slow.
+    pub buffer_memory: usize,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            client: ClientConfig::default(),
+            acks: Acks::All,
+            linger: Duration::from_millis(5),
+            batch_size: 256 * 1024,
+            compression: Compression::None,
+            max_in_flight: 8,
+            retries: u32::MAX,
+            retry_backoff: Duration::from_millis(100),
+            delivery_timeout: Duration::from_secs(30),
+            buffer_memory: 32 * 1024 * 1024,
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// Refuses settings that would stall or never deliver.
+    pub(crate) fn validate(&self) -> Result<()> {
+        self.client.validate()?;
+        let bad = |what: &str| Err(ClientError::Config(what.to_string()));
+        if self.batch_size == 0 {
+            return bad("batch_size is zero: give a size in bytes, e.g. 262144");
+        }
+        if self.max_in_flight == 0 {
+            return bad("max_in_flight is zero: allow at least one request in flight");
+        }
+        if self.buffer_memory < self.batch_size {
+            return bad("buffer_memory is smaller than batch_size: raise buffer_memory");
+        }
+        if self.delivery_timeout.is_zero() {
+            return bad("delivery_timeout is zero: give a positive duration");
+        }
+        Ok(())
+    }
+}
+
+/// Fetch and buffering settings of a [`crate::Consumer`].
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Cluster address and timeouts.
+    pub client: ClientConfig,
+    /// Longest a fetch waits on the leader for `min_bytes` to arrive (long poll).
+    pub max_wait: Duration,
+    /// Bytes a fetch waits for before it answers; 1 answers as soon as anything is there.
+    pub min_bytes: i32,
+    /// Upper bound on the bytes one fetch returns (at least one whole batch is always returned).
+    pub max_bytes: i32,
+    /// Records fetched ahead and held for `next()`; fetches pause when it is full, so memory
+    /// stays bounded however slow the application is.
+    pub queue_records: usize,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            client: ClientConfig::default(),
+            max_wait: Duration::from_millis(500),
+            min_bytes: 1,
+            max_bytes: 4 * 1024 * 1024,
+            queue_records: 10_000,
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// Refuses settings no fetch could work with.
+    pub(crate) fn validate(&self) -> Result<()> {
+        self.client.validate()?;
+        if self.max_bytes <= 0 || self.min_bytes < 0 {
+            return Err(ClientError::Config(
+                "max_bytes must be positive and min_bytes not negative".into(),
+            ));
+        }
+        if self.queue_records == 0 {
+            return Err(ClientError::Config(
+                "queue_records is zero: allow at least one buffered record".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_host_port_gets_http_scheme_and_uris_are_kept() {
+        assert_eq!(normalize_address("127.0.0.1:9092"), "http://127.0.0.1:9092");
+        assert_eq!(normalize_address(" http://a:1 "), "http://a:1");
+        assert_eq!(normalize_address("https://a:1"), "https://a:1");
+    }
+
+    #[test]
+    fn empty_bootstrap_is_a_config_error() {
+        let cfg = ClientConfig::new(Vec::<String>::new());
+        assert!(matches!(cfg.validate(), Err(ClientError::Config(_))));
+        let cfg = ClientConfig::new([" ", ""]);
+        assert!(matches!(cfg.validate(), Err(ClientError::Config(_))));
+        assert!(ClientConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn acks_map_to_wire_values() {
+        assert_eq!(Acks::None.as_i32(), 0);
+        assert_eq!(Acks::Leader.as_i32(), 1);
+        assert_eq!(Acks::All.as_i32(), -1);
+    }
+}

@@ -1,0 +1,174 @@
+//! One task per assigned partition: long-polls the partition's leader from the fetch position,
+//! decodes the returned batches and pushes records into the consumer's bounded queue (so a slow
+//! application pauses fetching instead of growing memory).
+//!
+//! Retriable errors (leader moved, node unreachable) are retried for as long as the partition
+//! stays assigned, following `NOT_LEADER` hints and metadata refreshes. Anything else (notably
+//! `OFFSET_OUT_OF_RANGE`) is handed to the application once and stops the task until it seeks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_proto::batch::{BatchIter, decode_records_shared};
+use sluice_proto::error::ApiError;
+use sluice_proto::pb::{self, log_client::LogClient};
+use tokio::sync::mpsc;
+
+use super::ConsumerRecord;
+use crate::config::ConsumerConfig;
+use crate::connection::{MAX_MESSAGE_BYTES, request, with_timeout};
+use crate::error::{ClientError, Result};
+use crate::metadata::Metadata;
+use crate::retry::RetryPolicy;
+
+/// A record (or a final error) from the fetch task with id `fetch_id`; the consumer drops events
+/// of tasks it replaced (after a seek or re-assign).
+#[derive(Debug)]
+pub(crate) struct FetchEvent {
+    pub(crate) fetch_id: u64,
+    pub(crate) item: Result<ConsumerRecord>,
+}
+
+/// Backoff between failed fetches while a partition has no reachable leader.
+const RETRY: RetryPolicy = RetryPolicy {
+    max_retries: u32::MAX,
+    backoff: Duration::from_millis(100),
+};
+
+/// Shortest time a fetch that returned nothing should have taken; a server that does not honour
+/// `max_wait` would otherwise make the loop spin.
+const MIN_EMPTY_FETCH: Duration = Duration::from_millis(20);
+
+/// The state of one partition's fetch loop.
+pub(crate) struct Fetcher {
+    pub(crate) fetch_id: u64,
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    /// Offset of the next record to hand out.
+    pub(crate) position: i64,
+    pub(crate) meta: Arc<Metadata>,
+    pub(crate) cfg: Arc<ConsumerConfig>,
+    pub(crate) tx: mpsc::Sender<FetchEvent>,
+}
+
+impl Fetcher {
+    /// Fetches until the consumer drops the queue or a non-retriable error was delivered.
+    pub(crate) async fn run(mut self) {
+        let mut failures = 0u32;
+        loop {
+            let seen = self.meta.version();
+            let started = Instant::now();
+            let result = self.fetch_once().await;
+            let err = match result {
+                Ok(resp) => {
+                    failures = 0;
+                    match self.deliver(resp).await {
+                        Ok(0) => {
+                            let elapsed = started.elapsed();
+                            if elapsed < MIN_EMPTY_FETCH {
+                                tokio::time::sleep(MIN_EMPTY_FETCH - elapsed).await;
+                            }
+                            continue;
+                        }
+                        Ok(_) => continue,
+                        Err(Stop::QueueClosed) => return,
+                        Err(Stop::Corrupt(e)) => e,
+                    }
+                }
+                Err(e) => e,
+            };
+            if !err.is_retriable() {
+                tracing::warn!(topic = %self.topic, partition = self.partition, position = self.position, error = %err, "fetch stopped");
+                let _ = self
+                    .tx
+                    .send(FetchEvent {
+                        fetch_id: self.fetch_id,
+                        item: Err(err),
+                    })
+                    .await;
+                return;
+            }
+            failures += 1;
+            let rerouted = self
+                .meta
+                .handle_error(&self.topic, self.partition, &err, seen)
+                .await;
+            if failures.is_multiple_of(50) {
+                tracing::warn!(topic = %self.topic, partition = self.partition, failures, error = %err, "fetch keeps failing; retrying");
+            } else {
+                tracing::debug!(topic = %self.topic, partition = self.partition, error = %err, rerouted, "fetch failed; retrying");
+            }
+            if !rerouted {
+                tokio::time::sleep(RETRY.backoff(failures)).await;
+            }
+        }
+    }
+
+    async fn fetch_once(&self) -> Result<pb::FetchResponse> {
+        let leader = self.meta.leader(&self.topic, self.partition).await?;
+        let mut client = LogClient::new(self.meta.pool.channel(&leader.address)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let req = pb::FetchRequest {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.position,
+            max_bytes: self.cfg.max_bytes,
+            max_wait_ms: i32::try_from(self.cfg.max_wait.as_millis()).unwrap_or(i32::MAX),
+            min_bytes: self.cfg.min_bytes,
+            leader_epoch: leader.epoch,
+            topic_id: leader.topic_id,
+            decode: false,
+        };
+        let timeout = self.cfg.client.request_timeout + self.cfg.max_wait;
+        let resp = with_timeout(timeout, "fetch", client.fetch(request(req, timeout))).await?;
+        Ok(resp.into_inner())
+    }
+
+    /// Pushes the records at or after the position into the queue, advancing the position past
+    /// each batch. Returns how many records were delivered.
+    async fn deliver(&mut self, resp: pb::FetchResponse) -> std::result::Result<usize, Stop> {
+        let mut delivered = 0;
+        for item in BatchIter::new(resp.batches) {
+            let (header, batch) = item.map_err(|e| Stop::Corrupt(corrupt(e)))?;
+            if header.next_offset() <= self.position {
+                continue;
+            }
+            if !header.is_control() {
+                let records = decode_records_shared(&batch).map_err(|e| Stop::Corrupt(corrupt(e)))?;
+                for r in records {
+                    if r.offset < self.position {
+                        continue;
+                    }
+                    self.position = r.offset + 1;
+                    let record = ConsumerRecord {
+                        topic: self.topic.clone(),
+                        partition: self.partition,
+                        offset: r.offset,
+                        timestamp_ms: r.timestamp_ms,
+                        key: r.key,
+                        value: r.value,
+                        headers: r.headers,
+                    };
+                    let event = FetchEvent {
+                        fetch_id: self.fetch_id,
+                        item: Ok(record),
+                    };
+                    self.tx.send(event).await.map_err(|_| Stop::QueueClosed)?;
+                    delivered += 1;
+                }
+            }
+            // Compaction and control batches leave offset gaps; the next fetch starts after them.
+            self.position = self.position.max(header.next_offset());
+        }
+        Ok(delivered)
+    }
+}
+
+enum Stop {
+    QueueClosed,
+    Corrupt(ClientError),
+}
+
+fn corrupt(e: sluice_proto::batch::BatchError) -> ClientError {
+    ClientError::Api(ApiError::from(e))
+}

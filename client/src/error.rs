@@ -1,0 +1,139 @@
+//! The client's one error type: callers branch on server error codes ([`ClientError::Api`]) or
+//! on where a request failed before a server could answer.
+
+use sluice_proto::error::ApiError;
+use sluice_proto::pb::ErrorCode;
+
+/// Why a client call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// A Sluice server refused the request; `code` says why, `is_retriable` whether waiting helps.
+    #[error(transparent)]
+    Api(ApiError),
+    /// No answer because the connection could not be made or broke.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// No answer within the configured timeout.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The client was configured in a way no request can succeed with.
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+    /// The producer or consumer was closed before the operation completed.
+    #[error("client closed")]
+    Closed,
+}
+
+/// Result of every client call.
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+impl ClientError {
+    /// Whether the same call may succeed later unchanged (after a metadata refresh).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Api(e) => e.is_retriable(),
+            ClientError::Transport(_) | ClientError::Timeout(_) => true,
+            ClientError::Config(_) | ClientError::Closed => false,
+        }
+    }
+
+    /// The server's error code, when a server answered.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api(e) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    /// Whether cached leaders or topic ids may be stale, so metadata should be re-read before
+    /// the next attempt.
+    pub(crate) fn needs_metadata_refresh(&self) -> bool {
+        match self {
+            ClientError::Api(e) => matches!(
+                e.code,
+                ErrorCode::NotLeader
+                    | ErrorCode::UnknownTopic
+                    | ErrorCode::UnknownPartition
+                    | ErrorCode::UnknownTopicId
+                    | ErrorCode::FencedLeaderEpoch
+                    | ErrorCode::PartitionOffline
+                    | ErrorCode::MetadataUnavailable
+            ),
+            ClientError::Transport(_) | ClientError::Timeout(_) => true,
+            ClientError::Config(_) | ClientError::Closed => false,
+        }
+    }
+
+    /// Whether another coordinator may answer where this one could not.
+    pub(crate) fn try_other_coordinator(&self) -> bool {
+        match self {
+            ClientError::Transport(_) => true,
+            ClientError::Api(e) => matches!(
+                e.code,
+                ErrorCode::NotController | ErrorCode::MetadataUnavailable
+            ),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn api(code: ErrorCode, message: impl Into<String>) -> Self {
+        ClientError::Api(ApiError::new(code, message))
+    }
+}
+
+impl From<ApiError> for ClientError {
+    fn from(e: ApiError) -> Self {
+        ClientError::Api(e)
+    }
+}
+
+/// A status with Sluice error details is an API error; one without came from the transport
+/// (connection refused, reset) or a deadline, not from a Sluice handler.
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        if status.details().is_empty() {
+            match status.code() {
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+                    return ClientError::Transport(status.message().to_string());
+                }
+                tonic::Code::DeadlineExceeded => {
+                    return ClientError::Timeout(status.message().to_string());
+                }
+                _ => {}
+            }
+        }
+        ClientError::Api(ApiError::from_status(&status))
+    }
+}
+
+impl From<tonic::transport::Error> for ClientError {
+    fn from(e: tonic::transport::Error) -> Self {
+        ClientError::Transport(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_without_details_is_transport_or_timeout() {
+        let e = ClientError::from(tonic::Status::unavailable("connection refused"));
+        assert!(matches!(e, ClientError::Transport(_)));
+        assert!(e.is_retriable() && e.needs_metadata_refresh() && e.try_other_coordinator());
+        let e = ClientError::from(tonic::Status::deadline_exceeded("slow"));
+        assert!(matches!(e, ClientError::Timeout(_)));
+        assert!(e.is_retriable());
+    }
+
+    #[test]
+    fn sluice_status_keeps_code_and_retriability() {
+        let status = ApiError::new(ErrorCode::OffsetOutOfRange, "offset 9 > log end 3").to_status();
+        let e = ClientError::from(status);
+        assert_eq!(e.code(), Some(ErrorCode::OffsetOutOfRange));
+        assert!(!e.is_retriable());
+        assert!(!e.needs_metadata_refresh());
+        let e = ClientError::from(ApiError::not_leader("moved", None).to_status());
+        assert!(e.is_retriable() && e.needs_metadata_refresh());
+    }
+}

@@ -1,0 +1,446 @@
+//! The client's view of the cluster: which node leads each partition (and at which epoch), node
+//! addresses and topic ids, read from a coordinator and corrected by `NOT_LEADER` hints.
+//!
+//! Only topics the client has used are fetched. Refreshes are debounced: callers pass the
+//! snapshot version they saw fail, and a refresh that finished since then counts for them, so a
+//! burst of errors from many partitions costs one `GetMetadata`.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_proto::pb::{self, ErrorCode, LeaderHint, metadata_client::MetadataClient};
+
+use crate::config::ClientConfig;
+use crate::connection::{Coordinators, Pool, request};
+use crate::error::{ClientError, Result};
+
+/// A topic as last read: its id (requests carry it so a re-created topic is noticed) and its
+/// partitions indexed by partition id.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicInfo {
+    pub(crate) id: Bytes,
+    pub(crate) partitions: Vec<PartitionInfo>,
+}
+
+/// Who leads one partition; `leader` is -1 when nobody does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PartitionInfo {
+    pub(crate) leader: i32,
+    pub(crate) epoch: i32,
+}
+
+/// Where to send a partition's produce, fetch and list-offsets requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Leader {
+    pub(crate) node_id: i32,
+    pub(crate) address: String,
+    pub(crate) epoch: i32,
+    pub(crate) topic_id: Bytes,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Snapshot {
+    /// Bumped by each completed refresh (not by hints), for debouncing.
+    version: u64,
+    fetched_at: Option<Instant>,
+    nodes: HashMap<i32, String>,
+    topics: HashMap<String, Arc<TopicInfo>>,
+    /// Topics the last refresh asked for and the cluster did not know.
+    unknown: HashSet<String>,
+}
+
+/// Shared metadata cache; one per producer, consumer or admin client.
+#[derive(Debug)]
+pub(crate) struct Metadata {
+    pub(crate) pool: Arc<Pool>,
+    coordinators: Coordinators,
+    max_age: Duration,
+    state: RwLock<Arc<Snapshot>>,
+    interest: Mutex<BTreeSet<String>>,
+    refresh_lock: tokio::sync::Mutex<()>,
+    background_refresh: AtomicBool,
+}
+
+impl Metadata {
+    pub(crate) fn new(cfg: &ClientConfig) -> Result<Arc<Self>> {
+        cfg.validate()?;
+        let pool = Arc::new(Pool::new(cfg.request_timeout));
+        Ok(Arc::new(Self {
+            pool,
+            coordinators: Coordinators::new(cfg.bootstrap_uris(), cfg.request_timeout),
+            max_age: cfg.metadata_max_age,
+            state: RwLock::new(Arc::new(Snapshot::default())),
+            interest: Mutex::new(BTreeSet::new()),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            background_refresh: AtomicBool::new(false),
+        }))
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.state.read().unwrap().clone()
+    }
+
+    /// Version to pass to [`Metadata::refresh`] after a request based on the current view fails.
+    pub(crate) fn version(&self) -> u64 {
+        self.snapshot().version
+    }
+
+    /// The topic's partitions and id; fetched on first use, refreshed in the background when
+    /// older than `metadata_max_age`.
+    pub(crate) async fn topic(self: &Arc<Self>, name: &str) -> Result<Arc<TopicInfo>> {
+        let snap = self.snapshot();
+        if let Some(t) = snap.topics.get(name) {
+            if snap
+                .fetched_at
+                .is_some_and(|at| at.elapsed() > self.max_age)
+            {
+                self.spawn_refresh(snap.version);
+            }
+            return Ok(t.clone());
+        }
+        self.interest.lock().unwrap().insert(name.to_string());
+        let mut seen = snap.version;
+        // Twice: a refresh that was already running when the topic was first asked for may not
+        // have included it.
+        for _ in 0..2 {
+            self.refresh(seen).await?;
+            let snap = self.snapshot();
+            if let Some(t) = snap.topics.get(name) {
+                return Ok(t.clone());
+            }
+            if snap.unknown.contains(name) {
+                break;
+            }
+            seen = snap.version;
+        }
+        Err(unknown_topic(name))
+    }
+
+    /// The partition's current leader as far as this client knows.
+    pub(crate) async fn leader(self: &Arc<Self>, topic: &str, partition: i32) -> Result<Leader> {
+        let info = self.topic(topic).await?;
+        let snap = self.snapshot();
+        let p = usize::try_from(partition)
+            .ok()
+            .and_then(|i| info.partitions.get(i))
+            .ok_or_else(|| {
+                ClientError::api(
+                    ErrorCode::UnknownPartition,
+                    format!(
+                        "topic '{topic}' has {} partitions, so partition {partition} does not exist",
+                        info.partitions.len()
+                    ),
+                )
+            })?;
+        if p.leader < 0 {
+            return Err(ClientError::api(
+                ErrorCode::PartitionOffline,
+                format!("partition {topic}-{partition} has no leader at the moment"),
+            ));
+        }
+        let address = snap.nodes.get(&p.leader).ok_or_else(|| {
+            ClientError::api(
+                ErrorCode::MetadataUnavailable,
+                format!(
+                    "node {} leads {topic}-{partition} but its address is unknown",
+                    p.leader
+                ),
+            )
+        })?;
+        Ok(Leader {
+            node_id: p.leader,
+            address: address.clone(),
+            epoch: p.epoch,
+            topic_id: info.id.clone(),
+        })
+    }
+
+    /// Re-reads metadata unless a refresh completed after the caller's view (`seen_version`).
+    pub(crate) async fn refresh(&self, seen_version: u64) -> Result<()> {
+        let _guard = self.refresh_lock.lock().await;
+        if self.version() > seen_version {
+            return Ok(());
+        }
+        let asked: Vec<String> = self.interest.lock().unwrap().iter().cloned().collect();
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let resp = match self.get_metadata(asked.clone()).await {
+            // The coordinator refuses the whole request when one asked topic is unknown; list
+            // everything instead to learn which.
+            Err(ClientError::Api(e)) if e.code == ErrorCode::UnknownTopic => {
+                self.get_metadata(Vec::new()).await?
+            }
+            other => other?,
+        };
+        let snap = build_snapshot(self.version() + 1, &asked, resp);
+        if !snap.unknown.is_empty() {
+            let mut interest = self.interest.lock().unwrap();
+            for name in &snap.unknown {
+                interest.remove(name);
+            }
+        }
+        tracing::debug!(
+            version = snap.version,
+            topics = snap.topics.len(),
+            nodes = snap.nodes.len(),
+            "metadata refreshed"
+        );
+        *self.state.write().unwrap() = Arc::new(snap);
+        Ok(())
+    }
+
+    fn spawn_refresh(self: &Arc<Self>, seen_version: u64) {
+        if self.background_refresh.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.refresh(seen_version).await {
+                tracing::debug!(error = %e, "background metadata refresh failed");
+            }
+            me.background_refresh.store(false, Ordering::Release);
+        });
+    }
+
+    async fn get_metadata(&self, topics: Vec<String>) -> Result<pb::GetMetadataResponse> {
+        self.coordinators
+            .call(&self.pool, "GetMetadata", true, |ch, timeout| {
+                let req = pb::GetMetadataRequest {
+                    topics: topics.clone(),
+                    include_internal: true,
+                };
+                async move {
+                    let resp = MetadataClient::new(ch)
+                        .get_metadata(request(req, timeout))
+                        .await?;
+                    Ok(resp.into_inner())
+                }
+            })
+            .await
+    }
+
+    /// Takes a `NOT_LEADER` hint into the cache. Returns whether it names a leader newer than the
+    /// cached one, i.e. whether retrying at once can reach a different node.
+    pub(crate) fn apply_hint(&self, topic: &str, partition: i32, hint: &LeaderHint) -> bool {
+        if hint.node_id < 0 || hint.address.is_empty() {
+            return false;
+        }
+        let mut state = self.state.write().unwrap();
+        let Some(current) = state
+            .topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(usize::try_from(partition).ok()?).copied())
+        else {
+            return false;
+        };
+        let known_address = state.nodes.get(&hint.node_id).map(String::as_str);
+        if !hint_is_news(current, known_address, hint) {
+            return false;
+        }
+        let snap = Arc::make_mut(&mut state);
+        snap.nodes.insert(hint.node_id, hint.address.clone());
+        if let Some(t) = snap.topics.get_mut(topic) {
+            let t = Arc::make_mut(t);
+            t.partitions[partition as usize] = PartitionInfo {
+                leader: hint.node_id,
+                epoch: hint.leader_epoch,
+            };
+        }
+        tracing::debug!(topic, partition, leader = hint.node_id, epoch = hint.leader_epoch, "leader moved (hint)");
+        true
+    }
+
+    /// After a failed request to a partition's leader: follow a `NOT_LEADER` hint when it names a
+    /// newer leader (returns true: retry at once), else refresh metadata when the error says it
+    /// may be stale (returns false: retry after a backoff).
+    pub(crate) async fn handle_error(
+        &self,
+        topic: &str,
+        partition: i32,
+        err: &ClientError,
+        seen_version: u64,
+    ) -> bool {
+        if let ClientError::Api(e) = err
+            && e.code == ErrorCode::NotLeader
+            && let Some(hint) = &e.leader
+            && self.apply_hint(topic, partition, hint)
+        {
+            return true;
+        }
+        if err.needs_metadata_refresh()
+            && let Err(e) = self.refresh(seen_version).await
+        {
+            tracing::debug!(topic, partition, error = %e, "metadata refresh failed");
+        }
+        false
+    }
+}
+
+/// A hint is news when it names a different leader or a newer epoch, and is not older than what
+/// the cache holds (hints from a stale node must not undo a newer view).
+fn hint_is_news(current: PartitionInfo, known_address: Option<&str>, hint: &LeaderHint) -> bool {
+    if hint.leader_epoch < current.epoch {
+        return false;
+    }
+    hint.leader_epoch > current.epoch
+        || hint.node_id != current.leader
+        || known_address != Some(hint.address.as_str())
+}
+
+fn unknown_topic(name: &str) -> ClientError {
+    ClientError::api(
+        ErrorCode::UnknownTopic,
+        format!("topic '{name}' does not exist; create it first"),
+    )
+}
+
+/// The new cache from a `GetMetadata` answer: only the topics asked for (a full listing is
+/// filtered), partitions laid out by id.
+fn build_snapshot(version: u64, asked: &[String], resp: pb::GetMetadataResponse) -> Snapshot {
+    let asked: HashSet<&str> = asked.iter().map(String::as_str).collect();
+    let nodes = resp
+        .nodes
+        .into_iter()
+        .map(|n| (n.node_id, n.address))
+        .collect();
+    let mut topics = HashMap::new();
+    for t in resp.topics {
+        if !asked.contains(t.name.as_str()) {
+            continue;
+        }
+        let count = t
+            .partitions
+            .iter()
+            .map(|p| p.partition + 1)
+            .max()
+            .unwrap_or(0)
+            .max(0) as usize;
+        let mut partitions = vec![
+            PartitionInfo {
+                leader: -1,
+                epoch: -1
+            };
+            count
+        ];
+        for p in &t.partitions {
+            if let Ok(i) = usize::try_from(p.partition) {
+                partitions[i] = PartitionInfo {
+                    leader: p.leader,
+                    epoch: p.leader_epoch,
+                };
+            }
+        }
+        topics.insert(
+            t.name,
+            Arc::new(TopicInfo {
+                id: t.topic_id,
+                partitions,
+            }),
+        );
+    }
+    let unknown = asked
+        .iter()
+        .filter(|n| !topics.contains_key(**n))
+        .map(|n| n.to_string())
+        .collect();
+    Snapshot {
+        version,
+        fetched_at: Some(Instant::now()),
+        nodes,
+        topics,
+        unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(partition: i32, leader: i32, epoch: i32) -> pb::PartitionMetadata {
+        pb::PartitionMetadata {
+            partition,
+            leader,
+            leader_epoch: epoch,
+            replicas: vec![],
+            isr: vec![],
+        }
+    }
+
+    fn response() -> pb::GetMetadataResponse {
+        pb::GetMetadataResponse {
+            cluster_name: "c".into(),
+            nodes: vec![pb::NodeInfo {
+                node_id: 1,
+                address: "127.0.0.1:1".into(),
+                rack: String::new(),
+            }],
+            topics: vec![
+                pb::TopicMetadata {
+                    name: "a".into(),
+                    topic_id: Bytes::from_static(&[1; 16]),
+                    partitions: vec![partition(1, 1, 3), partition(0, -1, 2)],
+                    internal: false,
+                },
+                pb::TopicMetadata {
+                    name: "other".into(),
+                    topic_id: Bytes::new(),
+                    partitions: vec![partition(0, 1, 0)],
+                    internal: false,
+                },
+            ],
+            controller: None,
+        }
+    }
+
+    #[test]
+    fn snapshot_keeps_asked_topics_with_partitions_by_id_and_records_unknown_ones() {
+        let snap = build_snapshot(1, &["a".into(), "missing".into()], response());
+        assert_eq!(snap.topics.len(), 1);
+        let a = &snap.topics["a"];
+        assert_eq!(a.partitions[0], PartitionInfo { leader: -1, epoch: 2 });
+        assert_eq!(a.partitions[1], PartitionInfo { leader: 1, epoch: 3 });
+        assert!(snap.unknown.contains("missing"));
+        assert_eq!(snap.nodes[&1], "127.0.0.1:1");
+    }
+
+    #[test]
+    fn hints_move_the_leader_forward_but_never_back() {
+        let current = PartitionInfo { leader: 1, epoch: 5 };
+        let hint = |node_id, leader_epoch| LeaderHint {
+            node_id,
+            address: format!("n{node_id}:1"),
+            leader_epoch,
+        };
+        assert!(hint_is_news(current, Some("n1:1"), &hint(2, 6)));
+        assert!(hint_is_news(current, Some("n1:1"), &hint(2, 5)));
+        assert!(!hint_is_news(current, Some("n1:1"), &hint(1, 5)));
+        assert!(!hint_is_news(current, Some("n1:1"), &hint(2, 4)));
+    }
+
+    #[tokio::test]
+    async fn applied_hint_reroutes_the_partition_leader() {
+        let meta = Metadata::new(&ClientConfig::default()).unwrap();
+        *meta.state.write().unwrap() = Arc::new(build_snapshot(1, &["a".into()], response()));
+        let hint = LeaderHint {
+            node_id: 7,
+            address: "127.0.0.7:1".into(),
+            leader_epoch: 4,
+        };
+        assert!(meta.apply_hint("a", 1, &hint));
+        let leader = meta.leader("a", 1).await.unwrap();
+        assert_eq!((leader.node_id, leader.epoch), (7, 4));
+        assert_eq!(leader.address, "127.0.0.7:1");
+        // The same hint again is no news: retrying at once would hit the same node.
+        assert!(!meta.apply_hint("a", 1, &hint));
+        // A hint refresh is not a metadata refresh.
+        assert_eq!(meta.version(), 1);
+        let err = meta.leader("a", 0).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::PartitionOffline));
+        let err = meta.leader("a", 9).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::UnknownPartition));
+    }
+}

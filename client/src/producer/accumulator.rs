@@ -1,0 +1,407 @@
+//! Per-partition queues of batches waiting to be sent, and the decisions about them: which
+//! partition a keyless record sticks to, when a batch is closed, which partitions may send now
+//! (full or lingered, not in flight, not backing off), and which batches expired.
+//!
+//! No I/O and no clock of its own (callers pass `now`), so every decision is unit tested.
+//!
+//! Invariants: per partition, batches leave in queue order and at most one is in flight; a
+//! batch that failed and will be retried goes back to the *front*, so retries never reorder a
+//! partition. Only the last batch of a queue may be open (accepting records).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use sluice_proto::batch::{BatchBuilder, BatchError, Compression, Record};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::oneshot;
+
+use super::RecordMetadata;
+use crate::error::{ClientError, Result};
+use crate::partitioner::{StickyPartitioner, partition_for_key};
+
+/// The producer-side future of one record: resolved with its metadata or its error.
+pub(crate) type DeliverySender = oneshot::Sender<Result<RecordMetadata>>;
+
+/// One record waiting for its batch's answer.
+#[derive(Debug)]
+struct Pending {
+    tx: DeliverySender,
+    timestamp_ms: i64,
+}
+
+#[derive(Debug)]
+enum BatchData {
+    Open(BatchBuilder),
+    Encoded(Bytes),
+}
+
+/// A batch of one partition, from its first record until every record's future is resolved.
+#[derive(Debug)]
+pub(crate) struct ProducerBatch {
+    /// Monotonic over the producer's life; `flush` waits for every id below a mark.
+    pub(crate) id: u64,
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    data: BatchData,
+    pending: Vec<Pending>,
+    size: usize,
+    pub(crate) created: Instant,
+    /// Send attempts so far.
+    pub(crate) attempts: u32,
+    retry_at: Option<Instant>,
+    closed: bool,
+    /// Buffer memory the records hold; released when the batch is dropped.
+    memory: Option<OwnedSemaphorePermit>,
+}
+
+impl ProducerBatch {
+    fn new(id: u64, topic: &str, partition: i32, compression: Compression, now: Instant) -> Self {
+        let builder = BatchBuilder::new(compression);
+        Self {
+            id,
+            topic: topic.to_string(),
+            partition,
+            size: builder.estimated_size(),
+            data: BatchData::Open(builder),
+            pending: Vec::new(),
+            created: now,
+            attempts: 0,
+            retry_at: None,
+            closed: false,
+            memory: None,
+        }
+    }
+
+    fn push(&mut self, record: &Record, tx: DeliverySender, memory: Option<OwnedSemaphorePermit>) {
+        let BatchData::Open(builder) = &mut self.data else {
+            unreachable!("records are only appended to open batches");
+        };
+        builder.push(record);
+        self.size = builder.estimated_size();
+        self.pending.push(Pending {
+            tx,
+            timestamp_ms: record.timestamp_ms,
+        });
+        match (&mut self.memory, memory) {
+            (Some(held), Some(more)) => held.merge(more),
+            (held @ None, more) => *held = more,
+            (Some(_), None) => {}
+        }
+    }
+
+    /// Records in the batch.
+    pub(crate) fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The encoded batch to send, encoding it on first call (offsets are assigned by the
+    /// leader, so the client encodes base offset 0 and retries resend the same bytes).
+    pub(crate) fn payload(&mut self) -> std::result::Result<Bytes, BatchError> {
+        let data = std::mem::replace(&mut self.data, BatchData::Encoded(Bytes::new()));
+        let bytes = match data {
+            BatchData::Open(builder) => builder.finish(0)?,
+            BatchData::Encoded(bytes) => bytes,
+        };
+        self.data = BatchData::Encoded(bytes.clone());
+        Ok(bytes)
+    }
+
+    /// Resolves every record's future from the leader's answer. `base_offset` is -1 for
+    /// `acks=0`; `append_time_ms` replaces record timestamps when the topic uses log-append time.
+    pub(crate) fn succeed(self, base_offset: i64, append_time_ms: i64) {
+        for (i, p) in self.pending.into_iter().enumerate() {
+            let offset = if base_offset < 0 {
+                -1
+            } else {
+                base_offset + i as i64
+            };
+            let timestamp_ms = if append_time_ms > 0 {
+                append_time_ms
+            } else {
+                p.timestamp_ms
+            };
+            let _ = p.tx.send(Ok(RecordMetadata {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                offset,
+                timestamp_ms,
+            }));
+        }
+    }
+
+    /// Resolves every record's future with `err`.
+    pub(crate) fn fail(self, err: &ClientError) {
+        for p in self.pending {
+            let _ = p.tx.send(Err(err.clone()));
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct PartitionQueue {
+    batches: VecDeque<ProducerBatch>,
+    /// Id of the batch being sent, if any.
+    in_flight: Option<u64>,
+}
+
+impl PartitionQueue {
+    /// The batch accepting records: the last one, unless closed or already encoded.
+    fn open_batch(&mut self) -> Option<&mut ProducerBatch> {
+        self.batches.back_mut().filter(|b| !b.closed)
+    }
+}
+
+/// A partition with a batch that may be sent now, oldest batches first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ready {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    created: Instant,
+}
+
+/// What the sender should do at `now`.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// Partitions whose head batch may be drained, oldest first.
+    pub(crate) ready: Vec<Ready>,
+    /// Batches that waited past the delivery timeout without being sent.
+    pub(crate) expired: Vec<ProducerBatch>,
+    /// When the next batch lingers out or leaves its backoff.
+    pub(crate) next_wakeup: Option<Instant>,
+}
+
+/// Batching settings the accumulator decides with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchSettings {
+    pub(crate) batch_size: usize,
+    pub(crate) linger: Duration,
+    pub(crate) compression: Compression,
+    pub(crate) delivery_timeout: Duration,
+}
+
+/// The queues of every partition the producer wrote to.
+#[derive(Debug)]
+pub(crate) struct Accumulator {
+    settings: BatchSettings,
+    topics: HashMap<String, HashMap<i32, PartitionQueue>>,
+    sticky: StickyPartitioner,
+    rng: SmallRng,
+    next_batch_id: u64,
+    /// Batches with an id below this are sent without waiting for linger (a flush is pending).
+    flush_below: u64,
+}
+
+impl Accumulator {
+    pub(crate) fn new(settings: BatchSettings) -> Self {
+        Self {
+            settings,
+            topics: HashMap::new(),
+            sticky: StickyPartitioner::default(),
+            rng: SmallRng::from_rng(&mut rand::rng()),
+            next_batch_id: 0,
+            flush_below: 0,
+        }
+    }
+
+    /// The partition for a record: the one asked for, Kafka's murmur2 of the key, or the
+    /// topic's sticky partition for keyless records. A keyless record that would not fit into
+    /// the sticky partition's open batch closes it and moves on, so it starts the next batch
+    /// elsewhere rather than a new one on the same partition.
+    pub(crate) fn choose_partition(
+        &mut self,
+        topic: &str,
+        explicit: Option<i32>,
+        key: Option<&[u8]>,
+        partitions: i32,
+        record_size: usize,
+    ) -> i32 {
+        if let Some(p) = explicit {
+            return p;
+        }
+        if let Some(key) = key {
+            return partition_for_key(key, partitions);
+        }
+        let p = self.sticky.partition(topic, partitions, &mut self.rng);
+        let batch_size = self.settings.batch_size;
+        let full = self
+            .queue(topic, p)
+            .open_batch()
+            .is_some_and(|b| b.size + record_size > batch_size && !b.pending.is_empty());
+        if full {
+            self.close_open_batch(topic, p);
+            return self.sticky.partition(topic, partitions, &mut self.rng);
+        }
+        p
+    }
+
+    /// Appends a record to the partition's open batch, opening one if needed; closes the batch
+    /// once it reaches `batch_size`. Returns whether the sender must look again (a batch was
+    /// opened, so a linger timer starts, or closed, so it is ready).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn append(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        record: &Record,
+        record_size: usize,
+        tx: DeliverySender,
+        memory: Option<OwnedSemaphorePermit>,
+        now: Instant,
+    ) -> bool {
+        let batch_size = self.settings.batch_size;
+        let mut wake = false;
+        let fits = self
+            .queue(topic, partition)
+            .open_batch()
+            .map(|b| b.pending.is_empty() || b.size + record_size <= batch_size);
+        if fits == Some(false) {
+            self.close_open_batch(topic, partition);
+            wake = true;
+        }
+        if fits != Some(true) {
+            let id = self.next_batch_id;
+            self.next_batch_id += 1;
+            let batch =
+                ProducerBatch::new(id, topic, partition, self.settings.compression, now);
+            self.queue(topic, partition).batches.push_back(batch);
+            wake = true;
+        }
+        let q = self.queue(topic, partition);
+        let batch = q.open_batch().expect("an open batch was just ensured");
+        batch.push(record, tx, memory);
+        if batch.size >= batch_size {
+            self.close_open_batch(topic, partition);
+            wake = true;
+        }
+        wake
+    }
+
+    fn queue(&mut self, topic: &str, partition: i32) -> &mut PartitionQueue {
+        if !self.topics.contains_key(topic) {
+            self.topics.insert(topic.to_string(), HashMap::new());
+        }
+        let parts = self.topics.get_mut(topic).expect("inserted above");
+        parts.entry(partition).or_default()
+    }
+
+    fn close_open_batch(&mut self, topic: &str, partition: i32) {
+        if let Some(b) = self.queue(topic, partition).open_batch() {
+            b.closed = true;
+            self.sticky.on_batch_closed(topic, partition);
+        }
+    }
+
+    /// Makes every batch that exists now sendable at once; returns the mark a flush waits for
+    /// (see [`Accumulator::pending_below`]).
+    pub(crate) fn begin_flush(&mut self) -> u64 {
+        self.flush_below = self.next_batch_id;
+        self.flush_below
+    }
+
+    /// Whether any batch with an id below `mark` is still queued or in flight.
+    pub(crate) fn pending_below(&self, mark: u64) -> bool {
+        self.topics.values().flat_map(|t| t.values()).any(|q| {
+            q.in_flight.is_some_and(|id| id < mark) || q.batches.iter().any(|b| b.id < mark)
+        })
+    }
+
+    /// Whether no batch is queued or in flight.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.topics
+            .values()
+            .flat_map(|t| t.values())
+            .all(|q| q.in_flight.is_none() && q.batches.is_empty())
+    }
+
+    /// Decides what can be sent at `now`: a partition is ready when nothing of it is in flight,
+    /// its head batch is out of backoff, and that batch is closed, lingered `linger`, covered by a
+    /// pending flush, or `closing` is set. Batches older than the delivery timeout that are not
+    /// in flight are taken out as expired.
+    pub(crate) fn plan(&mut self, now: Instant, closing: bool) -> Plan {
+        let s = self.settings;
+        let mut plan = Plan::default();
+        let mut wake = |at: Instant| {
+            plan.next_wakeup = Some(plan.next_wakeup.map_or(at, |w| w.min(at)));
+        };
+        let mut expired = Vec::new();
+        let mut ready = Vec::new();
+        for (topic, parts) in &mut self.topics {
+            for (&partition, q) in parts.iter_mut() {
+                if q.in_flight.is_some() {
+                    continue;
+                }
+                while q
+                    .batches
+                    .front()
+                    .is_some_and(|b| now >= b.created + s.delivery_timeout)
+                {
+                    let b = q.batches.pop_front().expect("front checked");
+                    if !b.closed {
+                        self.sticky.on_batch_closed(topic, partition);
+                    }
+                    expired.push(b);
+                }
+                let Some(head) = q.batches.front() else {
+                    continue;
+                };
+                wake(head.created + s.delivery_timeout);
+                if let Some(at) = head.retry_at.filter(|&at| now < at) {
+                    wake(at);
+                    continue;
+                }
+                let lingered = head.created + s.linger;
+                if head.closed || closing || head.id < self.flush_below || now >= lingered {
+                    ready.push(Ready {
+                        topic: topic.clone(),
+                        partition,
+                        created: head.created,
+                    });
+                } else {
+                    wake(lingered);
+                }
+            }
+        }
+        ready.sort_by_key(|r| r.created);
+        plan.ready = ready;
+        plan.expired = expired;
+        plan
+    }
+
+    /// Takes the head batch of a ready partition for sending and marks the partition in flight.
+    pub(crate) fn drain(&mut self, topic: &str, partition: i32) -> Option<ProducerBatch> {
+        let q = self.queue(topic, partition);
+        if q.in_flight.is_some() {
+            return None;
+        }
+        let mut batch = q.batches.pop_front()?;
+        q.in_flight = Some(batch.id);
+        batch.attempts += 1;
+        batch.retry_at = None;
+        if !batch.closed {
+            batch.closed = true;
+            self.sticky.on_batch_closed(topic, partition);
+        }
+        Some(batch)
+    }
+
+    /// The partition's in-flight request finished (its batch resolved or about to be).
+    pub(crate) fn complete(&mut self, topic: &str, partition: i32) {
+        self.queue(topic, partition).in_flight = None;
+    }
+
+    /// Puts a failed batch back at the front of its partition, to be sent again from `retry_at`
+    /// on, ahead of every later batch of that partition.
+    pub(crate) fn requeue(&mut self, mut batch: ProducerBatch, retry_at: Instant) {
+        batch.retry_at = Some(retry_at);
+        let q = self.queue(&batch.topic.clone(), batch.partition);
+        q.in_flight = None;
+        q.batches.push_front(batch);
+    }
+}
+
+#[cfg(test)]
+#[path = "accumulator_tests.rs"]
+mod tests;

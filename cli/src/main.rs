@@ -9,7 +9,13 @@ use clap::{Parser, Subcommand};
 #[command(name = "sluice", version, about)]
 struct Cli {
     /// Coordinator address(es), comma separated.
-    #[arg(long, global = true, env = "SLUICE_BOOTSTRAP", value_delimiter = ',', default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_BOOTSTRAP",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:9092"
+    )]
     bootstrap: Vec<String>,
     #[command(subcommand)]
     command: Command,
@@ -34,12 +40,22 @@ enum Command {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let quiet_default = if matches!(cli.command, Command::Dev(_)) { "info" } else { "warn" };
+    let quiet_default = if matches!(cli.command, Command::Dev(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| quiet_default.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| quiet_default.into()),
+        )
         .init();
-    let client = sluice_client::ClientConfig { bootstrap: cli.bootstrap.clone(), ..Default::default() };
+    let client = sluice_client::ClientConfig {
+        bootstrap: cli.bootstrap.clone(),
+        ..Default::default()
+    };
     let result = match cli.command {
         Command::Dev(args) => cmd::dev::run(args).await,
         Command::Topic(c) => cmd::topic::run(c, client).await,

@@ -78,11 +78,18 @@ fn current_load(view: &ClusterView) -> BTreeMap<NodeId, Load> {
 fn candidates(view: &ClusterView) -> Vec<Candidate> {
     view.nodes
         .values()
-        .map(|n| Candidate { id: n.node_id, rack: n.rack.clone() })
+        .map(|n| Candidate {
+            id: n.node_id,
+            rack: n.rack.clone(),
+        })
         .collect()
 }
 
-fn new_partition_states(topic_id: &TopicId, first: i32, placed: Vec<Vec<NodeId>>) -> Vec<PartitionStateRecord> {
+fn new_partition_states(
+    topic_id: &TopicId,
+    first: i32,
+    placed: Vec<Vec<NodeId>>,
+) -> Vec<PartitionStateRecord> {
     placed
         .into_iter()
         .enumerate()
@@ -100,10 +107,18 @@ fn new_partition_states(topic_id: &TopicId, first: i32, placed: Vec<Vec<NodeId>>
 
 impl Controller {
     /// Validates and creates a topic; answers once the coordinator's own view shows it.
-    pub async fn create_topic(&self, fence: i64, req: pb::CreateTopicRequest) -> Result<pb::TopicDescription, ApiError> {
+    pub async fn create_topic(
+        &self,
+        fence: i64,
+        req: pb::CreateTopicRequest,
+    ) -> Result<pb::TopicDescription, ApiError> {
         let name = TopicName::parse(&req.name, false)?;
         model::validate_partition_count(req.partitions)?;
-        let rf = if req.replication_factor == 0 { self.default_replication_factor } else { req.replication_factor };
+        let rf = if req.replication_factor == 0 {
+            self.default_replication_factor
+        } else {
+            req.replication_factor
+        };
         if rf < 1 {
             return Err(ApiError::new(
                 ErrorCode::InvalidReplicationFactor,
@@ -115,13 +130,18 @@ impl Controller {
         if view.topics.contains_key(name.as_str()) {
             return Err(already_exists(name.as_str()));
         }
-        let placed = placement::place(&candidates(&view), &current_load(&view), req.partitions as usize, rf as usize)
-            .map_err(|e| {
-                ApiError::new(
-                    ErrorCode::InvalidReplicationFactor,
-                    format!("{e}; start more storage nodes or lower the replication factor"),
-                )
-            })?;
+        let placed = placement::place(
+            &candidates(&view),
+            &current_load(&view),
+            req.partitions as usize,
+            rf as usize,
+        )
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidReplicationFactor,
+                format!("{e}; start more storage nodes or lower the replication factor"),
+            )
+        })?;
         if rf > MAX_SUPPORTED_REPLICATION_FACTOR {
             return Err(ApiError::new(
                 ErrorCode::InvalidReplicationFactor,
@@ -163,10 +183,15 @@ impl Controller {
         // Partition states first, the topic record last: readers only see partitions of a
         // topic whose record exists, so a crash in between leaves invisible garbage, never a
         // half-created topic.
-        self.write_partitions(fence, &topic_id, new_partition_states(&topic_id, 0, placed)).await?;
+        self.write_partitions(fence, &topic_id, new_partition_states(&topic_id, 0, placed))
+            .await?;
         let txn = fenced(&self.keys, fence)
             .when(Compare::ModRevision(self.keys.topic(name.as_str()), 0))
-            .then(Op::Put { key: self.keys.topic(name.as_str()), value: record.encode_to_vec().into(), lease: 0 });
+            .then(Op::Put {
+                key: self.keys.topic(name.as_str()),
+                value: record.encode_to_vec().into(),
+                lease: 0,
+            });
         let outcome = self.store.txn(txn).await.map_err(store_error)?;
         if !outcome.succeeded {
             // Either someone created the topic concurrently or we were deposed: undo our
@@ -175,14 +200,23 @@ impl Controller {
             if let Err(error) = self.store.txn(cleanup).await {
                 tracing::warn!(%error, topic = %name, "could not remove partitions of a lost create");
             }
-            return Err(self.explain_conflict(fence, || already_exists(name.as_str())).await);
+            return Err(self
+                .explain_conflict(fence, || already_exists(name.as_str()))
+                .await);
         }
         tracing::info!(topic = %name, topic_id = %topic_id, partitions = req.partitions, rf, "topic created");
-        self.cache.wait_for_revision(outcome.revision, READ_YOUR_WRITE_TIMEOUT).await;
+        self.cache
+            .wait_for_revision(outcome.revision, READ_YOUR_WRITE_TIMEOUT)
+            .await;
         describe::topic(&self.cache.view(), name.as_str())
     }
 
-    async fn write_partitions(&self, fence: i64, topic_id: &TopicId, states: Vec<PartitionStateRecord>) -> Result<(), ApiError> {
+    async fn write_partitions(
+        &self,
+        fence: i64,
+        topic_id: &TopicId,
+        states: Vec<PartitionStateRecord>,
+    ) -> Result<(), ApiError> {
         for chunk in states.chunks(MAX_OPS_PER_TXN) {
             let mut txn = fenced(&self.keys, fence);
             for p in chunk {
@@ -211,7 +245,10 @@ impl Controller {
     /// Deletes a topic and all its partition states; storage nodes drop the data when they see it.
     pub async fn delete_topic(&self, fence: i64, name: &str) -> Result<(), ApiError> {
         let view = self.cache.view();
-        let t = view.topics.get(name).ok_or_else(|| describe::unknown_topic(name))?;
+        let t = view
+            .topics
+            .get(name)
+            .ok_or_else(|| describe::unknown_topic(name))?;
         if t.record.internal {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
@@ -227,25 +264,40 @@ impl Controller {
         if !outcome.succeeded {
             return Err(self
                 .explain_conflict(fence, || {
-                    ApiError::new(ErrorCode::RequestTimedOut, format!("topic '{name}' changed during the delete; retry"))
+                    ApiError::new(
+                        ErrorCode::RequestTimedOut,
+                        format!("topic '{name}' changed during the delete; retry"),
+                    )
                 })
                 .await);
         }
         tracing::info!(topic = %name, topic_id = %topic_id, "topic deleted");
-        self.cache.wait_for_revision(outcome.revision, READ_YOUR_WRITE_TIMEOUT).await;
+        self.cache
+            .wait_for_revision(outcome.revision, READ_YOUR_WRITE_TIMEOUT)
+            .await;
         Ok(())
     }
 
     /// Raises a topic's partition count to `total`.
-    pub async fn create_partitions(&self, fence: i64, name: &str, total: i32) -> Result<pb::TopicDescription, ApiError> {
+    pub async fn create_partitions(
+        &self,
+        fence: i64,
+        name: &str,
+        total: i32,
+    ) -> Result<pb::TopicDescription, ApiError> {
         model::validate_partition_count(total)?;
         let view = self.cache.view();
-        let t = view.topics.get(name).ok_or_else(|| describe::unknown_topic(name))?;
+        let t = view
+            .topics
+            .get(name)
+            .ok_or_else(|| describe::unknown_topic(name))?;
         let current = t.record.partition_count;
         if total <= current {
             return Err(ApiError::new(
                 ErrorCode::InvalidPartitions,
-                format!("topic '{name}' already has {current} partitions; give a larger total (partitions can only be added)"),
+                format!(
+                    "topic '{name}' already has {current} partitions; give a larger total (partitions can only be added)"
+                ),
             ));
         }
         let topic_id = TopicId::from_slice(&t.record.topic_id)?;
@@ -255,22 +307,44 @@ impl Controller {
             (total - current) as usize,
             t.record.replication_factor as usize,
         )
-        .map_err(|e| ApiError::new(ErrorCode::InvalidReplicationFactor, format!("{e}; start more storage nodes")))?;
-        self.write_partitions(fence, &topic_id, new_partition_states(&topic_id, current, placed)).await?;
-        let record = TopicRecord { partition_count: total, ..t.record.clone() };
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidReplicationFactor,
+                format!("{e}; start more storage nodes"),
+            )
+        })?;
+        self.write_partitions(
+            fence,
+            &topic_id,
+            new_partition_states(&topic_id, current, placed),
+        )
+        .await?;
+        let record = TopicRecord {
+            partition_count: total,
+            ..t.record.clone()
+        };
         let txn = fenced(&self.keys, fence)
             .when(Compare::ModRevision(self.keys.topic(name), t.mod_revision))
-            .then(Op::Put { key: self.keys.topic(name), value: record.encode_to_vec().into(), lease: 0 });
+            .then(Op::Put {
+                key: self.keys.topic(name),
+                value: record.encode_to_vec().into(),
+                lease: 0,
+            });
         let outcome = self.store.txn(txn).await.map_err(store_error)?;
         if !outcome.succeeded {
             return Err(self
                 .explain_conflict(fence, || {
-                    ApiError::new(ErrorCode::RequestTimedOut, format!("topic '{name}' changed concurrently; retry"))
+                    ApiError::new(
+                        ErrorCode::RequestTimedOut,
+                        format!("topic '{name}' changed concurrently; retry"),
+                    )
                 })
                 .await);
         }
         tracing::info!(topic = %name, from = current, to = total, "partitions added");
-        self.cache.wait_for_revision(outcome.revision, READ_YOUR_WRITE_TIMEOUT).await;
+        self.cache
+            .wait_for_revision(outcome.revision, READ_YOUR_WRITE_TIMEOUT)
+            .await;
         describe::topic(&self.cache.view(), name)
     }
 }

@@ -105,7 +105,10 @@ fn topic_metadata(view: &ClusterView, r: &pb::TopicRecord) -> pb::TopicMetadata 
 
 /// The cluster summary for DescribeCluster.
 pub fn cluster(view: &ClusterView, cluster_name: &str) -> pb::DescribeClusterResponse {
-    let active = view.controller.as_ref().map(|c| c.record.coordinator_id.clone());
+    let active = view
+        .controller
+        .as_ref()
+        .map(|c| c.record.coordinator_id.clone());
     let mut partition_count = 0;
     let mut offline = 0;
     for t in view.topics.values() {

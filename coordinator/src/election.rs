@@ -69,12 +69,20 @@ pub async fn run_election(
             continue;
         }
         loop {
-            let elected = ControllerRecord { elected_at_ms: now_ms(), ..cfg.me.clone() }.encode_to_vec();
+            let elected = ControllerRecord {
+                elected_at_ms: now_ms(),
+                ..cfg.me.clone()
+            }
+            .encode_to_vec();
             let attempt = store
                 .txn(
                     Txn::new()
                         .when(Compare::ModRevision(keys.controller(), 0))
-                        .then(Op::Put { key: keys.controller(), value: elected.into(), lease: lease.id() }),
+                        .then(Op::Put {
+                            key: keys.controller(),
+                            value: elected.into(),
+                            lease: lease.id(),
+                        }),
                 )
                 .await;
             match attempt {

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use sluice_metadata::MetaStore;
 use sluice_metadata::cache::MetadataCache;
 use sluice_metadata::keys::Keys;
-use sluice_metadata::MetaStore;
 use sluice_proto::pb;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -63,7 +63,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let keys = Keys::for_cluster(&cfg.cluster_name);
-    let cache = Arc::new(MetadataCache::start(store.clone(), keys.clone()).await.context("loading cluster metadata")?);
+    let cache = Arc::new(
+        MetadataCache::start(store.clone(), keys.clone())
+            .await
+            .context("loading cluster metadata")?,
+    );
     let (role_tx, role_rx) = watch::channel(Role::Standby);
     let (stop_tx, stop_rx) = watch::channel(false);
     let election = tokio::spawn(election::run_election(
@@ -88,7 +92,9 @@ pub async fn run(
         default_replication_factor: cfg.default_replication_factor,
     };
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<pb::admin_server::AdminServer<service::admin::AdminService>>().await;
+    health
+        .set_serving::<pb::admin_server::AdminServer<service::admin::AdminService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -96,20 +102,27 @@ pub async fn run(
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(pb::admin_server::AdminServer::new(service::admin::AdminService {
-            controller,
-            role: role_rx,
-            cluster_name: cfg.cluster_name.clone(),
-        }))
-        .add_service(pb::metadata_server::MetadataServer::new(service::metadata::MetadataService {
-            cache,
-            cluster_name: cfg.cluster_name.clone(),
-        }))
+        .add_service(pb::admin_server::AdminServer::new(
+            service::admin::AdminService {
+                controller,
+                role: role_rx,
+                cluster_name: cfg.cluster_name.clone(),
+            },
+        ))
+        .add_service(pb::metadata_server::MetadataServer::new(
+            service::metadata::MetadataService {
+                cache,
+                cluster_name: cfg.cluster_name.clone(),
+            },
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .context("coordinator gRPC server")?;
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(Duration::from_secs(5), election).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), election)
+        .await
+        .is_err()
+    {
         tracing::warn!("election did not stop within 5 s");
     }
     tracing::info!(id = %cfg.id, "coordinator stopped");

@@ -20,7 +20,12 @@ struct Args {
     #[arg(long, env = "SLUICE_ADVERTISE")]
     advertise: Option<String>,
     /// etcd endpoints, comma separated.
-    #[arg(long, env = "SLUICE_ETCD", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    #[arg(
+        long,
+        env = "SLUICE_ETCD",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
     etcd: Vec<String>,
     /// Cluster name (key prefix /sluice/<name>/ in etcd).
     #[arg(long, env = "SLUICE_CLUSTER", default_value = "sluice")]
@@ -36,13 +41,20 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    let advertised = args.advertise.unwrap_or_else(|| listener.local_addr().map(|a| a.to_string()).unwrap_or(args.listen));
+    let advertised = args.advertise.unwrap_or_else(|| {
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or(args.listen)
+    });
     let store = sluice_metadata::etcd::EtcdStore::connect(&args.etcd, Duration::from_secs(5))
         .await
         .context("connecting to etcd")?;
@@ -58,7 +70,8 @@ async fn main() -> anyhow::Result<()> {
 
 /// Resolves on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

@@ -115,7 +115,11 @@ mod tests {
         (0..n)
             .map(|id| Candidate {
                 id: id * 3 + 1,
-                rack: if racks > 0 { format!("r{}", id % racks) } else { String::new() },
+                rack: if racks > 0 {
+                    format!("r{}", id % racks)
+                } else {
+                    String::new()
+                },
             })
             .collect()
     }
@@ -136,7 +140,10 @@ mod tests {
     fn six_partitions_on_three_nodes_spread_two_each() {
         let placed = place(&nodes(3, 0), &BTreeMap::new(), 6, 1).unwrap();
         let (replicas, _) = counts(&placed);
-        assert_eq!(replicas.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+        assert_eq!(
+            replicas.values().copied().collect::<Vec<_>>(),
+            vec![2, 2, 2]
+        );
     }
 
     #[test]
@@ -152,8 +159,10 @@ mod tests {
         let placed = place(&nodes(6, 3), &BTreeMap::new(), 12, 3).unwrap();
         let ns = nodes(6, 3);
         for p in placed {
-            let mut racks: Vec<_> =
-                p.iter().map(|r| ns.iter().find(|n| n.id == *r).unwrap().rack.clone()).collect();
+            let mut racks: Vec<_> = p
+                .iter()
+                .map(|r| ns.iter().find(|n| n.id == *r).unwrap().rack.clone())
+                .collect();
             racks.sort();
             racks.dedup();
             assert_eq!(racks.len(), 3);
@@ -163,8 +172,20 @@ mod tests {
     #[test]
     fn new_partitions_fill_the_least_loaded_node_first() {
         let mut load = BTreeMap::new();
-        load.insert(1, Load { replicas: 5, leaders: 5 });
-        load.insert(4, Load { replicas: 5, leaders: 5 });
+        load.insert(
+            1,
+            Load {
+                replicas: 5,
+                leaders: 5,
+            },
+        );
+        load.insert(
+            4,
+            Load {
+                replicas: 5,
+                leaders: 5,
+            },
+        );
         let placed = place(&nodes(3, 0), &load, 5, 1).unwrap();
         assert!(placed.iter().all(|p| p[0] == 7));
     }

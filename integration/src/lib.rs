@@ -7,11 +7,11 @@ pub mod process;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use sluice_client::{Admin, ClientConfig};
 use sluice_metadata::testing::EtcdProcess;
 
-use crate::process::{free_port, ManagedProcess};
+use crate::process::{ManagedProcess, free_port};
 
 /// Where the built binaries are: `$SLUICE_BIN_DIR`, else the target dir this test runs from.
 pub fn bin_path(name: &str) -> PathBuf {
@@ -20,7 +20,10 @@ pub fn bin_path(name: &str) -> PathBuf {
         None => {
             let exe = std::env::current_exe().expect("current exe");
             // target/<profile>/deps/<test-binary>
-            exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
+            exe.parent()
+                .and_then(|p| p.parent())
+                .expect("target dir")
+                .to_path_buf()
         }
     };
     let path = dir.join(name);
@@ -45,7 +48,11 @@ pub struct ClusterSpec {
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        Self { coordinators: 1, storage_nodes: 1, lease_ttl: Duration::from_millis(1500) }
+        Self {
+            coordinators: 1,
+            storage_nodes: 1,
+            lease_ttl: Duration::from_millis(1500),
+        }
     }
 }
 
@@ -68,7 +75,13 @@ impl TestCluster {
     pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
         let etcd = EtcdProcess::start().await.context("starting etcd")?;
         let dir = tempfile::Builder::new().prefix("sluice-it-").tempdir()?;
-        let mut cluster = Self { etcd, coordinators: Vec::new(), nodes: Vec::new(), dir, spec: spec.clone() };
+        let mut cluster = Self {
+            etcd,
+            coordinators: Vec::new(),
+            nodes: Vec::new(),
+            dir,
+            spec: spec.clone(),
+        };
         for i in 0..spec.coordinators {
             let p = cluster.spawn_coordinator(i)?;
             cluster.coordinators.push(p);
@@ -109,7 +122,11 @@ impl TestCluster {
                 "--node-id".into(),
                 id.to_string(),
                 "--data-dir".into(),
-                self.dir.path().join(format!("node-{id}")).display().to_string(),
+                self.dir
+                    .path()
+                    .join(format!("node-{id}"))
+                    .display()
+                    .to_string(),
                 "--listen".into(),
                 format!("127.0.0.1:{port}"),
                 "--etcd".into(),
@@ -129,7 +146,10 @@ impl TestCluster {
 
     /// A client config pointed at the coordinators.
     pub fn client_config(&self) -> ClientConfig {
-        ClientConfig { bootstrap: self.bootstrap(), ..Default::default() }
+        ClientConfig {
+            bootstrap: self.bootstrap(),
+            ..Default::default()
+        }
     }
 
     /// An admin client.
@@ -150,7 +170,10 @@ impl TestCluster {
                 }
             }
             if Instant::now() > deadline {
-                bail!("cluster not ready after {timeout:?}; logs in {}", self.dir.path().display());
+                bail!(
+                    "cluster not ready after {timeout:?}; logs in {}",
+                    self.dir.path().display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

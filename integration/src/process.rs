@@ -24,16 +24,30 @@ pub struct ManagedProcess {
 
 impl ManagedProcess {
     /// Starts `bin` with `args`, stdout and stderr appended to `log`.
-    pub fn spawn(name: &str, bin: PathBuf, args: Vec<String>, log: PathBuf, port: u16) -> anyhow::Result<Self> {
+    pub fn spawn(
+        name: &str,
+        bin: PathBuf,
+        args: Vec<String>,
+        log: PathBuf,
+        port: u16,
+    ) -> anyhow::Result<Self> {
         let out = File::options().create(true).append(true).open(&log)?;
         let child = Command::new(&bin)
             .args(&args)
-            .env("RUST_LOG", std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::from(out.try_clone()?))
             .stderr(Stdio::from(out))
             .spawn()
             .map_err(|e| anyhow::anyhow!("spawning {}: {e}", bin.display()))?;
-        Ok(Self { name: name.to_string(), port, log, child: Some(child) })
+        Ok(Self {
+            name: name.to_string(),
+            port,
+            log,
+            child: Some(child),
+        })
     }
 
     /// `127.0.0.1:<port>`.
@@ -61,8 +75,13 @@ impl ManagedProcess {
 
     /// Sends a signal by name (`STOP`, `CONT`, `TERM`) with the system `kill`.
     pub fn signal(&self, sig: &str) -> anyhow::Result<()> {
-        let pid = self.pid().ok_or_else(|| anyhow::anyhow!("{} is not running", self.name))?;
-        let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status()?;
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow::anyhow!("{} is not running", self.name))?;
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()?;
         anyhow::ensure!(status.success(), "kill -{sig} {pid} failed");
         Ok(())
     }
@@ -89,6 +108,8 @@ impl ManagedProcess {
     /// Whether the process exited by itself (crashed or stopped); a killed process counts as
     /// not running, not as exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 }

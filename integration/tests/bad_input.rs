@@ -8,7 +8,7 @@ use sluice_client::ClientError;
 use sluice_integration::{ClusterSpec, TestCluster};
 use sluice_proto::batch::{BatchBuilder, Compression, Record};
 use sluice_proto::error::ApiError;
-use sluice_proto::pb::{self, log_client::LogClient, ErrorCode};
+use sluice_proto::pb::{self, ErrorCode, log_client::LogClient};
 
 fn code_of<T: std::fmt::Debug>(r: Result<T, ClientError>) -> ErrorCode {
     match r {
@@ -20,7 +20,12 @@ fn code_of<T: std::fmt::Debug>(r: Result<T, ClientError>) -> ErrorCode {
 fn batch_of(values: &[&[u8]]) -> Bytes {
     let mut b = BatchBuilder::new(Compression::None);
     for v in values {
-        b.push(&Record { key: None, value: Some(Bytes::copy_from_slice(v)), headers: Vec::new(), timestamp_ms: 1_700_000_000_000 });
+        b.push(&Record {
+            key: None,
+            value: Some(Bytes::copy_from_slice(v)),
+            headers: Vec::new(),
+            timestamp_ms: 1_700_000_000_000,
+        });
     }
     b.finish(0).unwrap()
 }
@@ -42,84 +47,194 @@ fn produce(topic: &str, partition: i32, batch: Bytes) -> pb::ProduceRequest {
     }
 }
 
-fn status_code(r: Result<tonic::Response<impl std::fmt::Debug>, tonic::Status>) -> (tonic::Code, ApiError) {
+fn status_code(
+    r: Result<tonic::Response<impl std::fmt::Debug>, tonic::Status>,
+) -> (tonic::Code, ApiError) {
     let s = r.expect_err("request must be refused");
     (s.code(), ApiError::from_status(&s))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_refused_with_specific_codes_and_change_nothing() {
-    let mut cluster = TestCluster::start(ClusterSpec { coordinators: 1, storage_nodes: 2, ..Default::default() }).await.unwrap();
+    let mut cluster = TestCluster::start(ClusterSpec {
+        coordinators: 1,
+        storage_nodes: 2,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let admin = cluster.admin().await.unwrap();
 
     // Topic names.
     for name in ["", &"x".repeat(250), "bad/name", "has space", "__reserved"] {
-        assert_eq!(code_of(admin.create_topic(name, 1, 1, BTreeMap::new()).await), ErrorCode::InvalidTopicName, "{name:?}");
+        assert_eq!(
+            code_of(admin.create_topic(name, 1, 1, BTreeMap::new()).await),
+            ErrorCode::InvalidTopicName,
+            "{name:?}"
+        );
     }
     // Partition counts and replication factors.
-    assert_eq!(code_of(admin.create_topic("t", 0, 1, BTreeMap::new()).await), ErrorCode::InvalidPartitions);
-    assert_eq!(code_of(admin.create_topic("t", -2, 1, BTreeMap::new()).await), ErrorCode::InvalidPartitions);
-    assert_eq!(code_of(admin.create_topic("t", 1, 3, BTreeMap::new()).await), ErrorCode::InvalidReplicationFactor);
+    assert_eq!(
+        code_of(admin.create_topic("t", 0, 1, BTreeMap::new()).await),
+        ErrorCode::InvalidPartitions
+    );
+    assert_eq!(
+        code_of(admin.create_topic("t", -2, 1, BTreeMap::new()).await),
+        ErrorCode::InvalidPartitions
+    );
+    assert_eq!(
+        code_of(admin.create_topic("t", 1, 3, BTreeMap::new()).await),
+        ErrorCode::InvalidReplicationFactor
+    );
     let mut cfg = BTreeMap::new();
     cfg.insert("retention.msec".to_string(), "1".to_string());
-    assert_eq!(code_of(admin.create_topic("t", 1, 1, cfg).await), ErrorCode::InvalidConfig);
+    assert_eq!(
+        code_of(admin.create_topic("t", 1, 1, cfg).await),
+        ErrorCode::InvalidConfig
+    );
     // Unknown topics.
-    assert_eq!(code_of(admin.describe_topic("nope").await), ErrorCode::UnknownTopic);
-    assert_eq!(code_of(admin.delete_topic("nope").await), ErrorCode::UnknownTopic);
+    assert_eq!(
+        code_of(admin.describe_topic("nope").await),
+        ErrorCode::UnknownTopic
+    );
+    assert_eq!(
+        code_of(admin.delete_topic("nope").await),
+        ErrorCode::UnknownTopic
+    );
 
     // A real topic with a small batch limit, and one good record in it.
     let mut cfg = BTreeMap::new();
     cfg.insert("max.message.bytes".to_string(), "1024".to_string());
     let topic = admin.create_topic("guarded", 2, 1, cfg).await.unwrap();
-    assert_eq!(code_of(admin.create_topic("guarded", 1, 1, BTreeMap::new()).await), ErrorCode::TopicAlreadyExists);
+    assert_eq!(
+        code_of(admin.create_topic("guarded", 1, 1, BTreeMap::new()).await),
+        ErrorCode::TopicAlreadyExists
+    );
     let status = admin.describe_cluster().await.unwrap();
-    let address = |id: i32| status.nodes.iter().find(|n| n.node_id == id).unwrap().address.clone();
+    let address = |id: i32| {
+        status
+            .nodes
+            .iter()
+            .find(|n| n.node_id == id)
+            .unwrap()
+            .address
+            .clone()
+    };
     let p0 = &topic.partitions[0];
     let mut leader = log_client(&address(p0.leader)).await;
-    let good = leader.produce(produce("guarded", 0, batch_of(&[b"kept"]))).await.unwrap().into_inner();
+    let good = leader
+        .produce(produce("guarded", 0, batch_of(&[b"kept"])))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(good.base_offset, 0);
 
     // Corrupt CRC: flip a byte inside the records.
     let mut corrupt = batch_of(&[b"will be corrupted"]).to_vec();
     let last = corrupt.len() - 3;
     corrupt[last] ^= 0xff;
-    let (grpc, err) = status_code(leader.produce(produce("guarded", 0, Bytes::from(corrupt))).await);
-    assert_eq!((grpc, err.code), (tonic::Code::InvalidArgument, ErrorCode::CorruptBatch), "{err}");
+    let (grpc, err) = status_code(
+        leader
+            .produce(produce("guarded", 0, Bytes::from(corrupt)))
+            .await,
+    );
+    assert_eq!(
+        (grpc, err.code),
+        (tonic::Code::InvalidArgument, ErrorCode::CorruptBatch),
+        "{err}"
+    );
     // Batch over max.message.bytes.
     let big = vec![7u8; 4096];
-    let (grpc, err) = status_code(leader.produce(produce("guarded", 0, batch_of(&[&big]))).await);
-    assert_eq!((grpc, err.code), (tonic::Code::InvalidArgument, ErrorCode::BatchTooLarge), "{err}");
+    let (grpc, err) = status_code(
+        leader
+            .produce(produce("guarded", 0, batch_of(&[&big])))
+            .await,
+    );
+    assert_eq!(
+        (grpc, err.code),
+        (tonic::Code::InvalidArgument, ErrorCode::BatchTooLarge),
+        "{err}"
+    );
     assert!(err.message.contains("max.message.bytes=1024"), "{err}");
     // Unknown topic and partition on the data plane.
-    let (grpc, err) = status_code(leader.produce(produce("missing", 0, batch_of(&[b"x"]))).await);
-    assert_eq!((grpc, err.code), (tonic::Code::NotFound, ErrorCode::UnknownTopic));
-    let (_, err) = status_code(leader.produce(produce("guarded", 9, batch_of(&[b"x"]))).await);
+    let (grpc, err) = status_code(
+        leader
+            .produce(produce("missing", 0, batch_of(&[b"x"])))
+            .await,
+    );
+    assert_eq!(
+        (grpc, err.code),
+        (tonic::Code::NotFound, ErrorCode::UnknownTopic)
+    );
+    let (_, err) = status_code(
+        leader
+            .produce(produce("guarded", 9, batch_of(&[b"x"])))
+            .await,
+    );
     assert_eq!(err.code, ErrorCode::UnknownPartition);
     assert!(err.message.contains("has 2 partitions"), "{err}");
     // Invalid acks.
     let mut bad_acks = produce("guarded", 0, batch_of(&[b"x"]));
     bad_acks.acks = 5;
-    assert_eq!(status_code(leader.produce(bad_acks).await).1.code, ErrorCode::InvalidRequest);
+    assert_eq!(
+        status_code(leader.produce(bad_acks).await).1.code,
+        ErrorCode::InvalidRequest
+    );
     // Produce to a node that does not lead the partition: NOT_LEADER with the leader's address.
     let other = if p0.leader == 0 { 1 } else { 0 };
     let mut follower = log_client(&address(other)).await;
-    let (grpc, err) = status_code(follower.produce(produce("guarded", 0, batch_of(&[b"x"]))).await);
-    assert_eq!((grpc, err.code), (tonic::Code::FailedPrecondition, ErrorCode::NotLeader));
+    let (grpc, err) = status_code(
+        follower
+            .produce(produce("guarded", 0, batch_of(&[b"x"])))
+            .await,
+    );
+    assert_eq!(
+        (grpc, err.code),
+        (tonic::Code::FailedPrecondition, ErrorCode::NotLeader)
+    );
     let hint = err.leader.expect("leader hint");
-    assert_eq!((hint.node_id, hint.address), (p0.leader, address(p0.leader)));
+    assert_eq!(
+        (hint.node_id, hint.address),
+        (p0.leader, address(p0.leader))
+    );
     // Offset out of range says the valid range.
-    let fetch = pb::FetchRequest { topic: "guarded".into(), partition: 0, offset: 1_000, max_bytes: 0, max_wait_ms: 0, min_bytes: 0, leader_epoch: -1, topic_id: Bytes::new(), decode: false };
+    let fetch = pb::FetchRequest {
+        topic: "guarded".into(),
+        partition: 0,
+        offset: 1_000,
+        max_bytes: 0,
+        max_wait_ms: 0,
+        min_bytes: 0,
+        leader_epoch: -1,
+        topic_id: Bytes::new(),
+        decode: false,
+    };
     let (grpc, err) = status_code(leader.fetch(fetch.clone()).await);
-    assert_eq!((grpc, err.code), (tonic::Code::OutOfRange, ErrorCode::OffsetOutOfRange));
+    assert_eq!(
+        (grpc, err.code),
+        (tonic::Code::OutOfRange, ErrorCode::OffsetOutOfRange)
+    );
     assert!(err.message.contains("0 to 1"), "{err}");
 
     // Nothing was lost or changed: the one good record is still the whole log.
-    let ok = leader.fetch(pb::FetchRequest { offset: 0, decode: true, ..fetch }).await.unwrap().into_inner();
+    let ok = leader
+        .fetch(pb::FetchRequest {
+            offset: 0,
+            decode: true,
+            ..fetch
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(ok.high_watermark, 1);
     assert_eq!(ok.records.len(), 1);
     assert_eq!(ok.records[0].value.as_ref(), b"kept");
     // And no process died.
-    for p in cluster.coordinators.iter_mut().chain(cluster.nodes.iter_mut()) {
+    for p in cluster
+        .coordinators
+        .iter_mut()
+        .chain(cluster.nodes.iter_mut())
+    {
         assert!(p.exited().is_none(), "{} exited:\n{}", p.name, p.tail(30));
     }
 }

@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sluice_integration::bin_path;
-use sluice_integration::process::{free_port, ManagedProcess};
+use sluice_integration::process::{ManagedProcess, free_port};
 
 fn sluice(bootstrap: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(bin_path("sluice"))
@@ -18,7 +18,9 @@ fn sluice(bootstrap: &str, args: &[&str], stdin: Option<&str>) -> Output {
         .spawn()
         .expect("spawn sluice");
     let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.unwrap_or("").as_bytes()).expect("write stdin");
+    input
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .expect("write stdin");
     drop(input);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -28,14 +30,22 @@ fn sluice(bootstrap: &str, args: &[&str], stdin: Option<&str>) -> Output {
         if Instant::now() > deadline {
             let _ = child.kill();
             let out = child.wait_with_output().expect("output");
-            panic!("sluice {args:?} did not finish: {}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "sluice {args:?} did not finish: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn ok(out: Output) -> String {
-    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8(out.stdout).expect("utf8")
 }
 
@@ -63,23 +73,49 @@ fn dev_cluster_tour_creates_produces_and_consumes_from_the_shell() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = sluice(&bootstrap, &["cluster", "status"], None);
-        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&format!("127.0.0.1:{nport}")) {
+        if out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains(&format!("127.0.0.1:{nport}"))
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "sluice dev did not come up:\n{}", dev.tail(40));
+        assert!(
+            Instant::now() < deadline,
+            "sluice dev did not come up:\n{}",
+            dev.tail(40)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    ok(sluice(&bootstrap, &["topic", "create", "greetings", "--partitions", "3"], None));
+    ok(sluice(
+        &bootstrap,
+        &["topic", "create", "greetings", "--partitions", "3"],
+        None,
+    ));
     assert!(ok(sluice(&bootstrap, &["topic", "list"], None)).contains("greetings"));
-    let described = ok(sluice(&bootstrap, &["topic", "describe", "greetings"], None));
+    let described = ok(sluice(
+        &bootstrap,
+        &["topic", "describe", "greetings"],
+        None,
+    ));
     assert!(described.contains("replication factor 1"), "{described}");
 
-    let produced = sluice(&bootstrap, &["produce", "greetings", "--key-separator", ":"], Some("k1:hello\nk2:world\nk1:again\n"));
+    let produced = sluice(
+        &bootstrap,
+        &["produce", "greetings", "--key-separator", ":"],
+        Some("k1:hello\nk2:world\nk1:again\n"),
+    );
     ok(produced);
     let consumed = ok(sluice(
         &bootstrap,
-        &["consume", "greetings", "--from-beginning", "--count", "3", "--format", "{key}={value}@{partition}"],
+        &[
+            "consume",
+            "greetings",
+            "--from-beginning",
+            "--count",
+            "3",
+            "--format",
+            "{key}={value}@{partition}",
+        ],
         None,
     ));
     let mut lines: Vec<&str> = consumed.lines().collect();
@@ -93,6 +129,10 @@ fn dev_cluster_tour_creates_produces_and_consumes_from_the_shell() {
 
     let bad = sluice(&bootstrap, &["topic", "create", "__mine"], None);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("INVALID_TOPIC_NAME"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("INVALID_TOPIC_NAME"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     drop(dev);
 }

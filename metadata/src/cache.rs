@@ -141,7 +141,11 @@ impl MetadataCache {
     /// Loads the first snapshot (so the view is complete when this returns) and starts watching.
     pub async fn start(store: Arc<dyn MetaStore>, keys: Keys) -> Result<Self, StoreError> {
         let first = store.watch_prefix(keys.root()).await?;
-        let (tx, rx) = watch::channel(Arc::new(Self::snapshot_view(&keys, &first.snapshot, first.revision)));
+        let (tx, rx) = watch::channel(Arc::new(Self::snapshot_view(
+            &keys,
+            &first.snapshot,
+            first.revision,
+        )));
         let task = tokio::spawn(Self::follow(store, keys, tx, Some(first)));
         Ok(Self { view: rx, task })
     }

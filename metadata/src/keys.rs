@@ -112,7 +112,10 @@ impl Keys {
         }
         if let Some(tp) = rest.strip_prefix("partitions/") {
             let (topic, p) = tp.split_once('/')?;
-            return Some(KeyKind::Partition(TopicId::from_hex(topic)?, p.parse().ok()?));
+            return Some(KeyKind::Partition(
+                TopicId::from_hex(topic)?,
+                p.parse().ok()?,
+            ));
         }
         None
     }
@@ -129,8 +132,14 @@ mod tests {
         assert_eq!(k.parse(&k.controller()), Some(KeyKind::Controller));
         assert_eq!(k.parse(&k.node(4)), Some(KeyKind::Node(4)));
         assert_eq!(k.parse(&k.topic("t")), Some(KeyKind::Topic("t".into())));
-        assert_eq!(k.parse(&k.partition(&id, 3)), Some(KeyKind::Partition(id, 3)));
-        assert_eq!(k.parse(&k.coordinator("a")), Some(KeyKind::Coordinator("a".into())));
+        assert_eq!(
+            k.parse(&k.partition(&id, 3)),
+            Some(KeyKind::Partition(id, 3))
+        );
+        assert_eq!(
+            k.parse(&k.coordinator("a")),
+            Some(KeyKind::Coordinator("a".into()))
+        );
         assert_eq!(k.parse("/sluice/other/controller"), None);
         assert!(k.partition(&id, 3).starts_with(&k.partitions_of(&id)));
     }

@@ -10,4 +10,7 @@ pub mod lease;
 pub mod store;
 pub mod testing;
 
-pub use store::{Compare, LeaseId, MetaStore, Op, PrefixWatch, StoreError, Txn, TxnOutcome, Versioned, WatchEvent};
+pub use store::{
+    Compare, LeaseId, MetaStore, Op, PrefixWatch, StoreError, Txn, TxnOutcome, Versioned,
+    WatchEvent,
+};

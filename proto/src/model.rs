@@ -42,7 +42,9 @@ impl TopicName {
             ));
         }
         if name == "." || name == ".." {
-            return bad(format!("topic name '{name}' is not allowed; choose another name"));
+            return bad(format!(
+                "topic name '{name}' is not allowed; choose another name"
+            ));
         }
         if let Some(c) = name
             .chars()
@@ -164,13 +166,41 @@ pub const MAX_BATCH_BYTES_LIMIT: i64 = 64 * 1024 * 1024;
 pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 
 const CONFIG_SPECS: &[ConfigSpec] = &[
-    ConfigSpec { key: "retention.ms", default: "604800000", check: non_negative_or_minus_one },
-    ConfigSpec { key: "retention.bytes", default: "-1", check: non_negative_or_minus_one },
-    ConfigSpec { key: MAX_MESSAGE_BYTES, default: "1048588", check: batch_size },
-    ConfigSpec { key: "cleanup.policy", default: "delete", check: cleanup_policy },
-    ConfigSpec { key: "min.insync.replicas", default: "1", check: positive },
-    ConfigSpec { key: "unclean.leader.election", default: "false", check: boolean },
-    ConfigSpec { key: "replica.lag.time.max.ms", default: "10000", check: positive },
+    ConfigSpec {
+        key: "retention.ms",
+        default: "604800000",
+        check: non_negative_or_minus_one,
+    },
+    ConfigSpec {
+        key: "retention.bytes",
+        default: "-1",
+        check: non_negative_or_minus_one,
+    },
+    ConfigSpec {
+        key: MAX_MESSAGE_BYTES,
+        default: "1048588",
+        check: batch_size,
+    },
+    ConfigSpec {
+        key: "cleanup.policy",
+        default: "delete",
+        check: cleanup_policy,
+    },
+    ConfigSpec {
+        key: "min.insync.replicas",
+        default: "1",
+        check: positive,
+    },
+    ConfigSpec {
+        key: "unclean.leader.election",
+        default: "false",
+        check: boolean,
+    },
+    ConfigSpec {
+        key: "replica.lag.time.max.ms",
+        default: "10000",
+        check: positive,
+    },
 ];
 
 /// Validates user-supplied topic configs and fills in the defaults, so a stored topic always
@@ -185,7 +215,10 @@ pub fn validate_topic_config(
             let known: Vec<_> = CONFIG_SPECS.iter().map(|s| s.key).collect();
             return Err(ApiError::new(
                 ErrorCode::InvalidConfig,
-                format!("unknown topic config '{k}'; known configs: {}", known.join(", ")),
+                format!(
+                    "unknown topic config '{k}'; known configs: {}",
+                    known.join(", ")
+                ),
             ));
         };
         (spec.check)(v).map_err(|why| {
@@ -214,7 +247,9 @@ pub fn validate_partition_count(partitions: i32) -> Result<(), ApiError> {
     if partitions <= 0 || partitions > MAX_PARTITIONS {
         return Err(ApiError::new(
             ErrorCode::InvalidPartitions,
-            format!("partition count {partitions} is invalid; give a number from 1 to {MAX_PARTITIONS}"),
+            format!(
+                "partition count {partitions} is invalid; give a number from 1 to {MAX_PARTITIONS}"
+            ),
         ));
     }
     Ok(())
@@ -234,7 +269,16 @@ mod tests {
 
     #[test]
     fn bad_topic_names_are_refused_with_invalid_topic_name() {
-        for bad in ["", ".", "..", "has space", "slash/", "ü", &"x".repeat(250), "__internal"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "has space",
+            "slash/",
+            "ü",
+            &"x".repeat(250),
+            "__internal",
+        ] {
             let err = TopicName::parse(bad, false).unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidTopicName, "{bad}");
         }
@@ -253,10 +297,16 @@ mod tests {
         assert_eq!(cfg["cleanup.policy"], "delete");
         let mut bad = BTreeMap::new();
         bad.insert("retention.mss".to_string(), "1".to_string());
-        assert_eq!(validate_topic_config(&bad, 1).unwrap_err().code, ErrorCode::InvalidConfig);
+        assert_eq!(
+            validate_topic_config(&bad, 1).unwrap_err().code,
+            ErrorCode::InvalidConfig
+        );
         let mut bad = BTreeMap::new();
         bad.insert("min.insync.replicas".to_string(), "3".to_string());
-        assert_eq!(validate_topic_config(&bad, 1).unwrap_err().code, ErrorCode::InvalidConfig);
+        assert_eq!(
+            validate_topic_config(&bad, 1).unwrap_err().code,
+            ErrorCode::InvalidConfig
+        );
     }
 
     #[test]

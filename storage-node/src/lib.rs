@@ -18,17 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use sluice_metadata::MetaStore;
 use sluice_metadata::cache::MetadataCache;
 use sluice_metadata::keys::Keys;
-use sluice_metadata::MetaStore;
 use sluice_proto::model::NodeId;
 use sluice_proto::pb;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::log::rocks::RocksLog;
 use crate::log::LogStore;
+use crate::log::rocks::RocksLog;
 use crate::partitions::Partitions;
 use crate::writer::Writer;
 
@@ -60,11 +60,17 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let rocks = RocksLog::open(&cfg.data_dir.join("rocksdb")).with_context(|| format!("opening RocksDB under {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let rocks = RocksLog::open(&cfg.data_dir.join("rocksdb"))
+        .with_context(|| format!("opening RocksDB under {}", cfg.data_dir.display()))?;
     let log: Arc<dyn LogStore> = Arc::new(rocks);
     let keys = Keys::for_cluster(&cfg.cluster_name);
-    let cache = Arc::new(MetadataCache::start(store.clone(), keys.clone()).await.context("loading cluster metadata")?);
+    let cache = Arc::new(
+        MetadataCache::start(store.clone(), keys.clone())
+            .await
+            .context("loading cluster metadata")?,
+    );
     let partitions = Arc::new(Partitions::new(cfg.node_id, log.clone()));
     {
         let (p, view) = (partitions.clone(), cache.view());
@@ -86,18 +92,29 @@ pub async fn run(
             address: cfg.advertised_address.clone(),
             rack: cfg.rack.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            registered_at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+            registered_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
         },
         cfg.lease_ttl,
         registered_tx,
         stop_rx,
     ));
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<pb::log_server::LogServer<service::log::LogService>>().await;
+    health
+        .set_serving::<pb::log_server::LogServer<service::log::LogService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let log_service = service::log::LogService { node_id: cfg.node_id, cache: cache.clone(), partitions, writer, log: log.clone() };
+    let log_service = service::log::LogService {
+        node_id: cfg.node_id,
+        cache: cache.clone(),
+        partitions,
+        writer,
+        log: log.clone(),
+    };
     tracing::info!(node_id = cfg.node_id, address = %cfg.advertised_address, data_dir = %cfg.data_dir.display(), "storage node serving");
     tonic::transport::Server::builder()
         .add_service(health_service)
@@ -112,7 +129,9 @@ pub async fn run(
         .context("storage node gRPC server")?;
     reconcile.abort();
     // The service (and its writer handle) is gone: the writer drains its queue and stops.
-    tokio::task::spawn_blocking(move || writer_thread.join()).await.ok();
+    tokio::task::spawn_blocking(move || writer_thread.join())
+        .await
+        .ok();
     if let Err(error) = log.sync() {
         tracing::error!(%error, "final WAL sync failed");
     }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use sluice_metadata::cache::ClusterView;
-use sluice_proto::model::{NodeId, TopicId, MAX_MESSAGE_BYTES};
+use sluice_proto::model::{MAX_MESSAGE_BYTES, NodeId, TopicId};
 
 use crate::log::{LogError, LogStore, PartitionKey};
 use crate::replica::{Leadership, Replica};
@@ -31,7 +31,11 @@ struct Desired {
 impl Partitions {
     /// No replicas yet; call [`Partitions::reconcile`] with the first view.
     pub fn new(node_id: NodeId, log: Arc<dyn LogStore>) -> Self {
-        Self { node_id, log, replicas: RwLock::new(HashMap::new()) }
+        Self {
+            node_id,
+            log,
+            replicas: RwLock::new(HashMap::new()),
+        }
     }
 
     /// The local replica of a partition, if hosted here.
@@ -52,7 +56,9 @@ impl Partitions {
     fn desired(&self, view: &ClusterView) -> BTreeMap<PartitionKey, Desired> {
         let mut out = BTreeMap::new();
         for t in view.topics.values() {
-            let Ok(topic_id) = TopicId::from_slice(&t.record.topic_id) else { continue };
+            let Ok(topic_id) = TopicId::from_slice(&t.record.topic_id) else {
+                continue;
+            };
             let max_batch_bytes = t
                 .record
                 .config
@@ -65,10 +71,16 @@ impl Partitions {
                     continue;
                 }
                 out.insert(
-                    PartitionKey { topic_id, partition: s.partition },
+                    PartitionKey {
+                        topic_id,
+                        partition: s.partition,
+                    },
                     Desired {
                         topic: t.record.name.clone(),
-                        leadership: Leadership { leader: s.leader, epoch: s.leader_epoch },
+                        leadership: Leadership {
+                            leader: s.leader,
+                            epoch: s.leader_epoch,
+                        },
                         max_batch_bytes,
                     },
                 );
@@ -81,7 +93,13 @@ impl Partitions {
     /// Blocking (it opens logs); run it off the async executor.
     pub fn reconcile(&self, view: &ClusterView) -> Result<(), LogError> {
         let desired = self.desired(view);
-        let current: Vec<PartitionKey> = self.replicas.read().expect("poisoned").keys().copied().collect();
+        let current: Vec<PartitionKey> = self
+            .replicas
+            .read()
+            .expect("poisoned")
+            .keys()
+            .copied()
+            .collect();
         for key in current {
             if desired.contains_key(&key) {
                 continue;
@@ -100,7 +118,15 @@ impl Partitions {
                 continue;
             }
             let opened = self.log.open(key)?;
-            let r = Replica::new(d.topic, key, opened.uid, opened.log_start, opened.log_end, d.leadership, d.max_batch_bytes);
+            let r = Replica::new(
+                d.topic,
+                key,
+                opened.uid,
+                opened.log_start,
+                opened.log_end,
+                d.leadership,
+                d.max_batch_bytes,
+            );
             tracing::info!(
                 topic = %r.topic, partition = key.partition, epoch = d.leadership.epoch,
                 leader = d.leadership.leader, log_end = opened.log_end, "replica opened"

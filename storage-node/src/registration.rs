@@ -35,7 +35,11 @@ pub async fn run_registration(
         };
         let txn = Txn::new()
             .when(Compare::ModRevision(key.clone(), 0))
-            .then(Op::Put { key: key.clone(), value: record.encode_to_vec().into(), lease: lease.id() });
+            .then(Op::Put {
+                key: key.clone(),
+                value: record.encode_to_vec().into(),
+                lease: lease.id(),
+            });
         match store.txn(txn).await {
             Ok(o) if o.succeeded => {
                 tracing::info!(node_id = record.node_id, address = %record.address, "registered");
@@ -55,7 +59,10 @@ pub async fn run_registration(
             }
             Ok(_) => {
                 if !waited_logged {
-                    tracing::info!(node_id = record.node_id, "waiting for the previous registration of this node id to expire");
+                    tracing::info!(
+                        node_id = record.node_id,
+                        "waiting for the previous registration of this node id to expire"
+                    );
                     waited_logged = true;
                 }
                 let _ = lease.revoke().await;

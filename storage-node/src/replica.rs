@@ -36,7 +36,15 @@ pub struct Replica {
 
 impl Replica {
     /// A replica whose log holds `[log_start, log_end)`.
-    pub fn new(topic: String, key: PartitionKey, uid: Uid, log_start: Offset, log_end: Offset, leadership: Leadership, max_batch_bytes: usize) -> Arc<Self> {
+    pub fn new(
+        topic: String,
+        key: PartitionKey,
+        uid: Uid,
+        log_start: Offset,
+        log_end: Offset,
+        leadership: Leadership,
+        max_batch_bytes: usize,
+    ) -> Arc<Self> {
         Arc::new(Self {
             topic,
             key,

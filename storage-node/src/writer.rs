@@ -65,10 +65,20 @@ impl Writer {
     }
 
     /// Queues a batch and waits until it is written; returns its base offset.
-    pub async fn append(&self, replica: Arc<Replica>, batch: BytesMut, records: i64) -> Result<Offset, AppendError> {
+    pub async fn append(
+        &self,
+        replica: Arc<Replica>,
+        batch: BytesMut,
+        records: i64,
+    ) -> Result<Offset, AppendError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(AppendJob { replica, batch, records, reply })
+            .send(AppendJob {
+                replica,
+                batch,
+                records,
+                reply,
+            })
             .await
             .map_err(|_| AppendError::Stopped)?;
         rx.await.map_err(|_| AppendError::Stopped)?
@@ -111,9 +121,19 @@ fn write_group(log: &dyn LogStore, group: &mut Vec<AppendJob>) {
     let appends: Vec<Append<'_>> = group
         .iter()
         .zip(&bases)
-        .filter_map(|(job, base)| base.map(|b| Append { uid: job.replica.uid, base_offset: b, batch: &job.batch }))
+        .filter_map(|(job, base)| {
+            base.map(|b| Append {
+                uid: job.replica.uid,
+                base_offset: b,
+                batch: &job.batch,
+            })
+        })
         .collect();
-    let result = if appends.is_empty() { Ok(()) } else { log.append(&appends) };
+    let result = if appends.is_empty() {
+        Ok(())
+    } else {
+        log.append(&appends)
+    };
     if let Err(error) = &result {
         tracing::error!(%error, batches = appends.len(), "group write failed");
     }
@@ -134,16 +154,30 @@ fn write_group(log: &dyn LogStore, group: &mut Vec<AppendJob>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::PartitionKey;
     use crate::log::conformance::batch;
     use crate::log::memory::MemoryLog;
-    use crate::log::PartitionKey;
     use crate::replica::Leadership;
     use sluice_proto::model::TopicId;
 
     fn replica(log: &dyn LogStore, p: i32) -> Arc<Replica> {
-        let key = PartitionKey { topic_id: TopicId([1; 16]), partition: p };
+        let key = PartitionKey {
+            topic_id: TopicId([1; 16]),
+            partition: p,
+        };
         let o = log.open(key).unwrap();
-        Replica::new("t".into(), key, o.uid, o.log_start, o.log_end, Leadership { leader: 0, epoch: 3 }, 1 << 20)
+        Replica::new(
+            "t".into(),
+            key,
+            o.uid,
+            o.log_start,
+            o.log_end,
+            Leadership {
+                leader: 0,
+                epoch: 3,
+            },
+            1 << 20,
+        )
     }
 
     #[tokio::test]
@@ -153,8 +187,15 @@ mod tests {
         let (a, b) = (replica(log.as_ref(), 0), replica(log.as_ref(), 1));
         let mut tasks = Vec::new();
         for i in 0..50 {
-            let (w, r) = (writer.clone(), if i % 2 == 0 { a.clone() } else { b.clone() });
-            tasks.push(tokio::spawn(async move { w.append(r, BytesMut::from(&batch(0, 3)[..]), 3).await.unwrap() }));
+            let (w, r) = (
+                writer.clone(),
+                if i % 2 == 0 { a.clone() } else { b.clone() },
+            );
+            tasks.push(tokio::spawn(async move {
+                w.append(r, BytesMut::from(&batch(0, 3)[..]), 3)
+                    .await
+                    .unwrap()
+            }));
         }
         let mut offsets: Vec<_> = Vec::new();
         for t in tasks {
@@ -163,10 +204,20 @@ mod tests {
         assert_eq!((a.log_end(), b.log_end()), (75, 75));
         assert_eq!(a.high_watermark(), 75);
         let stored = log.read(a.uid, 0, 75, usize::MAX).unwrap();
-        let bases: Vec<_> = stored.iter().map(|s| sluice_proto::batch::BatchHeader::parse(s).unwrap()).collect();
-        assert!(bases.windows(2).all(|w| w[1].base_offset == w[0].next_offset()));
+        let bases: Vec<_> = stored
+            .iter()
+            .map(|s| sluice_proto::batch::BatchHeader::parse(s).unwrap())
+            .collect();
+        assert!(
+            bases
+                .windows(2)
+                .all(|w| w[1].base_offset == w[0].next_offset())
+        );
         assert!(bases.iter().all(|h| h.partition_leader_epoch == 3));
-        assert!(sluice_proto::batch::validate(&stored[0]).is_ok(), "rewriting offsets keeps the CRC valid");
+        assert!(
+            sluice_proto::batch::validate(&stored[0]).is_ok(),
+            "rewriting offsets keeps the CRC valid"
+        );
     }
 
     #[tokio::test]
@@ -175,7 +226,9 @@ mod tests {
         let (writer, _h) = Writer::spawn(log.clone());
         let r = replica(log.as_ref(), 0);
         r.mark_deleted();
-        let res = writer.append(r.clone(), BytesMut::from(&batch(0, 1)[..]), 1).await;
+        let res = writer
+            .append(r.clone(), BytesMut::from(&batch(0, 1)[..]), 1)
+            .await;
         assert!(matches!(res, Err(AppendError::Deleted)));
         assert_eq!(r.log_end(), 0);
     }

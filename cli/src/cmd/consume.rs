@@ -54,7 +54,11 @@ pub async fn run(args: ConsumeArgs, client: ClientConfig) -> anyhow::Result<()> 
     if args.count == Some(0) {
         return Ok(());
     }
-    let mut consumer = Consumer::new(ConsumerConfig { client, ..Default::default() }).await?;
+    let mut consumer = Consumer::new(ConsumerConfig {
+        client,
+        ..Default::default()
+    })
+    .await?;
     let partitions = match args.partition {
         Some(p) => vec![p],
         None => consumer.partitions_for(&args.topic).await?,
@@ -64,7 +68,15 @@ pub async fn run(args: ConsumeArgs, client: ClientConfig) -> anyhow::Result<()> 
         (None, true) => SeekTo::Earliest,
         (None, false) => SeekTo::Latest,
     };
-    consumer.assign(partitions.into_iter().map(|p| (args.topic.clone(), p)).collect(), start).await?;
+    consumer
+        .assign(
+            partitions
+                .into_iter()
+                .map(|p| (args.topic.clone(), p))
+                .collect(),
+            start,
+        )
+        .await?;
     let mut printed = 0u64;
     let stdout = std::io::stdout();
     while let Some(record) = consumer.next().await {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use sluice_coordinator::CoordinatorConfig;
-use sluice_metadata::embedded::EmbeddedStore;
 use sluice_metadata::MetaStore;
+use sluice_metadata::embedded::EmbeddedStore;
 use sluice_storage_node::StorageNodeConfig;
 use std::sync::Arc;
 
@@ -28,11 +28,18 @@ pub struct DevArgs {
 
 /// Runs until Ctrl-C or SIGTERM, then shuts both servers down in order.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let store: Arc<dyn MetaStore> = EmbeddedStore::open(args.data_dir.join("metadata.db")).context("opening the embedded metadata store")?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let store: Arc<dyn MetaStore> = EmbeddedStore::open(args.data_dir.join("metadata.db"))
+        .context("opening the embedded metadata store")?;
     let coord_listener = tokio::net::TcpListener::bind(&args.coordinator)
         .await
-        .with_context(|| format!("binding {} (is another sluice dev running? use --coordinator)", args.coordinator))?;
+        .with_context(|| {
+            format!(
+                "binding {} (is another sluice dev running? use --coordinator)",
+                args.coordinator
+            )
+        })?;
     let node_listener = tokio::net::TcpListener::bind(&args.node)
         .await
         .with_context(|| format!("binding {} (use --node to pick another address)", args.node))?;
@@ -43,7 +50,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let mut coordinator = tokio::spawn(sluice_coordinator::run(
-        CoordinatorConfig { id: "dev".into(), advertised_address: coord_addr.clone(), lease_ttl: Duration::from_secs(2), ..Default::default() },
+        CoordinatorConfig {
+            id: "dev".into(),
+            advertised_address: coord_addr.clone(),
+            lease_ttl: Duration::from_secs(2),
+            ..Default::default()
+        },
         store.clone(),
         coord_listener,
         stopped(stop_rx.clone()),
@@ -61,7 +73,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         node_listener,
         stopped(stop_rx),
     ));
-    println!("sluice dev is running (data in {})", args.data_dir.display());
+    println!(
+        "sluice dev is running (data in {})",
+        args.data_dir.display()
+    );
     println!("  coordinator (admin, metadata): {coord_addr}");
     println!("  storage node 0 (produce, fetch): {node_addr}");
     println!();

@@ -6,7 +6,7 @@ pub mod dev;
 pub mod produce;
 pub mod topic;
 
-use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 
 /// A table with the house look for listings.
 pub fn table(header: &[&str]) -> Table {

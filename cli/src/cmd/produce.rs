@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
 use sluice_client::{Acks, ClientConfig, Producer, ProducerConfig, ProducerRecord};
@@ -46,8 +46,12 @@ fn parse_acks(s: &str) -> anyhow::Result<Acks> {
 
 /// Reads stdin to its end, sending every line; reports the count when all are acknowledged.
 pub async fn run(args: ProduceArgs, client: ClientConfig) -> anyhow::Result<()> {
-    let compression = Compression::parse(&args.compression)
-        .with_context(|| format!("--compression {} is invalid; use none, gzip, snappy, lz4 or zstd", args.compression))?;
+    let compression = Compression::parse(&args.compression).with_context(|| {
+        format!(
+            "--compression {} is invalid; use none, gzip, snappy, lz4 or zstd",
+            args.compression
+        )
+    })?;
     let producer = Producer::new(ProducerConfig {
         client,
         acks: parse_acks(&args.acks)?,

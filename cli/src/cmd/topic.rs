@@ -63,11 +63,26 @@ fn parse_config(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 fn print_description(t: &sluice_proto::pb::TopicDescription) {
-    println!("topic {} (id {}, replication factor {})", t.name, hex(&t.topic_id), t.replication_factor);
+    println!(
+        "topic {} (id {}, replication factor {})",
+        t.name,
+        hex(&t.topic_id),
+        t.replication_factor
+    );
     let mut tab = table(&["partition", "leader", "epoch", "replicas", "isr"]);
     for p in &t.partitions {
-        let leader = if p.leader < 0 { "none".to_string() } else { p.leader.to_string() };
-        tab.add_row(vec![p.partition.to_string(), leader, p.leader_epoch.to_string(), ids(&p.replicas), ids(&p.isr)]);
+        let leader = if p.leader < 0 {
+            "none".to_string()
+        } else {
+            p.leader.to_string()
+        };
+        tab.add_row(vec![
+            p.partition.to_string(),
+            leader,
+            p.leader_epoch.to_string(),
+            ids(&p.replicas),
+            ids(&p.isr),
+        ]);
     }
     println!("{tab}");
     if !t.config.is_empty() {
@@ -84,15 +99,36 @@ fn print_description(t: &sluice_proto::pb::TopicDescription) {
 pub async fn run(cmd: TopicCmd, client: ClientConfig) -> anyhow::Result<()> {
     let admin = Admin::connect(client).await?;
     match cmd {
-        TopicCmd::Create { name, partitions, replication_factor, config } => {
-            let t = admin.create_topic(&name, partitions, replication_factor, parse_config(&config)?).await?;
-            println!("created topic {} with {} partition(s)", t.name, t.partitions.len());
+        TopicCmd::Create {
+            name,
+            partitions,
+            replication_factor,
+            config,
+        } => {
+            let t = admin
+                .create_topic(
+                    &name,
+                    partitions,
+                    replication_factor,
+                    parse_config(&config)?,
+                )
+                .await?;
+            println!(
+                "created topic {} with {} partition(s)",
+                t.name,
+                t.partitions.len()
+            );
         }
         TopicCmd::List { internal } => {
             let topics = admin.list_topics(internal).await?;
             let mut tab = table(&["topic", "partitions", "replication", "id"]);
             for t in topics {
-                tab.add_row(vec![t.name, t.partitions.to_string(), t.replication_factor.to_string(), hex(&t.topic_id)]);
+                tab.add_row(vec![
+                    t.name,
+                    t.partitions.to_string(),
+                    t.replication_factor.to_string(),
+                    hex(&t.topic_id),
+                ]);
             }
             println!("{tab}");
         }

@@ -57,18 +57,26 @@ impl AdminService {
             }
             Err(no_controller())
         };
-        tokio::time::timeout(CONTROLLER_WAIT, wait).await.unwrap_or_else(|_| Err(no_controller()))
+        tokio::time::timeout(CONTROLLER_WAIT, wait)
+            .await
+            .unwrap_or_else(|_| Err(no_controller()))
     }
 }
 
 fn no_controller() -> ApiError {
-    ApiError::new(ErrorCode::NotController, "no active controller right now (failover in progress?); retry shortly")
+    ApiError::new(
+        ErrorCode::NotController,
+        "no active controller right now (failover in progress?); retry shortly",
+    )
 }
 
 async fn client(addr: &str) -> Result<AdminClient<tonic::transport::Channel>, Status> {
     let endpoint = format!("http://{addr}");
     AdminClient::connect(endpoint).await.map_err(|e| {
-        let mut err = ApiError::new(ErrorCode::NotController, format!("cannot reach the active controller at {addr}: {e}; retry"));
+        let mut err = ApiError::new(
+            ErrorCode::NotController,
+            format!("cannot reach the active controller at {addr}: {e}; retry"),
+        );
         err.controller_address = Some(addr.to_string());
         err.to_status()
     })
@@ -76,7 +84,8 @@ async fn client(addr: &str) -> Result<AdminClient<tonic::transport::Channel>, St
 
 fn forwarded<T>(msg: T) -> Request<T> {
     let mut r = Request::new(msg);
-    r.metadata_mut().insert(FORWARDED, "1".parse().expect("ascii"));
+    r.metadata_mut()
+        .insert(FORWARDED, "1".parse().expect("ascii"));
     r
 }
 
@@ -88,20 +97,33 @@ macro_rules! write_rpc {
                 let $msg = $req.into_inner();
                 Ok(Response::new($local))
             }
-            Route::Forward(addr) => client(&addr).await?.$method(forwarded($req.into_inner())).await,
+            Route::Forward(addr) => {
+                client(&addr)
+                    .await?
+                    .$method(forwarded($req.into_inner()))
+                    .await
+            }
         }
     }};
 }
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn create_topic(&self, req: Request<pb::CreateTopicRequest>) -> Result<Response<pb::CreateTopicResponse>, Status> {
-        write_rpc!(self, req, create_topic, |fence, msg| pb::CreateTopicResponse {
-            topic: Some(self.controller.create_topic(fence, msg).await?),
+    async fn create_topic(
+        &self,
+        req: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        write_rpc!(self, req, create_topic, |fence, msg| {
+            pb::CreateTopicResponse {
+                topic: Some(self.controller.create_topic(fence, msg).await?),
+            }
         })
     }
 
-    async fn delete_topic(&self, req: Request<pb::DeleteTopicRequest>) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+    async fn delete_topic(
+        &self,
+        req: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
         write_rpc!(self, req, delete_topic, |fence, msg| {
             self.controller.delete_topic(fence, &msg.name).await?;
             pb::DeleteTopicResponse {}
@@ -112,12 +134,21 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::CreatePartitionsRequest>,
     ) -> Result<Response<pb::CreatePartitionsResponse>, Status> {
-        write_rpc!(self, req, create_partitions, |fence, msg| pb::CreatePartitionsResponse {
-            topic: Some(self.controller.create_partitions(fence, &msg.name, msg.total_partitions).await?),
+        write_rpc!(self, req, create_partitions, |fence, msg| {
+            pb::CreatePartitionsResponse {
+                topic: Some(
+                    self.controller
+                        .create_partitions(fence, &msg.name, msg.total_partitions)
+                        .await?,
+                ),
+            }
         })
     }
 
-    async fn list_topics(&self, req: Request<pb::ListTopicsRequest>) -> Result<Response<pb::ListTopicsResponse>, Status> {
+    async fn list_topics(
+        &self,
+        req: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
         let include_internal = req.into_inner().include_internal;
         let view = self.controller.cache.view();
         let topics = view
@@ -135,15 +166,23 @@ impl Admin for AdminService {
         Ok(Response::new(pb::ListTopicsResponse { topics }))
     }
 
-    async fn describe_topic(&self, req: Request<pb::DescribeTopicRequest>) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+    async fn describe_topic(
+        &self,
+        req: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
         let topic = describe::topic(&self.controller.cache.view(), &req.into_inner().name)?;
-        Ok(Response::new(pb::DescribeTopicResponse { topic: Some(topic) }))
+        Ok(Response::new(pb::DescribeTopicResponse {
+            topic: Some(topic),
+        }))
     }
 
     async fn describe_cluster(
         &self,
         _req: Request<pb::DescribeClusterRequest>,
     ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
-        Ok(Response::new(describe::cluster(&self.controller.cache.view(), &self.cluster_name)))
+        Ok(Response::new(describe::cluster(
+            &self.controller.cache.view(),
+            &self.cluster_name,
+        )))
     }
 }

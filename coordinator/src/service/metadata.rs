@@ -18,7 +18,10 @@ pub struct MetadataService {
 
 #[tonic::async_trait]
 impl Metadata for MetadataService {
-    async fn get_metadata(&self, req: Request<pb::GetMetadataRequest>) -> Result<Response<pb::GetMetadataResponse>, Status> {
+    async fn get_metadata(
+        &self,
+        req: Request<pb::GetMetadataRequest>,
+    ) -> Result<Response<pb::GetMetadataResponse>, Status> {
         let resp = describe::metadata(&self.cache.view(), &self.cluster_name, &req.into_inner())?;
         Ok(Response::new(resp))
     }

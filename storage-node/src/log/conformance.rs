@@ -24,12 +24,15 @@ pub fn batch(base: Offset, count: usize) -> Bytes {
 #[macro_export]
 macro_rules! log_store_conformance {
     ($factory:expr) => {
+        use sluice_proto::model::TopicId;
         use $crate::log::conformance::batch;
         use $crate::log::{Append, LogStore, PartitionKey};
-        use sluice_proto::model::TopicId;
 
         fn key(t: u8, p: i32) -> PartitionKey {
-            PartitionKey { topic_id: TopicId([t; 16]), partition: p }
+            PartitionKey {
+                topic_id: TopicId([t; 16]),
+                partition: p,
+            }
         }
 
         #[test]
@@ -50,8 +53,23 @@ macro_rules! log_store_conformance {
             let (log, _g) = ($factory)();
             let uid = log.open(key(1, 0)).unwrap().uid;
             let (b0, b1) = (batch(0, 2), batch(2, 3));
-            log.append(&[Append { uid, base_offset: 0, batch: &b0 }, Append { uid, base_offset: 2, batch: &b1 }]).unwrap();
-            assert_eq!(log.read(uid, 0, 5, 1 << 20).unwrap(), vec![b0.clone(), b1.clone()]);
+            log.append(&[
+                Append {
+                    uid,
+                    base_offset: 0,
+                    batch: &b0,
+                },
+                Append {
+                    uid,
+                    base_offset: 2,
+                    batch: &b1,
+                },
+            ])
+            .unwrap();
+            assert_eq!(
+                log.read(uid, 0, 5, 1 << 20).unwrap(),
+                vec![b0.clone(), b1.clone()]
+            );
             let opened = log.open(key(1, 0)).unwrap();
             assert_eq!((opened.log_start, opened.log_end), (0, 5));
         }
@@ -61,7 +79,19 @@ macro_rules! log_store_conformance {
             let (log, _g) = ($factory)();
             let uid = log.open(key(1, 0)).unwrap().uid;
             let (b0, b1) = (batch(0, 4), batch(4, 4));
-            log.append(&[Append { uid, base_offset: 0, batch: &b0 }, Append { uid, base_offset: 4, batch: &b1 }]).unwrap();
+            log.append(&[
+                Append {
+                    uid,
+                    base_offset: 0,
+                    batch: &b0,
+                },
+                Append {
+                    uid,
+                    base_offset: 4,
+                    batch: &b1,
+                },
+            ])
+            .unwrap();
             assert_eq!(log.read(uid, 2, 8, 1 << 20).unwrap(), vec![b0, b1.clone()]);
             assert_eq!(log.read(uid, 5, 8, 1 << 20).unwrap(), vec![b1]);
             assert!(log.read(uid, 8, 8, 1 << 20).unwrap().is_empty());
@@ -72,11 +102,32 @@ macro_rules! log_store_conformance {
             let (log, _g) = ($factory)();
             let uid = log.open(key(1, 0)).unwrap().uid;
             let bs: Vec<_> = (0..4).map(|i| batch(i * 2, 2)).collect();
-            let appends: Vec<_> = bs.iter().enumerate().map(|(i, b)| Append { uid, base_offset: i as i64 * 2, batch: b }).collect();
+            let appends: Vec<_> = bs
+                .iter()
+                .enumerate()
+                .map(|(i, b)| Append {
+                    uid,
+                    base_offset: i as i64 * 2,
+                    batch: b,
+                })
+                .collect();
             log.append(&appends).unwrap();
-            assert_eq!(log.read(uid, 0, 4, 1 << 20).unwrap().len(), 2, "limit excludes batches at or past it");
-            assert_eq!(log.read(uid, 0, 8, 1).unwrap().len(), 1, "at least one batch, however small max_bytes");
-            assert_eq!(log.read(uid, 0, 8, bs[0].len() + bs[1].len()).unwrap().len(), 2);
+            assert_eq!(
+                log.read(uid, 0, 4, 1 << 20).unwrap().len(),
+                2,
+                "limit excludes batches at or past it"
+            );
+            assert_eq!(
+                log.read(uid, 0, 8, 1).unwrap().len(),
+                1,
+                "at least one batch, however small max_bytes"
+            );
+            assert_eq!(
+                log.read(uid, 0, 8, bs[0].len() + bs[1].len())
+                    .unwrap()
+                    .len(),
+                2
+            );
         }
 
         #[test]
@@ -85,7 +136,19 @@ macro_rules! log_store_conformance {
             let a = log.open(key(1, 0)).unwrap().uid;
             let b = log.open(key(2, 0)).unwrap().uid;
             let (ba, bb) = (batch(0, 1), batch(0, 2));
-            log.append(&[Append { uid: a, base_offset: 0, batch: &ba }, Append { uid: b, base_offset: 0, batch: &bb }]).unwrap();
+            log.append(&[
+                Append {
+                    uid: a,
+                    base_offset: 0,
+                    batch: &ba,
+                },
+                Append {
+                    uid: b,
+                    base_offset: 0,
+                    batch: &bb,
+                },
+            ])
+            .unwrap();
             assert_eq!(log.read(a, 0, 10, 1 << 20).unwrap(), vec![ba]);
             assert_eq!(log.read(b, 0, 10, 1 << 20).unwrap(), vec![bb]);
         }
@@ -95,7 +158,12 @@ macro_rules! log_store_conformance {
             let (log, _g) = ($factory)();
             let old = log.open(key(1, 0)).unwrap().uid;
             let b = batch(0, 3);
-            log.append(&[Append { uid: old, base_offset: 0, batch: &b }]).unwrap();
+            log.append(&[Append {
+                uid: old,
+                base_offset: 0,
+                batch: &b,
+            }])
+            .unwrap();
             log.delete(key(1, 0)).unwrap();
             assert!(log.read(old, 0, 10, 1 << 20).unwrap().is_empty());
             let again = log.open(key(1, 0)).unwrap();

@@ -30,7 +30,9 @@ impl MemoryLog {
 }
 
 fn next_offset(batch: &[u8]) -> Result<Offset, LogError> {
-    BatchHeader::parse(batch).map(|h| h.next_offset()).map_err(|e| LogError(e.to_string()))
+    BatchHeader::parse(batch)
+        .map(|h| h.next_offset())
+        .map_err(|e| LogError(e.to_string()))
 }
 
 impl LogStore for MemoryLog {
@@ -51,7 +53,11 @@ impl LogStore for MemoryLog {
             Some((_, b)) => next_offset(b)?,
             None => 0,
         };
-        Ok(OpenedLog { uid, log_start, log_end })
+        Ok(OpenedLog {
+            uid,
+            log_start,
+            log_end,
+        })
     }
 
     fn list(&self) -> Result<Vec<(PartitionKey, Uid)>, LogError> {
@@ -64,12 +70,19 @@ impl LogStore for MemoryLog {
     fn append(&self, appends: &[Append<'_>]) -> Result<(), LogError> {
         let mut g = self.inner.lock().expect("poisoned");
         for a in appends {
-            g.batches.insert((a.uid, a.base_offset), Bytes::copy_from_slice(a.batch));
+            g.batches
+                .insert((a.uid, a.base_offset), Bytes::copy_from_slice(a.batch));
         }
         Ok(())
     }
 
-    fn read(&self, uid: Uid, from: Offset, limit: Offset, max_bytes: usize) -> Result<Vec<Bytes>, LogError> {
+    fn read(
+        &self,
+        uid: Uid,
+        from: Offset,
+        limit: Offset,
+        max_bytes: usize,
+    ) -> Result<Vec<Bytes>, LogError> {
         let g = self.inner.lock().expect("poisoned");
         let start = match g.batches.range((uid, 0)..=(uid, from)).next_back() {
             Some(((_, base), b)) if next_offset(b)? > from => *base,
@@ -90,7 +103,11 @@ impl LogStore for MemoryLog {
     fn delete(&self, key: PartitionKey) -> Result<(), LogError> {
         let mut g = self.inner.lock().expect("poisoned");
         if let Some(uid) = g.uids.remove(&key) {
-            let keys: Vec<_> = g.batches.range((uid, 0)..=(uid, Offset::MAX)).map(|(k, _)| *k).collect();
+            let keys: Vec<_> = g
+                .batches
+                .range((uid, 0)..=(uid, Offset::MAX))
+                .map(|(k, _)| *k)
+                .collect();
             for k in keys {
                 g.batches.remove(&k);
             }

@@ -63,7 +63,13 @@ pub trait LogStore: Send + Sync + 'static {
     /// Whole batches holding offsets from `from` on, stopping before any batch whose last
     /// offset is at or past `limit`, and after `max_bytes` (the first batch is always
     /// returned whole, however large).
-    fn read(&self, uid: Uid, from: Offset, limit: Offset, max_bytes: usize) -> Result<Vec<Bytes>, LogError>;
+    fn read(
+        &self,
+        uid: Uid,
+        from: Offset,
+        limit: Offset,
+        max_bytes: usize,
+    ) -> Result<Vec<Bytes>, LogError>;
     /// Deletes a replica's log and its uid mapping.
     fn delete(&self, key: PartitionKey) -> Result<(), LogError>;
     /// Makes every acknowledged append durable on disk (fsync of the write-ahead log).

@@ -6,7 +6,10 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions,
+    WriteBatch, WriteOptions,
+};
 use sluice_proto::batch::BatchHeader;
 use sluice_proto::model::{Offset, TopicId};
 
@@ -50,7 +53,9 @@ fn meta_key(key: &PartitionKey) -> Vec<u8> {
 }
 
 fn next_offset(batch: &[u8]) -> Result<Offset, LogError> {
-    BatchHeader::parse(batch).map(|h| h.next_offset()).map_err(err)
+    BatchHeader::parse(batch)
+        .map(|h| h.next_offset())
+        .map_err(err)
 }
 
 impl RocksLog {
@@ -74,7 +79,9 @@ impl RocksLog {
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {
-        self.db.cf_handle(name).expect("column family created at open")
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
     }
 
     fn bounds(&self, uid: Uid) -> Result<(Offset, Offset), LogError> {
@@ -91,7 +98,10 @@ impl RocksLog {
         };
         let last = self
             .db
-            .iterator_cf(cf, IteratorMode::From(&log_key(uid, Offset::MAX), Direction::Reverse))
+            .iterator_cf(
+                cf,
+                IteratorMode::From(&log_key(uid, Offset::MAX), Direction::Reverse),
+            )
             .next()
             .transpose()
             .map_err(err)?;
@@ -124,12 +134,19 @@ impl LogStore for RocksLog {
             }
         };
         let (log_start, log_end) = self.bounds(uid)?;
-        Ok(OpenedLog { uid, log_start, log_end })
+        Ok(OpenedLog {
+            uid,
+            log_start,
+            log_end,
+        })
     }
 
     fn list(&self) -> Result<Vec<(PartitionKey, Uid)>, LogError> {
         let mut out = Vec::new();
-        let iter = self.db.iterator_cf(self.cf(CF_META), IteratorMode::From(&[META_PARTITION], Direction::Forward));
+        let iter = self.db.iterator_cf(
+            self.cf(CF_META),
+            IteratorMode::From(&[META_PARTITION], Direction::Forward),
+        );
         for item in iter {
             let (k, v) = item.map_err(err)?;
             if k.first() != Some(&META_PARTITION) || k.len() != 21 {
@@ -138,7 +155,13 @@ impl LogStore for RocksLog {
             let topic_id = TopicId(k[1..17].try_into().map_err(err)?);
             let partition = i32::from_be_bytes(k[17..21].try_into().map_err(err)?);
             let uid = u64::from_be_bytes(v.as_ref().try_into().map_err(err)?);
-            out.push((PartitionKey { topic_id, partition }, uid));
+            out.push((
+                PartitionKey {
+                    topic_id,
+                    partition,
+                },
+                uid,
+            ));
         }
         Ok(out)
     }
@@ -152,7 +175,13 @@ impl LogStore for RocksLog {
         self.db.write(wb).map_err(err)
     }
 
-    fn read(&self, uid: Uid, from: Offset, limit: Offset, max_bytes: usize) -> Result<Vec<Bytes>, LogError> {
+    fn read(
+        &self,
+        uid: Uid,
+        from: Offset,
+        limit: Offset,
+        max_bytes: usize,
+    ) -> Result<Vec<Bytes>, LogError> {
         let cf = self.cf(CF_LOG);
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(log_key(uid + 1, 0).to_vec());
@@ -169,7 +198,9 @@ impl LogStore for RocksLog {
         let mut out = Vec::new();
         let mut size = 0;
         while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
             if parse_log_key(k).is_none_or(|(u, _)| u != uid) || next_offset(v)? > limit {
                 break;
             }
@@ -212,16 +243,27 @@ mod tests {
     fn appended_batches_survive_reopen() {
         use super::super::{Append, LogStore, PartitionKey};
         let dir = tempfile::tempdir().unwrap();
-        let key = PartitionKey { topic_id: sluice_proto::model::TopicId([1; 16]), partition: 0 };
+        let key = PartitionKey {
+            topic_id: sluice_proto::model::TopicId([1; 16]),
+            partition: 0,
+        };
         let batch = super::super::conformance::batch(0, 3);
         {
             let log = super::RocksLog::open(dir.path()).unwrap();
             let uid = log.open(key).unwrap().uid;
-            log.append(&[Append { uid, base_offset: 0, batch: &batch }]).unwrap();
+            log.append(&[Append {
+                uid,
+                base_offset: 0,
+                batch: &batch,
+            }])
+            .unwrap();
         }
         let log = super::RocksLog::open(dir.path()).unwrap();
         let opened = log.open(key).unwrap();
         assert_eq!((opened.log_start, opened.log_end), (0, 3));
-        assert_eq!(log.read(opened.uid, 0, 3, 1 << 20).unwrap()[0].as_ref(), batch.as_ref());
+        assert_eq!(
+            log.read(opened.uid, 0, 3, 1 << 20).unwrap()[0].as_ref(),
+            batch.as_ref()
+        );
     }
 }

@@ -8,10 +8,10 @@ use sluice_metadata::cache::MetadataCache;
 use sluice_proto::batch::{self, BatchBuilder, Compression};
 use sluice_proto::error::ApiError;
 use sluice_proto::model::{NodeId, Offset};
-use sluice_proto::pb::{self, log_server::Log, produce_request::Payload, ErrorCode};
+use sluice_proto::pb::{self, ErrorCode, log_server::Log, produce_request::Payload};
 use tonic::{Request, Response, Status};
 
-use super::resolve::{leader_replica, Target};
+use super::resolve::{Target, leader_replica};
 use crate::log::LogStore;
 use crate::partitions::Partitions;
 use crate::replica::Replica;
@@ -44,14 +44,26 @@ fn corrupt(e: batch::BatchError) -> ApiError {
 
 fn append_error(e: AppendError, r: &Replica) -> ApiError {
     match e {
-        AppendError::Deleted => ApiError::new(ErrorCode::UnknownTopic, format!("topic '{}' was deleted", r.topic)),
-        AppendError::Stopped => ApiError::new(ErrorCode::NotLeader, "storage node is shutting down; retry on the new leader"),
-        AppendError::Storage(e) => ApiError::new(ErrorCode::StorageError, format!("{e}; retry, and check the node's disk")),
+        AppendError::Deleted => ApiError::new(
+            ErrorCode::UnknownTopic,
+            format!("topic '{}' was deleted", r.topic),
+        ),
+        AppendError::Stopped => ApiError::new(
+            ErrorCode::NotLeader,
+            "storage node is shutting down; retry on the new leader",
+        ),
+        AppendError::Storage(e) => ApiError::new(
+            ErrorCode::StorageError,
+            format!("{e}; retry, and check the node's disk"),
+        ),
     }
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn to_compression(c: i32) -> Result<Compression, ApiError> {
@@ -61,14 +73,22 @@ fn to_compression(c: i32) -> Result<Compression, ApiError> {
         Ok(pb::Compression::Snappy) => Compression::Snappy,
         Ok(pb::Compression::Lz4) => Compression::Lz4,
         Ok(pb::Compression::Zstd) => Compression::Zstd,
-        Err(_) => return Err(ApiError::new(ErrorCode::InvalidRequest, format!("unknown compression {c}; use none, gzip, snappy, lz4 or zstd"))),
+        Err(_) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("unknown compression {c}; use none, gzip, snappy, lz4 or zstd"),
+            ));
+        }
     })
 }
 
 /// Encodes structured records into one batch (for clients without a codec).
 fn encode_records(list: &pb::RecordList, compression: Compression) -> Result<Bytes, ApiError> {
     if list.records.is_empty() {
-        return Err(ApiError::new(ErrorCode::InvalidRequest, "produce request has no records; send at least one"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "produce request has no records; send at least one",
+        ));
     }
     let now = now_ms();
     let mut b = BatchBuilder::new(compression);
@@ -76,8 +96,16 @@ fn encode_records(list: &pb::RecordList, compression: Compression) -> Result<Byt
         b.push(&batch::Record {
             key: r.has_key.then(|| r.key.clone()),
             value: r.has_value.then(|| r.value.clone()),
-            headers: r.headers.iter().map(|h| (h.key.clone(), Some(h.value.clone()))).collect(),
-            timestamp_ms: if r.timestamp_ms == 0 { now } else { r.timestamp_ms },
+            headers: r
+                .headers
+                .iter()
+                .map(|h| (h.key.clone(), Some(h.value.clone())))
+                .collect(),
+            timestamp_ms: if r.timestamp_ms == 0 {
+                now
+            } else {
+                r.timestamp_ms
+            },
         });
     }
     b.finish(0).map_err(corrupt)
@@ -95,7 +123,14 @@ fn decode_for_client(batches: &[Bytes], from: Offset) -> Result<Vec<pb::Record>,
                 key: r.key.unwrap_or_default(),
                 has_value: r.value.is_some(),
                 value: r.value.unwrap_or_default(),
-                headers: r.headers.into_iter().map(|(k, v)| pb::Header { key: k, value: v.unwrap_or_default() }).collect(),
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| pb::Header {
+                        key: k,
+                        value: v.unwrap_or_default(),
+                    })
+                    .collect(),
                 timestamp_ms: r.timestamp_ms,
                 offset: r.offset,
             });
@@ -105,7 +140,12 @@ fn decode_for_client(batches: &[Bytes], from: Offset) -> Result<Vec<pb::Record>,
 }
 
 impl LogService {
-    async fn read(&self, r: &Arc<Replica>, from: Offset, max_bytes: usize) -> Result<Vec<Bytes>, ApiError> {
+    async fn read(
+        &self,
+        r: &Arc<Replica>,
+        from: Offset,
+        max_bytes: usize,
+    ) -> Result<Vec<Bytes>, ApiError> {
         let (log, uid, limit) = (self.log.clone(), r.uid, r.high_watermark());
         tokio::task::spawn_blocking(move || log.read(uid, from, limit, max_bytes))
             .await
@@ -116,18 +156,38 @@ impl LogService {
 
 #[tonic::async_trait]
 impl Log for LogService {
-    async fn produce(&self, req: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
+    async fn produce(
+        &self,
+        req: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
         let req = req.into_inner();
         if !matches!(req.acks, -1..=1) {
-            return Err(ApiError::new(ErrorCode::InvalidRequest, format!("acks={} is invalid; use 0, 1 or -1 (all)", req.acks)).into());
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("acks={} is invalid; use 0, 1 or -1 (all)", req.acks),
+            )
+            .into());
         }
         let view = self.cache.view();
-        let target = Target { topic: &req.topic, partition: req.partition, topic_id: &req.topic_id, leader_epoch: req.leader_epoch };
+        let target = Target {
+            topic: &req.topic,
+            partition: req.partition,
+            topic_id: &req.topic_id,
+            leader_epoch: req.leader_epoch,
+        };
         let replica = leader_replica(&view, &self.partitions, self.node_id, &target)?;
         let bytes = match req.payload {
             Some(Payload::Batch(b)) => b,
-            Some(Payload::Records(list)) => encode_records(&list, to_compression(req.compression)?)?,
-            None => return Err(ApiError::new(ErrorCode::InvalidRequest, "produce request has no payload; send a batch or records").into()),
+            Some(Payload::Records(list)) => {
+                encode_records(&list, to_compression(req.compression)?)?
+            }
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "produce request has no payload; send a batch or records",
+                )
+                .into());
+            }
         };
         let max = replica.max_batch_bytes();
         if bytes.len() > max {
@@ -143,7 +203,9 @@ impl Log for LogService {
         }
         let header = batch::validate(&bytes).map_err(corrupt)?;
         let records = i64::from(header.last_offset_delta) + 1;
-        let batch = bytes.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..]));
+        let batch = bytes
+            .try_into_mut()
+            .unwrap_or_else(|b| BytesMut::from(&b[..]));
         let epoch = replica.leadership().epoch;
         if req.acks == 0 {
             let (writer, r) = (self.writer.clone(), replica.clone());
@@ -152,23 +214,54 @@ impl Log for LogService {
                     tracing::warn!(%error, topic = %r.topic, partition = r.partition(), "acks=0 append failed");
                 }
             });
-            return Ok(Response::new(pb::ProduceResponse { base_offset: -1, log_append_time_ms: -1, log_start_offset: replica.log_start(), leader_epoch: epoch }));
+            return Ok(Response::new(pb::ProduceResponse {
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: replica.log_start(),
+                leader_epoch: epoch,
+            }));
         }
-        let base = self.writer.append(replica.clone(), batch, records).await.map_err(|e| append_error(e, &replica))?;
-        Ok(Response::new(pb::ProduceResponse { base_offset: base, log_append_time_ms: -1, log_start_offset: replica.log_start(), leader_epoch: epoch }))
+        let base = self
+            .writer
+            .append(replica.clone(), batch, records)
+            .await
+            .map_err(|e| append_error(e, &replica))?;
+        Ok(Response::new(pb::ProduceResponse {
+            base_offset: base,
+            log_append_time_ms: -1,
+            log_start_offset: replica.log_start(),
+            leader_epoch: epoch,
+        }))
     }
 
-    async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+    async fn fetch(
+        &self,
+        req: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
         let req = req.into_inner();
         if req.max_bytes < 0 || req.min_bytes < 0 || req.max_wait_ms < 0 {
-            return Err(ApiError::new(ErrorCode::InvalidRequest, "max_bytes, min_bytes and max_wait_ms must not be negative").into());
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "max_bytes, min_bytes and max_wait_ms must not be negative",
+            )
+            .into());
         }
         let view = self.cache.view();
-        let target = Target { topic: &req.topic, partition: req.partition, topic_id: &req.topic_id, leader_epoch: req.leader_epoch };
+        let target = Target {
+            topic: &req.topic,
+            partition: req.partition,
+            topic_id: &req.topic_id,
+            leader_epoch: req.leader_epoch,
+        };
         let replica = leader_replica(&view, &self.partitions, self.node_id, &target)?;
         drop(view);
-        let max_bytes = if req.max_bytes == 0 { DEFAULT_FETCH_BYTES } else { (req.max_bytes as usize).min(MAX_FETCH_BYTES) };
-        let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms as u64).min(MAX_WAIT_CAP);
+        let max_bytes = if req.max_bytes == 0 {
+            DEFAULT_FETCH_BYTES
+        } else {
+            (req.max_bytes as usize).min(MAX_FETCH_BYTES)
+        };
+        let deadline =
+            Instant::now() + Duration::from_millis(req.max_wait_ms as u64).min(MAX_WAIT_CAP);
         let mut hw_rx = replica.watch_high_watermark();
         loop {
             let (start, hw) = (replica.log_start(), replica.high_watermark());
@@ -182,11 +275,19 @@ impl Log for LogService {
                 )
                 .into());
             }
-            let batches = if req.offset < hw { self.read(&replica, req.offset, max_bytes).await? } else { Vec::new() };
+            let batches = if req.offset < hw {
+                self.read(&replica, req.offset, max_bytes).await?
+            } else {
+                Vec::new()
+            };
             let size: usize = batches.iter().map(Bytes::len).sum();
             let now = Instant::now();
             if size >= (req.min_bytes.max(1) as usize) || now >= deadline || replica.is_deleted() {
-                let records = if req.decode { decode_for_client(&batches, req.offset)? } else { Vec::new() };
+                let records = if req.decode {
+                    decode_for_client(&batches, req.offset)?
+                } else {
+                    Vec::new()
+                };
                 let mut buf = BytesMut::with_capacity(size);
                 for b in &batches {
                     buf.extend_from_slice(b);
@@ -204,27 +305,52 @@ impl Log for LogService {
         }
     }
 
-    async fn list_offsets(&self, req: Request<pb::ListOffsetsRequest>) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+    async fn list_offsets(
+        &self,
+        req: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
         let req = req.into_inner();
         let view = self.cache.view();
-        let target = Target { topic: &req.topic, partition: req.partition, topic_id: &[], leader_epoch: -1 };
+        let target = Target {
+            topic: &req.topic,
+            partition: req.partition,
+            topic_id: &[],
+            leader_epoch: -1,
+        };
         let replica = leader_replica(&view, &self.partitions, self.node_id, &target)?;
         drop(view);
         let (start, hw) = (replica.log_start(), replica.high_watermark());
         let (offset, timestamp_ms) = match req.spec {
             Some(pb::list_offsets_request::Spec::Earliest(_)) => (start, -1),
             Some(pb::list_offsets_request::Spec::Latest(_)) => (hw, -1),
-            Some(pb::list_offsets_request::Spec::TimestampMs(ts)) => self.offset_for_timestamp(&replica, ts).await?,
-            None => return Err(ApiError::new(ErrorCode::InvalidRequest, "list-offsets needs earliest, latest or a timestamp").into()),
+            Some(pb::list_offsets_request::Spec::TimestampMs(ts)) => {
+                self.offset_for_timestamp(&replica, ts).await?
+            }
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "list-offsets needs earliest, latest or a timestamp",
+                )
+                .into());
+            }
         };
-        Ok(Response::new(pb::ListOffsetsResponse { offset, timestamp_ms, log_start_offset: start, high_watermark: hw }))
+        Ok(Response::new(pb::ListOffsetsResponse {
+            offset,
+            timestamp_ms,
+            log_start_offset: start,
+            high_watermark: hw,
+        }))
     }
 }
 
 impl LogService {
     /// First offset with a timestamp at or after `ts`, scanning batch headers (max timestamp)
     /// and decoding only the batch that holds it. A linear scan: a time index is future work.
-    async fn offset_for_timestamp(&self, r: &Arc<Replica>, ts: i64) -> Result<(Offset, i64), ApiError> {
+    async fn offset_for_timestamp(
+        &self,
+        r: &Arc<Replica>,
+        ts: i64,
+    ) -> Result<(Offset, i64), ApiError> {
         let mut from = r.log_start();
         while from < r.high_watermark() {
             let batches = self.read(r, from, 4 << 20).await?;
@@ -239,7 +365,9 @@ impl LogService {
                     }
                 }
             }
-            from = batch::BatchHeader::parse(last).map_err(corrupt)?.next_offset();
+            from = batch::BatchHeader::parse(last)
+                .map_err(corrupt)?
+                .next_offset();
         }
         Ok((-1, -1))
     }

@@ -25,42 +25,76 @@ pub struct Target<'a> {
 }
 
 /// Finds the leader replica for `t` on this node.
-pub fn leader_replica(view: &ClusterView, partitions: &Partitions, node_id: NodeId, t: &Target<'_>) -> Result<Arc<Replica>, ApiError> {
+pub fn leader_replica(
+    view: &ClusterView,
+    partitions: &Partitions,
+    node_id: NodeId,
+    t: &Target<'_>,
+) -> Result<Arc<Replica>, ApiError> {
     let Some(topic) = view.topics.get(t.topic) else {
         return Err(ApiError::new(
             ErrorCode::UnknownTopic,
-            format!("topic '{}' does not exist; create it first (sluice topic create {})", t.topic, t.topic),
+            format!(
+                "topic '{}' does not exist; create it first (sluice topic create {})",
+                t.topic, t.topic
+            ),
         ));
     };
     let topic_id = TopicId::from_slice(&topic.record.topic_id)?;
     if !t.topic_id.is_empty() && t.topic_id != topic_id.0 {
         return Err(ApiError::new(
             ErrorCode::UnknownTopicId,
-            format!("topic '{}' was deleted and re-created since the client looked it up; refresh metadata", t.topic),
+            format!(
+                "topic '{}' was deleted and re-created since the client looked it up; refresh metadata",
+                t.topic
+            ),
         ));
     }
     let count = topic.record.partition_count;
     if t.partition < 0 || t.partition >= count {
         return Err(ApiError::new(
             ErrorCode::UnknownPartition,
-            format!("topic '{}' has {count} partitions (0..={}); partition {} does not exist", t.topic, count - 1, t.partition),
+            format!(
+                "topic '{}' has {count} partitions (0..={}); partition {} does not exist",
+                t.topic,
+                count - 1,
+                t.partition
+            ),
         ));
     }
-    let key = PartitionKey { topic_id, partition: t.partition };
-    let state = view.partitions.get(&(topic_id, t.partition)).map(|s| &s.record);
+    let key = PartitionKey {
+        topic_id,
+        partition: t.partition,
+    };
+    let state = view
+        .partitions
+        .get(&(topic_id, t.partition))
+        .map(|s| &s.record);
     let hint = state.and_then(|s| {
-        view.nodes.get(&s.leader).map(|n| LeaderHint { node_id: s.leader, address: n.address.clone(), leader_epoch: s.leader_epoch })
+        view.nodes.get(&s.leader).map(|n| LeaderHint {
+            node_id: s.leader,
+            address: n.address.clone(),
+            leader_epoch: s.leader_epoch,
+        })
     });
-    let replica = partitions.get(&key).filter(|r| r.leadership().leader == node_id);
+    let replica = partitions
+        .get(&key)
+        .filter(|r| r.leadership().leader == node_id);
     let Some(replica) = replica else {
         if state.is_some_and(|s| s.leader < 0) {
             return Err(ApiError::new(
                 ErrorCode::PartitionOffline,
-                format!("partition {}-{} has no leader right now; retry shortly", t.topic, t.partition),
+                format!(
+                    "partition {}-{} has no leader right now; retry shortly",
+                    t.topic, t.partition
+                ),
             ));
         }
         return Err(ApiError::not_leader(
-            format!("node {node_id} does not lead partition {}-{}; send to the leader", t.topic, t.partition),
+            format!(
+                "node {node_id} does not lead partition {}-{}; send to the leader",
+                t.topic, t.partition
+            ),
             hint,
         ));
     };
@@ -68,12 +102,18 @@ pub fn leader_replica(view: &ClusterView, partitions: &Partitions, node_id: Node
     if t.leader_epoch >= 0 && t.leader_epoch < epoch {
         return Err(ApiError::new(
             ErrorCode::FencedLeaderEpoch,
-            format!("leader epoch {} is older than the current {epoch}; refresh metadata", t.leader_epoch),
+            format!(
+                "leader epoch {} is older than the current {epoch}; refresh metadata",
+                t.leader_epoch
+            ),
         ));
     }
     if t.leader_epoch > epoch {
         return Err(ApiError::not_leader(
-            format!("this node has not yet seen leader epoch {} (it is at {epoch}); retry", t.leader_epoch),
+            format!(
+                "this node has not yet seen leader epoch {} (it is at {epoch}); retry",
+                t.leader_epoch
+            ),
             hint,
         ));
     }

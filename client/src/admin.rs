@@ -107,7 +107,11 @@ impl Admin {
                     name: name.to_string(),
                     total_partitions,
                 };
-                async move { AdminClient::new(ch).create_partitions(request(req, t)).await }
+                async move {
+                    AdminClient::new(ch)
+                        .create_partitions(request(req, t))
+                        .await
+                }
             })
             .await?
             .into_inner();

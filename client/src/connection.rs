@@ -153,7 +153,11 @@ mod tests {
     async fn coordinator_calls_fail_over_on_transport_errors_only() {
         let pool = Pool::new(Duration::from_secs(1));
         let coords = Coordinators::new(
-            vec!["http://a:1".into(), "http://b:1".into(), "http://c:1".into()],
+            vec![
+                "http://a:1".into(),
+                "http://b:1".into(),
+                "http://c:1".into(),
+            ],
             Duration::from_secs(1),
         );
         let mut calls = 0;

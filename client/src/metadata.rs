@@ -6,7 +6,7 @@
 //! burst of errors from many partitions costs one `GetMetadata`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,9 @@ pub(crate) struct Metadata {
     state: RwLock<Arc<Snapshot>>,
     interest: Mutex<BTreeSet<String>>,
     refresh_lock: tokio::sync::Mutex<()>,
+    /// Refresh attempts finished (successful or not), and the error of the last one.
+    attempts: AtomicU64,
+    last_error: Mutex<Option<ClientError>>,
     background_refresh: AtomicBool,
 }
 
@@ -75,6 +78,8 @@ impl Metadata {
             state: RwLock::new(Arc::new(Snapshot::default())),
             interest: Mutex::new(BTreeSet::new()),
             refresh_lock: tokio::sync::Mutex::new(()),
+            attempts: AtomicU64::new(0),
+            last_error: Mutex::new(None),
             background_refresh: AtomicBool::new(false),
         }))
     }
@@ -159,11 +164,28 @@ impl Metadata {
     }
 
     /// Re-reads metadata unless a refresh completed after the caller's view (`seen_version`).
+    /// Callers that queued behind an attempt which failed share its error rather than each
+    /// waiting out their own timeout against an unreachable coordinator.
     pub(crate) async fn refresh(&self, seen_version: u64) -> Result<()> {
+        let attempts_seen = self.attempts.load(Ordering::Acquire);
         let _guard = self.refresh_lock.lock().await;
         if self.version() > seen_version {
             return Ok(());
         }
+        if self.attempts.load(Ordering::Acquire) > attempts_seen {
+            return match &*self.last_error.lock().unwrap() {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            };
+        }
+        let result = self.fetch_and_install().await;
+        *self.last_error.lock().unwrap() = result.as_ref().err().cloned();
+        self.attempts.fetch_add(1, Ordering::AcqRel);
+        result
+    }
+
+    /// One `GetMetadata` round (two when an asked topic is unknown) and the new snapshot.
+    async fn fetch_and_install(&self) -> Result<()> {
         let asked: Vec<String> = self.interest.lock().unwrap().iter().cloned().collect();
         if asked.is_empty() {
             return Ok(());
@@ -250,7 +272,13 @@ impl Metadata {
                 epoch: hint.leader_epoch,
             };
         }
-        tracing::debug!(topic, partition, leader = hint.node_id, epoch = hint.leader_epoch, "leader moved (hint)");
+        tracing::debug!(
+            topic,
+            partition,
+            leader = hint.node_id,
+            epoch = hint.leader_epoch,
+            "leader moved (hint)"
+        );
         true
     }
 
@@ -401,15 +429,30 @@ mod tests {
         let snap = build_snapshot(1, &["a".into(), "missing".into()], response());
         assert_eq!(snap.topics.len(), 1);
         let a = &snap.topics["a"];
-        assert_eq!(a.partitions[0], PartitionInfo { leader: -1, epoch: 2 });
-        assert_eq!(a.partitions[1], PartitionInfo { leader: 1, epoch: 3 });
+        assert_eq!(
+            a.partitions[0],
+            PartitionInfo {
+                leader: -1,
+                epoch: 2
+            }
+        );
+        assert_eq!(
+            a.partitions[1],
+            PartitionInfo {
+                leader: 1,
+                epoch: 3
+            }
+        );
         assert!(snap.unknown.contains("missing"));
         assert_eq!(snap.nodes[&1], "127.0.0.1:1");
     }
 
     #[test]
     fn hints_move_the_leader_forward_but_never_back() {
-        let current = PartitionInfo { leader: 1, epoch: 5 };
+        let current = PartitionInfo {
+            leader: 1,
+            epoch: 5,
+        };
         let hint = |node_id, leader_epoch| LeaderHint {
             node_id,
             address: format!("n{node_id}:1"),

@@ -1,11 +1,11 @@
 //! When a failed request is tried again. Pure, so the rules are tested without a server.
 //!
-//! | error                          | rerouted by hint | attempts left, before deadline | decision          |
-//! |--------------------------------|------------------|--------------------------------|-------------------|
-//! | not retriable                  | -                | -                              | give up           |
-//! | retriable                      | -                | no                             | give up           |
-//! | retriable (`NOT_LEADER` + hint) | yes              | yes                            | retry now         |
-//! | retriable                      | no               | yes                            | retry after backoff |
+//! | error                     | hint named a newer leader | retries left before deadline | decision            |
+//! |---------------------------|---------------------------|------------------------------|---------------------|
+//! | not retriable             | -                         | -                            | give up             |
+//! | retriable                 | -                         | no                           | give up             |
+//! | retriable (`NOT_LEADER`)  | yes                       | yes                          | retry now           |
+//! | retriable                 | no                        | yes (backoff ends in time)   | retry after backoff |
 
 use std::time::{Duration, Instant};
 
@@ -76,14 +76,20 @@ mod tests {
     fn non_retriable_errors_are_reported_at_once() {
         let now = Instant::now();
         let deadline = now + Duration::from_secs(30);
-        assert_eq!(POLICY.decide(false, true, 1, now, deadline), RetryDecision::GiveUp);
+        assert_eq!(
+            POLICY.decide(false, true, 1, now, deadline),
+            RetryDecision::GiveUp
+        );
     }
 
     #[test]
     fn hint_reroutes_retry_at_once_and_others_back_off_exponentially() {
         let now = Instant::now();
         let deadline = now + Duration::from_secs(30);
-        assert_eq!(POLICY.decide(true, true, 1, now, deadline), RetryDecision::Now);
+        assert_eq!(
+            POLICY.decide(true, true, 1, now, deadline),
+            RetryDecision::Now
+        );
         assert_eq!(
             POLICY.decide(true, false, 1, now, deadline),
             RetryDecision::After(Duration::from_millis(100))
@@ -99,10 +105,19 @@ mod tests {
     fn retries_stop_at_the_retry_count_or_the_deadline() {
         let now = Instant::now();
         let deadline = now + Duration::from_secs(30);
-        assert_eq!(POLICY.decide(true, true, 4, now, deadline), RetryDecision::GiveUp);
+        assert_eq!(
+            POLICY.decide(true, true, 4, now, deadline),
+            RetryDecision::GiveUp
+        );
         // A backoff that would end after the deadline is not worth waiting for.
         let close = now + Duration::from_millis(50);
-        assert_eq!(POLICY.decide(true, false, 1, now, close), RetryDecision::GiveUp);
-        assert_eq!(POLICY.decide(true, true, 1, close, close), RetryDecision::GiveUp);
+        assert_eq!(
+            POLICY.decide(true, false, 1, now, close),
+            RetryDecision::GiveUp
+        );
+        assert_eq!(
+            POLICY.decide(true, true, 1, close, close),
+            RetryDecision::GiveUp
+        );
     }
 }

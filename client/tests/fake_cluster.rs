@@ -34,7 +34,9 @@ fn consumer_config(cluster: &FakeCluster) -> ConsumerConfig {
     }
 }
 
-async fn next_record(consumer: &mut Consumer) -> sluice_client::Result<sluice_client::ConsumerRecord> {
+async fn next_record(
+    consumer: &mut Consumer,
+) -> sluice_client::Result<sluice_client::ConsumerRecord> {
     tokio::time::timeout(Duration::from_secs(5), consumer.next())
         .await
         .expect("a record within 5 s")
@@ -59,7 +61,10 @@ async fn keyed_records_land_on_murmur2_partitions_and_read_back_in_order() {
     for (key, d) in deliveries {
         let md = d.await.unwrap();
         assert_eq!(md.partition, partition_for_key(key.as_bytes(), 3));
-        assert!(md.offset > last[md.partition as usize], "offsets grow in send order");
+        assert!(
+            md.offset > last[md.partition as usize],
+            "offsets grow in send order"
+        );
         last[md.partition as usize] = md.offset;
     }
     producer.close().await.unwrap();
@@ -67,13 +72,19 @@ async fn keyed_records_land_on_murmur2_partitions_and_read_back_in_order() {
     let mut consumer = Consumer::new(consumer_config(&cluster)).await.unwrap();
     let partitions = consumer.partitions_for("orders").await.unwrap();
     assert_eq!(partitions, vec![0, 1, 2]);
-    let tps = partitions.into_iter().map(|p| ("orders".to_string(), p)).collect();
+    let tps = partitions
+        .into_iter()
+        .map(|p| ("orders".to_string(), p))
+        .collect();
     consumer.assign(tps, SeekTo::Earliest).await.unwrap();
     let mut seen = Vec::new();
     let mut next_offset = [0i64; 3];
     for _ in 0..60 {
         let r = next_record(&mut consumer).await.unwrap();
-        assert_eq!(r.offset, next_offset[r.partition as usize], "no gaps, no reordering");
+        assert_eq!(
+            r.offset, next_offset[r.partition as usize],
+            "no gaps, no reordering"
+        );
         next_offset[r.partition as usize] += 1;
         assert_eq!(r.headers.len(), 1);
         seen.push(r.value.unwrap());
@@ -117,8 +128,14 @@ async fn not_leader_hint_reroutes_produce_and_fetch_without_a_metadata_refresh()
         .assign(vec![("t".into(), 0)], SeekTo::Offset(0))
         .await
         .unwrap();
-    assert_eq!(next_record(&mut consumer).await.unwrap().value.unwrap(), "first");
-    assert_eq!(next_record(&mut consumer).await.unwrap().value.unwrap(), "second");
+    assert_eq!(
+        next_record(&mut consumer).await.unwrap().value.unwrap(),
+        "first"
+    );
+    assert_eq!(
+        next_record(&mut consumer).await.unwrap().value.unwrap(),
+        "second"
+    );
 }
 
 #[tokio::test]
@@ -127,7 +144,12 @@ async fn not_leader_without_hint_refreshes_metadata_and_retries() {
     cluster.create_topic("t", 1, 1);
     cluster.state.lock().unwrap().no_hints = true;
     let producer = Producer::new(producer_config(&cluster)).await.unwrap();
-    producer.send(ProducerRecord::new("t", "a")).await.unwrap().await.unwrap();
+    producer
+        .send(ProducerRecord::new("t", "a"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     cluster.move_leader_silently("t", 2);
     let pending = producer.send(ProducerRecord::new("t", "b")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -165,7 +187,11 @@ async fn retriable_errors_are_retried_without_reordering_a_partition() {
     for d in deliveries {
         offsets.push(d.await.unwrap().offset);
     }
-    assert_eq!(offsets, (0..30).collect::<Vec<i64>>(), "send order is log order");
+    assert_eq!(
+        offsets,
+        (0..30).collect::<Vec<i64>>(),
+        "send order is log order"
+    );
     let batches = cluster.state.lock().unwrap().accepted.len();
     assert!(batches > 1, "several batches were in play");
 }
@@ -308,7 +334,12 @@ async fn keyless_records_fill_a_batch_on_one_partition() {
     let producer = Producer::new(cfg).await.unwrap();
     let mut deliveries = Vec::new();
     for i in 0..20 {
-        deliveries.push(producer.send(ProducerRecord::new("t", format!("{i}"))).await.unwrap());
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new("t", format!("{i}")))
+                .await
+                .unwrap(),
+        );
     }
     producer.flush().await.unwrap();
     let partitions: std::collections::BTreeSet<i32> = futures::future::join_all(deliveries)
@@ -331,10 +362,18 @@ async fn consumer_skips_records_below_its_position_in_the_first_batch() {
     .await
     .unwrap();
     for i in 0..10 {
-        let _ = producer.send(ProducerRecord::new("t", format!("{i}"))).await.unwrap();
+        // Fire and forget: `close` waits for delivery.
+        producer
+            .send(ProducerRecord::new("t", format!("{i}")))
+            .await
+            .unwrap();
     }
     producer.close().await.unwrap();
-    assert_eq!(cluster.state.lock().unwrap().accepted.len(), 1, "one batch of 10");
+    assert_eq!(
+        cluster.state.lock().unwrap().accepted.len(),
+        1,
+        "one batch of 10"
+    );
 
     let mut consumer = Consumer::new(consumer_config(&cluster)).await.unwrap();
     consumer
@@ -392,15 +431,28 @@ async fn seek_latest_and_timestamp_use_list_offsets() {
         .await
         .unwrap();
     assert_eq!(consumer.position("t", 0), Some(3));
-    consumer.seek("t", 0, SeekTo::Timestamp(1_500)).await.unwrap();
+    consumer
+        .seek("t", 0, SeekTo::Timestamp(1_500))
+        .await
+        .unwrap();
     assert_eq!(consumer.position("t", 0), Some(1));
     let r = next_record(&mut consumer).await.unwrap();
     assert_eq!((r.offset, r.timestamp_ms), (1, 2_000));
-    consumer.seek("t", 0, SeekTo::Timestamp(9_000)).await.unwrap();
-    assert_eq!(consumer.position("t", 0), Some(3), "after the last record: the log end");
+    consumer
+        .seek("t", 0, SeekTo::Timestamp(9_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        consumer.position("t", 0),
+        Some(3),
+        "after the last record: the log end"
+    );
 
     // Latest then waits for new records.
-    producer.send(ProducerRecord::new("t", "new")).await.unwrap();
+    let _delivery = producer
+        .send(ProducerRecord::new("t", "new"))
+        .await
+        .unwrap();
     producer.flush().await.unwrap();
     let r = next_record(&mut consumer).await.unwrap();
     assert_eq!((r.offset, r.value.unwrap()), (3, Bytes::from("new")));
@@ -411,7 +463,10 @@ async fn assign_refuses_unknown_partitions_and_seek_needs_an_assignment() {
     let cluster = FakeCluster::start(1).await;
     cluster.create_topic("t", 1, 1);
     let mut consumer = Consumer::new(consumer_config(&cluster)).await.unwrap();
-    assert!(consumer.next().await.is_none(), "nothing assigned, nothing to wait for");
+    assert!(
+        consumer.next().await.is_none(),
+        "nothing assigned, nothing to wait for"
+    );
     let err = consumer
         .assign(vec![("t".into(), 5)], SeekTo::Earliest)
         .await

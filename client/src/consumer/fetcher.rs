@@ -106,8 +106,10 @@ impl Fetcher {
 
     async fn fetch_once(&self) -> Result<pb::FetchResponse> {
         let leader = self.meta.leader(&self.topic, self.partition).await?;
+        // At least one whole batch comes back however small `max_bytes` is.
+        let limit = MAX_MESSAGE_BYTES.max(self.cfg.max_bytes as usize + (1 << 20));
         let mut client = LogClient::new(self.meta.pool.channel(&leader.address)?)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(limit);
         let req = pb::FetchRequest {
             topic: self.topic.clone(),
             partition: self.partition,
@@ -134,7 +136,8 @@ impl Fetcher {
                 continue;
             }
             if !header.is_control() {
-                let records = decode_records_shared(&batch).map_err(|e| Stop::Corrupt(corrupt(e)))?;
+                let records =
+                    decode_records_shared(&batch).map_err(|e| Stop::Corrupt(corrupt(e)))?;
                 for r in records {
                     if r.offset < self.position {
                         continue;

@@ -218,7 +218,14 @@ impl Consumer {
                 ),
             ));
         }
-        offsets::resolve(&self.meta, self.cfg.client.request_timeout, topic, partition, to).await
+        offsets::resolve(
+            &self.meta,
+            self.cfg.client.request_timeout,
+            topic,
+            partition,
+            to,
+        )
+        .await
     }
 
     fn start_fetch(&mut self, topic: String, partition: i32, position: i64) {

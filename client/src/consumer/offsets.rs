@@ -69,8 +69,12 @@ async fn list_offsets(
             let mut client = LogClient::new(meta.pool.channel(&leader.address)?)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);
             let left = deadline.saturating_duration_since(Instant::now());
-            with_timeout(left, "list offsets", client.list_offsets(request(req.clone(), left)))
-                .await
+            with_timeout(
+                left,
+                "list offsets",
+                client.list_offsets(request(req.clone(), left)),
+            )
+            .await
         }
         .await;
         let err = match result {
@@ -78,7 +82,13 @@ async fn list_offsets(
             Err(e) => e,
         };
         let rerouted = err.is_retriable() && meta.handle_error(topic, partition, &err, seen).await;
-        match policy.decide(err.is_retriable(), rerouted, attempts, Instant::now(), deadline) {
+        match policy.decide(
+            err.is_retriable(),
+            rerouted,
+            attempts,
+            Instant::now(),
+            deadline,
+        ) {
             RetryDecision::GiveUp => return Err(err),
             RetryDecision::Now => {}
             RetryDecision::After(wait) => {

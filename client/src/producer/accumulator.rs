@@ -12,8 +12,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use rand::rngs::SmallRng;
 use sluice_proto::batch::{BatchBuilder, BatchError, Compression, Record};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::oneshot;
@@ -264,8 +264,7 @@ impl Accumulator {
         if fits != Some(true) {
             let id = self.next_batch_id;
             self.next_batch_id += 1;
-            let batch =
-                ProducerBatch::new(id, topic, partition, self.settings.compression, now);
+            let batch = ProducerBatch::new(id, topic, partition, self.settings.compression, now);
             self.queue(topic, partition).batches.push_back(batch);
             wake = true;
         }

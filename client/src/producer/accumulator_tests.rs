@@ -81,7 +81,11 @@ fn batch_reaching_batch_size_is_ready_before_linger() {
         rxs.push(put(&mut acc, 0, "0123456789", t0).1);
     }
     let plan = acc.plan(t0, false);
-    assert_eq!(ready_partitions(&plan), vec![0], "full batch goes without linger");
+    assert_eq!(
+        ready_partitions(&plan),
+        vec![0],
+        "full batch goes without linger"
+    );
     let first = acc.drain("t", 0).unwrap();
     assert!(first.len() >= 3, "batch holds as many records as fit");
     acc.complete("t", 0);
@@ -124,7 +128,10 @@ fn keyless_records_fill_one_partition_then_move_to_another() {
             break;
         }
         on_first += 1;
-        assert!(on_first < 100, "sticky partition must switch once its batch is full");
+        assert!(
+            on_first < 100,
+            "sticky partition must switch once its batch is full"
+        );
     }
     assert!(on_first >= 4, "the sticky batch is filled before switching");
     // The full batch on the first partition is ready at once and holds every record sent
@@ -150,7 +157,10 @@ fn keyed_and_explicit_partitions_ignore_stickiness() {
         acc.choose_partition("t", None, Some(b"foobar"), 10, 10),
         crate::partitioner::partition_for_key(b"foobar", 10)
     );
-    assert_eq!(acc.choose_partition("t", Some(3), Some(b"foobar"), 10, 10), 3);
+    assert_eq!(
+        acc.choose_partition("t", Some(3), Some(b"foobar"), 10, 10),
+        3
+    );
 }
 
 #[test]
@@ -173,12 +183,19 @@ fn one_batch_in_flight_per_partition_and_retries_go_first() {
     let backoff = Duration::from_millis(100);
     acc.requeue(first, t0 + backoff);
     let plan = acc.plan(t0 + LINGER, false);
-    assert_eq!(ready_partitions(&plan), vec![1], "backoff blocks only its partition");
+    assert_eq!(
+        ready_partitions(&plan),
+        vec![1],
+        "backoff blocks only its partition"
+    );
     assert_eq!(plan.next_wakeup, Some(t0 + backoff));
     let plan = acc.plan(t0 + backoff, false);
     assert!(ready_partitions(&plan).contains(&0));
     let retried = acc.drain("t", 0).unwrap();
-    assert_eq!(retried.id, first_id, "the retried batch is sent before later ones");
+    assert_eq!(
+        retried.id, first_id,
+        "the retried batch is sent before later ones"
+    );
     assert_eq!(retried.attempts, 2);
     acc.complete("t", 0);
     let ids: Vec<u64> = std::iter::from_fn(|| {
@@ -210,7 +227,11 @@ fn flush_sends_existing_batches_without_linger_and_tracks_them() {
     let mark = acc.begin_flush();
     put(&mut acc, 1, "after flush", t0);
     let plan = acc.plan(t0, false);
-    assert_eq!(ready_partitions(&plan), vec![0], "only batches from before the flush");
+    assert_eq!(
+        ready_partitions(&plan),
+        vec![0],
+        "only batches from before the flush"
+    );
     assert!(acc.pending_below(mark));
     let b = acc.drain("t", 0).unwrap();
     assert!(acc.pending_below(mark), "in flight still counts");
@@ -246,11 +267,17 @@ fn batches_waiting_past_delivery_timeout_expire_unless_in_flight() {
 fn success_gives_consecutive_offsets_and_acks_zero_gives_minus_one() {
     let mut acc = acc(1 << 20);
     let t0 = Instant::now();
-    let rxs: Vec<Rx> = (0..3).map(|i| put(&mut acc, 0, &i.to_string(), t0).1).collect();
+    let rxs: Vec<Rx> = (0..3)
+        .map(|i| put(&mut acc, 0, &i.to_string(), t0).1)
+        .collect();
     let mut b = acc.drain("t", 0).unwrap();
     let payload = b.payload().unwrap();
     assert_eq!(decode_records(&payload).unwrap().len(), 3);
-    assert_eq!(b.payload().unwrap(), payload, "retries resend the same bytes");
+    assert_eq!(
+        b.payload().unwrap(),
+        payload,
+        "retries resend the same bytes"
+    );
     b.succeed(40, -1);
     let offsets: Vec<i64> = rxs
         .into_iter()

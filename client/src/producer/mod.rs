@@ -94,10 +94,10 @@ pub struct RecordMetadata {
     pub timestamp_ms: i64,
 }
 
-/// Resolves when the record is acknowledged (per `acks`) or has finally failed; dropping it does
-/// not cancel the send.
+/// Resolves when the record is acknowledged (per `acks`) or has finally failed. Dropping it
+/// does not cancel the send (fire and forget, then `flush`, is fine; the error is then only
+/// logged).
 #[derive(Debug)]
-#[must_use = "the record is sent anyway; await this to learn its offset or its error"]
 pub struct DeliveryFuture {
     rx: oneshot::Receiver<Result<RecordMetadata>>,
 }
@@ -145,7 +145,9 @@ impl Producer {
             delivery_timeout: cfg.delivery_timeout,
         };
         let shared = Arc::new(Shared {
-            memory: Arc::new(Semaphore::new(cfg.buffer_memory.min(Semaphore::MAX_PERMITS))),
+            memory: Arc::new(Semaphore::new(
+                cfg.buffer_memory.min(Semaphore::MAX_PERMITS),
+            )),
             cfg,
             metadata,
             acc: Mutex::new(Accumulator::new(settings)),
@@ -186,7 +188,10 @@ impl Producer {
         if let Some(p) = partition.filter(|p| !(0..partitions).contains(p)) {
             return Err(ClientError::api(
                 ErrorCode::UnknownPartition,
-                format!("topic '{topic}' has partitions 0 to {}; partition {p} does not exist", partitions - 1),
+                format!(
+                    "topic '{topic}' has partitions 0 to {}; partition {p} does not exist",
+                    partitions - 1
+                ),
             ));
         }
         let record = Record {
@@ -196,7 +201,9 @@ impl Producer {
             timestamp_ms: timestamp_ms.unwrap_or_else(now_ms),
         };
         let size = BatchBuilder::record_size(&record);
-        let cost = size.min(self.shared.cfg.buffer_memory).min(u32::MAX as usize) as u32;
+        let cost = size
+            .min(self.shared.cfg.buffer_memory)
+            .min(u32::MAX as usize) as u32;
         let memory = self
             .shared
             .memory
@@ -207,7 +214,8 @@ impl Producer {
         let (tx, rx) = oneshot::channel();
         let wake = {
             let mut acc = self.shared.acc.lock().unwrap();
-            let p = acc.choose_partition(&topic, partition, record.key.as_deref(), partitions, size);
+            let p =
+                acc.choose_partition(&topic, partition, record.key.as_deref(), partitions, size);
             acc.append(&topic, p, &record, size, tx, Some(memory), Instant::now())
         };
         if wake {

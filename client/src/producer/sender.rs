@@ -138,7 +138,8 @@ fn handle_completion(shared: &Shared, policy: &RetryPolicy, done: Completion) {
         }
         Err(err) => {
             let deadline = batch.created + shared.cfg.delivery_timeout;
-            let decision = policy.decide(err.is_retriable(), rerouted, batch.attempts, now, deadline);
+            let decision =
+                policy.decide(err.is_retriable(), rerouted, batch.attempts, now, deadline);
             let mut acc = shared.acc.lock().unwrap();
             match decision {
                 RetryDecision::GiveUp => {

@@ -224,7 +224,9 @@ impl FakeNode {
                 address: st.nodes[&leader].clone(),
                 leader_epoch: t.epoch,
             });
-            return Err(ApiError::not_leader(format!("node {} does not lead", self.id), hint).to_status());
+            return Err(
+                ApiError::not_leader(format!("node {} does not lead", self.id), hint).to_status(),
+            );
         }
         Ok(())
     }
@@ -288,7 +290,9 @@ impl log_server::Log for FakeNode {
                 }
                 let mut out = Vec::new();
                 for (_, next, b) in &log.batches {
-                    if *next > req.offset && (out.is_empty() || out.len() + b.len() <= req.max_bytes as usize) {
+                    if *next > req.offset
+                        && (out.is_empty() || out.len() + b.len() <= req.max_bytes as usize)
+                    {
                         out.extend_from_slice(b);
                     }
                 }

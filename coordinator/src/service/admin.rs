@@ -45,10 +45,8 @@ impl AdminService {
                 if let Role::Active { fence } = *role.borrow_and_update() {
                     return Ok(Route::Local(fence));
                 }
-                if !forwarded {
-                    if let Some(c) = view.borrow_and_update().controller.as_ref() {
-                        return Ok(Route::Forward(c.record.address.clone()));
-                    }
+                if !forwarded && let Some(c) = view.borrow_and_update().controller.as_ref() {
+                    return Ok(Route::Forward(c.record.address.clone()));
                 }
                 tokio::select! {
                     r = role.changed() => if r.is_err() { break },

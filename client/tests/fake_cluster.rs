@@ -503,3 +503,38 @@ async fn unreachable_bootstrap_addresses_are_skipped() {
         .unwrap();
     assert_eq!(md.offset, 0);
 }
+
+#[tokio::test]
+async fn a_burst_of_leader_errors_costs_one_metadata_refresh() {
+    let cluster = FakeCluster::start(2).await;
+    cluster.create_topic("t", 8, 1);
+    cluster.state.lock().unwrap().no_hints = true;
+    let producer = Producer::new(producer_config(&cluster)).await.unwrap();
+    for p in 0..8 {
+        producer
+            .send(ProducerRecord::new("t", "warm").partition(p))
+            .await
+            .unwrap();
+    }
+    producer.flush().await.unwrap();
+    let before = cluster.calls();
+    cluster.move_leader_silently("t", 2);
+    cluster.advertise_leaders("t");
+    let mut deliveries = Vec::new();
+    for p in 0..8 {
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new("t", "moved").partition(p))
+                .await
+                .unwrap(),
+        );
+    }
+    for d in deliveries {
+        assert_eq!(d.await.unwrap().offset, 1);
+    }
+    let refreshes = cluster.calls() - before;
+    assert!(
+        (1..=2).contains(&refreshes),
+        "{refreshes} refreshes for 8 failing partitions"
+    );
+}

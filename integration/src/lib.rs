@@ -162,12 +162,12 @@ impl TestCluster {
         let want_nodes = self.nodes.iter().filter(|n| n.is_running()).count();
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(admin) = self.admin().await {
-                if let Ok(c) = admin.describe_cluster().await {
-                    if c.controller.is_some() && c.nodes.len() == want_nodes {
-                        return Ok(());
-                    }
-                }
+            if let Ok(admin) = self.admin().await
+                && let Ok(c) = admin.describe_cluster().await
+                && c.controller.is_some()
+                && c.nodes.len() == want_nodes
+            {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(

@@ -76,10 +76,10 @@ pub async fn run(args: ProduceArgs, client: ClientConfig) -> anyhow::Result<()> 
         record.partition = args.partition;
         pending.push_back(producer.send(record).await?);
         sent += 1;
-        if pending.len() >= MAX_PENDING {
-            if let Some(f) = pending.pop_front() {
-                f.await?;
-            }
+        if pending.len() >= MAX_PENDING
+            && let Some(f) = pending.pop_front()
+        {
+            f.await?;
         }
     }
     for f in pending {

@@ -183,7 +183,8 @@ impl Controller {
         // Partition states first, the topic record last: readers only see partitions of a
         // topic whose record exists, so a crash in between leaves invisible garbage, never a
         // half-created topic.
-        self.write_partitions(fence, &topic_id, new_partition_states(&topic_id, 0, placed))
+        let states = new_partition_states(&topic_id, 0, placed);
+        self.write_partitions(fence, &topic_id, states.clone())
             .await?;
         let txn = fenced(&self.keys, fence)
             .when(Compare::ModRevision(self.keys.topic(name.as_str()), 0))
@@ -208,7 +209,8 @@ impl Controller {
         self.cache
             .wait_for_revision(outcome.revision, READ_YOUR_WRITE_TIMEOUT)
             .await;
-        describe::topic(&self.cache.view(), name.as_str())
+        // Described from what was written, so a lagging cache cannot report it missing.
+        Ok(describe::written(&record, &states))
     }
 
     async fn write_partitions(
@@ -265,7 +267,7 @@ impl Controller {
             return Err(self
                 .explain_conflict(fence, || {
                     ApiError::new(
-                        ErrorCode::RequestTimedOut,
+                        ErrorCode::ConcurrentModification,
                         format!("topic '{name}' changed during the delete; retry"),
                     )
                 })
@@ -335,7 +337,7 @@ impl Controller {
             return Err(self
                 .explain_conflict(fence, || {
                     ApiError::new(
-                        ErrorCode::RequestTimedOut,
+                        ErrorCode::ConcurrentModification,
                         format!("topic '{name}' changed concurrently; retry"),
                     )
                 })

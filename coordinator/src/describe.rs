@@ -37,6 +37,30 @@ pub fn topic(view: &ClusterView, name: &str) -> Result<pb::TopicDescription, Api
     })
 }
 
+/// A topic's description from the records a controller just wrote.
+pub fn written(
+    topic: &pb::TopicRecord,
+    states: &[pb::PartitionStateRecord],
+) -> pb::TopicDescription {
+    pb::TopicDescription {
+        name: topic.name.clone(),
+        topic_id: topic.topic_id.clone(),
+        replication_factor: topic.replication_factor,
+        config: topic.config.clone(),
+        partitions: states
+            .iter()
+            .map(|p| pb::PartitionMetadata {
+                partition: p.partition,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+            })
+            .collect(),
+        internal: topic.internal,
+    }
+}
+
 /// The error for a topic that does not exist.
 pub fn unknown_topic(name: &str) -> ApiError {
     ApiError::new(

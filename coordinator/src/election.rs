@@ -85,9 +85,19 @@ pub async fn run_election(
                         }),
                 )
                 .await;
+            // When the create's outcome is unknown (a timeout) or it lost, re-read rather than
+            // guess: a key owned by our own lease means we won an earlier attempt.
+            let attempt = match attempt {
+                Ok(o) if o.succeeded => Ok(Some(o.revision)),
+                Ok(_) => match store.get(&keys.controller()).await {
+                    Ok(Some(v)) if v.lease == lease.id() => Ok(Some(v.create_revision)),
+                    Ok(_) => Ok(None),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
             match attempt {
-                Ok(outcome) if outcome.succeeded => {
-                    let fence = outcome.revision;
+                Ok(Some(fence)) => {
                     tracing::info!(coordinator = %cfg.me.coordinator_id, fence, "became the active controller");
                     role.send_replace(Role::Active { fence });
                     let mut view = cache.subscribe();
@@ -123,7 +133,7 @@ pub async fn run_election(
                     role.send_replace(Role::Standby);
                     break;
                 }
-                Ok(_) => {
+                Ok(None) => {
                     role.send_replace(Role::Standby);
                     let mut view = cache.subscribe();
                     tokio::select! {

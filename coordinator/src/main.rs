@@ -30,8 +30,8 @@ struct Args {
     /// Cluster name (key prefix /sluice/<name>/ in etcd).
     #[arg(long, env = "SLUICE_CLUSTER", default_value = "sluice")]
     cluster: String,
-    /// Election lease TTL in milliseconds.
-    #[arg(long, env = "SLUICE_LEASE_TTL_MS", default_value_t = 3000)]
+    /// Election lease TTL in milliseconds (at least 100).
+    #[arg(long, env = "SLUICE_LEASE_TTL_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..))]
     lease_ttl_ms: u64,
     /// Replication factor for topics created without one.
     #[arg(long, env = "SLUICE_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    sluice_metadata::keys::validate_cluster_name(&args.cluster).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -32,6 +32,25 @@ pub struct Keys {
     prefix: String,
 }
 
+/// Checks a cluster name: it becomes a key prefix, so `/` (which would nest one cluster's keys
+/// inside another's) and empty names are refused.
+pub fn validate_cluster_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!(
+            "cluster name {name:?} must have 1 to 64 characters"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "cluster name {name:?} contains {c:?}; use ASCII letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
 impl Keys {
     /// Keys of the cluster `name` under the default prefix `/sluice/<name>/`.
     pub fn for_cluster(name: &str) -> Self {

@@ -39,9 +39,11 @@ pub fn classify(code: ErrorCode) -> (tonic::Code, bool) {
         E::UnknownTopic | E::UnknownPartition | E::UnknownTopicId => (C::NotFound, true),
         E::OffsetOutOfRange => (C::OutOfRange, false),
         E::NotLeader | E::NotController | E::FencedLeaderEpoch => (C::FailedPrecondition, true),
-        E::PartitionOffline | E::NotEnoughReplicas | E::MetadataUnavailable => {
-            (C::Unavailable, true)
-        }
+        E::ConcurrentModification => (C::Aborted, true),
+        E::PartitionOffline
+        | E::NotEnoughReplicas
+        | E::MetadataUnavailable
+        | E::LeaderNotAvailable => (C::Unavailable, true),
         E::RequestTimedOut => (C::DeadlineExceeded, true),
         E::StorageError => (C::Internal, true),
     }

@@ -50,6 +50,8 @@ pub struct StorageNodeConfig {
     pub cluster_name: String,
     /// TTL of the registration lease: how long a crashed node stays listed.
     pub lease_ttl: Duration,
+    /// Fsync the log's WAL before acknowledging appends (durable across power loss).
+    pub fsync: bool,
 }
 
 /// Runs a storage node until `shutdown` resolves. Shutdown order: stop accepting and drain
@@ -62,7 +64,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let rocks = RocksLog::open(&cfg.data_dir.join("rocksdb"))
+    let rocks = RocksLog::open(&cfg.data_dir.join("rocksdb"), cfg.fsync)
         .with_context(|| format!("opening RocksDB under {}", cfg.data_dir.display()))?;
     let log: Arc<dyn LogStore> = Arc::new(rocks);
     let keys = Keys::for_cluster(&cfg.cluster_name);
@@ -71,7 +73,8 @@ pub async fn run(
             .await
             .context("loading cluster metadata")?,
     );
-    let partitions = Arc::new(Partitions::new(cfg.node_id, log.clone()));
+    let (writer, writer_thread) = Writer::spawn(log.clone());
+    let partitions = Arc::new(Partitions::new(cfg.node_id, log.clone(), writer.clone()));
     {
         let (p, view) = (partitions.clone(), cache.view());
         tokio::task::spawn_blocking(move || {
@@ -81,7 +84,6 @@ pub async fn run(
         .await??;
     }
     let reconcile = tokio::spawn(reconcile_loop(cache.clone(), partitions.clone()));
-    let (writer, writer_thread) = Writer::spawn(log.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (registered_tx, _registered_rx) = watch::channel(false);
     let registration = tokio::spawn(registration::run_registration(

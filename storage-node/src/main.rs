@@ -37,9 +37,12 @@ struct Args {
     /// Cluster name (key prefix /sluice/<name>/ in etcd).
     #[arg(long, env = "SLUICE_CLUSTER", default_value = "sluice")]
     cluster: String,
-    /// Registration lease TTL in milliseconds.
-    #[arg(long, env = "SLUICE_LEASE_TTL_MS", default_value_t = 3000)]
+    /// Registration lease TTL in milliseconds (at least 100).
+    #[arg(long, env = "SLUICE_LEASE_TTL_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..))]
     lease_ttl_ms: u64,
+    /// Fsync the write-ahead log before acknowledging appends (survives power loss, slower).
+    #[arg(long, env = "SLUICE_FSYNC")]
+    fsync: bool,
 }
 
 #[tokio::main]
@@ -50,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    sluice_metadata::keys::validate_cluster_name(&args.cluster).map_err(anyhow::Error::msg)?;
     if args.node_id < 0 {
         anyhow::bail!("--node-id must be 0 or more (got {})", args.node_id);
     }
@@ -72,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         rack: args.rack,
         cluster_name: args.cluster,
         lease_ttl: Duration::from_millis(args.lease_ttl_ms),
+        fsync: args.fsync,
     };
     sluice_storage_node::run(cfg, store, listener, shutdown_signal()).await
 }

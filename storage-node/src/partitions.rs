@@ -10,6 +10,7 @@ use sluice_proto::model::{MAX_MESSAGE_BYTES, NodeId, TopicId};
 
 use crate::log::{LogError, LogStore, PartitionKey};
 use crate::replica::{Leadership, Replica};
+use crate::writer::Writer;
 
 /// Fallback for `max.message.bytes` when a topic record lacks it.
 const DEFAULT_MAX_BATCH_BYTES: usize = 1_048_588;
@@ -18,6 +19,7 @@ const DEFAULT_MAX_BATCH_BYTES: usize = 1_048_588;
 pub struct Partitions {
     node_id: NodeId,
     log: Arc<dyn LogStore>,
+    writer: Writer,
     replicas: RwLock<HashMap<PartitionKey, Arc<Replica>>>,
 }
 
@@ -30,10 +32,11 @@ struct Desired {
 
 impl Partitions {
     /// No replicas yet; call [`Partitions::reconcile`] with the first view.
-    pub fn new(node_id: NodeId, log: Arc<dyn LogStore>) -> Self {
+    pub fn new(node_id: NodeId, log: Arc<dyn LogStore>, writer: Writer) -> Self {
         Self {
             node_id,
             log,
+            writer,
             replicas: RwLock::new(HashMap::new()),
         }
     }
@@ -107,8 +110,11 @@ impl Partitions {
             let removed = self.replicas.write().expect("poisoned").remove(&key);
             if let Some(r) = removed {
                 r.mark_deleted();
-                self.log.delete(key)?;
-                tracing::info!(topic = %r.topic, partition = key.partition, "replica removed and its log deleted");
+                // Through the writer, so no append queued before the delete lands after it.
+                if self.writer.delete_blocking(key).is_err() {
+                    tracing::warn!(topic = %r.topic, partition = key.partition, "writer stopped; log of removed replica kept");
+                }
+                tracing::info!(topic = %r.topic, partition = key.partition, "replica removed");
             }
         }
         for (key, d) in desired {

@@ -2,6 +2,8 @@
 //! pending appends (of any partitions), assigns their offsets, and writes them to the log store
 //! in a single atomic write. Concurrent producers thus share one RocksDB write (and one WAL
 //! record), and offsets are assigned by the only thread that moves the log end, with no lock.
+//! Deleting a replica's log also goes through this queue, so it is ordered after every append
+//! queued before it and no append can land after it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use sluice_proto::batch;
 use sluice_proto::model::Offset;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::log::{Append, LogError, LogStore};
+use crate::log::{Append, LogError, LogStore, PartitionKey};
 use crate::replica::Replica;
 
 /// Appends waiting for the writer, at most; producers wait (backpressure) beyond it.
@@ -28,8 +30,16 @@ pub struct AppendJob {
     pub batch: BytesMut,
     /// Records in the batch (last offset delta + 1).
     pub records: i64,
-    /// Receives the assigned base offset once the write is durable in the WAL.
+    /// Receives the assigned base offset once the write is in the WAL (fsynced when the node
+    /// runs with `--fsync`; otherwise in the OS page cache, which survives a process crash).
     pub reply: oneshot::Sender<Result<Offset, AppendError>>,
+}
+
+/// Work for the writer thread.
+enum Job {
+    Append(AppendJob),
+    /// Deletes a replica's log after everything queued before it.
+    Delete(PartitionKey),
 }
 
 /// Why an append failed.
@@ -49,7 +59,7 @@ pub enum AppendError {
 /// Handle to submit appends; cloning is cheap.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<AppendJob>,
+    tx: mpsc::Sender<Job>,
 }
 
 impl Writer {
@@ -64,6 +74,27 @@ impl Writer {
         (Self { tx }, handle)
     }
 
+    /// Queues a batch (waiting while the queue is full) and returns the receiver of its result,
+    /// so `acks=0` requests are admitted with backpressure without waiting for the write.
+    pub async fn submit(
+        &self,
+        replica: Arc<Replica>,
+        batch: BytesMut,
+        records: i64,
+    ) -> Result<oneshot::Receiver<Result<Offset, AppendError>>, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Append(AppendJob {
+                replica,
+                batch,
+                records,
+                reply,
+            }))
+            .await
+            .map_err(|_| AppendError::Stopped)?;
+        Ok(rx)
+    }
+
     /// Queues a batch and waits until it is written; returns its base offset.
     pub async fn append(
         &self,
@@ -71,35 +102,60 @@ impl Writer {
         batch: BytesMut,
         records: i64,
     ) -> Result<Offset, AppendError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(AppendJob {
-                replica,
-                batch,
-                records,
-                reply,
-            })
+        self.submit(replica, batch, records)
+            .await?
             .await
-            .map_err(|_| AppendError::Stopped)?;
-        rx.await.map_err(|_| AppendError::Stopped)?
+            .map_err(|_| AppendError::Stopped)?
+    }
+
+    /// Queues the deletion of a replica's log, from a blocking (non-async) context.
+    pub fn delete_blocking(&self, key: PartitionKey) -> Result<(), AppendError> {
+        self.tx
+            .blocking_send(Job::Delete(key))
+            .map_err(|_| AppendError::Stopped)
     }
 }
 
-fn run(log: Arc<dyn LogStore>, mut rx: mpsc::Receiver<AppendJob>) {
+fn run(log: Arc<dyn LogStore>, mut rx: mpsc::Receiver<Job>) {
     let mut group: Vec<AppendJob> = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
-        let mut bytes = first.batch.len();
-        group.push(first);
-        while bytes < MAX_GROUP_BYTES {
-            match rx.try_recv() {
-                Ok(job) => {
-                    bytes += job.batch.len();
-                    group.push(job);
+    let mut next = rx.blocking_recv();
+    while let Some(job) = next.take() {
+        match job {
+            Job::Delete(key) => delete(log.as_ref(), key),
+            Job::Append(first) => {
+                let mut bytes = first.batch.len();
+                group.push(first);
+                while bytes < MAX_GROUP_BYTES {
+                    match rx.try_recv() {
+                        Ok(Job::Append(job)) => {
+                            bytes += job.batch.len();
+                            group.push(job);
+                        }
+                        Ok(delete) => {
+                            // Write what came before the delete, then handle it next.
+                            next = Some(delete);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
-                Err(_) => break,
+                write_group(log.as_ref(), &mut group);
             }
         }
-        write_group(log.as_ref(), &mut group);
+        if next.is_none() {
+            next = rx.blocking_recv();
+        }
+    }
+}
+
+fn delete(log: &dyn LogStore, key: PartitionKey) {
+    match log.delete(key) {
+        Ok(()) => {
+            tracing::info!(topic_id = %key.topic_id, partition = key.partition, "replica log deleted")
+        }
+        Err(error) => {
+            tracing::error!(%error, topic_id = %key.topic_id, partition = key.partition, "deleting replica log failed")
+        }
     }
 }
 

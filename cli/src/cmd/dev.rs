@@ -68,6 +68,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             rack: String::new(),
             cluster_name: "sluice".into(),
             lease_ttl: Duration::from_secs(2),
+            fsync: false,
         },
         store,
         node_listener,

@@ -16,6 +16,10 @@ use crate::election::Role;
 
 /// Marks a request a standby forwarded, so it is never forwarded twice.
 const FORWARDED: &str = "x-sluice-forwarded";
+/// Forwarding to the active controller gives up after these, so a blackholed controller
+/// address fails a request in seconds rather than after the OS's TCP timeout.
+const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a write waits for a controller to exist (e.g. during a failover) before failing.
 const CONTROLLER_WAIT: Duration = Duration::from_secs(10);
 
@@ -69,15 +73,20 @@ fn no_controller() -> ApiError {
 }
 
 async fn client(addr: &str) -> Result<AdminClient<tonic::transport::Channel>, Status> {
-    let endpoint = format!("http://{addr}");
-    AdminClient::connect(endpoint).await.map_err(|e| {
+    let unreachable = |e: &dyn std::fmt::Display| {
         let mut err = ApiError::new(
             ErrorCode::NotController,
             format!("cannot reach the active controller at {addr}: {e}; retry"),
         );
         err.controller_address = Some(addr.to_string());
         err.to_status()
-    })
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| unreachable(&e))?
+        .connect_timeout(FORWARD_CONNECT_TIMEOUT)
+        .timeout(FORWARD_TIMEOUT);
+    let channel = endpoint.connect().await.map_err(|e| unreachable(&e))?;
+    Ok(AdminClient::new(channel))
 }
 
 fn forwarded<T>(msg: T) -> Request<T> {

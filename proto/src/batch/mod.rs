@@ -29,7 +29,7 @@ pub use header::{
     BATCH_HEADER_LEN, BatchHeader, MAGIC_V2, set_base_offset, set_partition_leader_epoch, validate,
 };
 pub use iter::BatchIter;
-pub use records::{DecodedRecord, Record, decode_records, decode_records_shared};
+pub use records::{DecodedRecord, Record, decode_records, decode_records_shared, validate_records};
 
 #[cfg(test)]
 mod tests;

@@ -205,3 +205,59 @@ fn nullable(b: &mut Reader<'_>, what: &str) -> Result<Option<std::ops::Range<usi
         Some(len) => b.take(len, what).map(Some),
     }
 }
+
+/// Everything [`validate`] checks plus the records themselves: each parses within its length
+/// and record `i` has offset delta `i`, so a stored batch can never yield duplicate or
+/// out-of-range offsets. The storage node runs it on every produced batch (as Kafka's broker
+/// does); compressed batches are decompressed to check them.
+pub fn validate_records(batch: &Bytes) -> Result<BatchHeader, BatchError> {
+    let header = validate(batch)?;
+    for (i, r) in decode_records_shared(batch)?.iter().enumerate() {
+        let delta = r.offset.wrapping_sub(header.base_offset);
+        if delta != i as i64 {
+            return Err(BatchError::Corrupt(format!(
+                "record {i} has offset delta {delta}, expected {i}; encode records with consecutive offset deltas from 0"
+            )));
+        }
+    }
+    Ok(header)
+}
+
+#[cfg(test)]
+mod validate_records_tests {
+    use super::*;
+    use crate::batch::BatchBuilder;
+
+    fn two_records() -> Vec<u8> {
+        let mut b = BatchBuilder::new(Compression::None);
+        for v in [b"a", b"b"] {
+            b.push(&Record {
+                key: None,
+                value: Some(Bytes::from_static(v)),
+                headers: Vec::new(),
+                timestamp_ms: 5,
+            });
+        }
+        b.finish(0).unwrap().to_vec()
+    }
+
+    #[test]
+    fn well_formed_batches_pass() {
+        let h = validate_records(&Bytes::from(two_records())).unwrap();
+        assert_eq!(h.record_count, 2);
+    }
+
+    #[test]
+    fn a_repeated_offset_delta_is_refused_even_with_a_valid_crc() {
+        let mut raw = two_records();
+        // Record 0: [len][attr][ts delta][offset delta]...; record 1 follows it.
+        let len0 = (raw[BATCH_HEADER_LEN] >> 1) as usize;
+        let second_delta = BATCH_HEADER_LEN + 1 + len0 + 3;
+        assert_eq!(raw[second_delta], 2, "zigzag(1)");
+        raw[second_delta] = 0;
+        let crc = crc32c::crc32c(&raw[21..]);
+        raw[17..21].copy_from_slice(&crc.to_be_bytes());
+        let err = validate_records(&Bytes::from(raw)).unwrap_err();
+        assert!(err.to_string().contains("offset delta"), "{err}");
+    }
+}

@@ -25,6 +25,8 @@ const META_LAST_UID: &[u8] = b"last_uid";
 /// A [`LogStore`] on RocksDB.
 pub struct RocksLog {
     db: DB,
+    /// Fsync the WAL in every append (group commit shares one fsync among concurrent appends).
+    sync_appends: bool,
 }
 
 fn err(e: impl std::fmt::Display) -> LogError {
@@ -59,8 +61,10 @@ fn next_offset(batch: &[u8]) -> Result<Offset, LogError> {
 }
 
 impl RocksLog {
-    /// Opens (creating when missing) the node's database under `dir`.
-    pub fn open(dir: &Path) -> Result<Self, LogError> {
+    /// Opens (creating when missing) the node's database under `dir`. With `sync_appends`,
+    /// an append returns only once its WAL record is fsynced (survives power loss); without,
+    /// once it is in the OS page cache (survives a process crash).
+    pub fn open(dir: &Path, sync_appends: bool) -> Result<Self, LogError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -75,7 +79,7 @@ impl RocksLog {
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(err)?;
-        Ok(Self { db })
+        Ok(Self { db, sync_appends })
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {
@@ -172,7 +176,9 @@ impl LogStore for RocksLog {
         for a in appends {
             wb.put_cf(cf, log_key(a.uid, a.base_offset), a.batch);
         }
-        self.db.write(wb).map_err(err)
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync_appends);
+        self.db.write_opt(wb, &wo).map_err(err)
     }
 
     fn read(
@@ -236,7 +242,7 @@ impl LogStore for RocksLog {
 mod tests {
     crate::log_store_conformance!(|| {
         let dir = tempfile::tempdir().expect("tempdir");
-        (super::RocksLog::open(dir.path()).expect("open"), dir)
+        (super::RocksLog::open(dir.path(), false).expect("open"), dir)
     });
 
     #[test]
@@ -249,7 +255,7 @@ mod tests {
         };
         let batch = super::super::conformance::batch(0, 3);
         {
-            let log = super::RocksLog::open(dir.path()).unwrap();
+            let log = super::RocksLog::open(dir.path(), false).unwrap();
             let uid = log.open(key).unwrap().uid;
             log.append(&[Append {
                 uid,
@@ -258,7 +264,7 @@ mod tests {
             }])
             .unwrap();
         }
-        let log = super::RocksLog::open(dir.path()).unwrap();
+        let log = super::RocksLog::open(dir.path(), false).unwrap();
         let opened = log.open(key).unwrap();
         assert_eq!((opened.log_start, opened.log_end), (0, 3));
         assert_eq!(

@@ -140,18 +140,105 @@ fn decode_for_client(batches: &[Bytes], from: Offset) -> Result<Vec<pb::Record>,
 }
 
 impl LogService {
+    /// Reads whole batches from `from`, none reaching `limit` (the high watermark the caller
+    /// read once and reports, so a response never holds data above what it says).
     async fn read(
         &self,
         r: &Arc<Replica>,
         from: Offset,
+        limit: Offset,
         max_bytes: usize,
     ) -> Result<Vec<Bytes>, ApiError> {
-        let (log, uid, limit) = (self.log.clone(), r.uid, r.high_watermark());
+        let (log, uid) = (self.log.clone(), r.uid);
         tokio::task::spawn_blocking(move || log.read(uid, from, limit, max_bytes))
             .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+            .map_err(internal)?
             .map_err(|e| ApiError::new(ErrorCode::StorageError, e.to_string()))
     }
+
+    /// First offset with a timestamp at or after `ts`, scanning batch headers (max timestamp)
+    /// and decoding only the batch that holds it. A linear scan: a time index is future work.
+    async fn offset_for_timestamp(
+        &self,
+        r: &Arc<Replica>,
+        ts: i64,
+    ) -> Result<(Offset, i64), ApiError> {
+        let mut from = r.log_start();
+        loop {
+            let hw = r.high_watermark();
+            if from >= hw {
+                return Ok((-1, -1));
+            }
+            let batches = self.read(r, from, hw, 4 << 20).await?;
+            let Some(last) = batches.last() else {
+                return Ok((-1, -1));
+            };
+            let next = batch::BatchHeader::parse(last)
+                .map_err(corrupt)?
+                .next_offset();
+            let found =
+                tokio::task::spawn_blocking(move || -> Result<Option<(Offset, i64)>, ApiError> {
+                    for b in &batches {
+                        let h = batch::BatchHeader::parse(b).map_err(corrupt)?;
+                        if h.max_timestamp < ts {
+                            continue;
+                        }
+                        for rec in batch::decode_records_shared(b).map_err(corrupt)? {
+                            if rec.offset >= from && rec.timestamp_ms >= ts {
+                                return Ok(Some((rec.offset, rec.timestamp_ms)));
+                            }
+                        }
+                    }
+                    Ok(None)
+                })
+                .await
+                .map_err(internal)??;
+            if let Some(found) = found {
+                return Ok(found);
+            }
+            from = next;
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::Internal, e.to_string())
+}
+
+fn produce_response(base_offset: Offset, r: &Replica, epoch: i32) -> Response<pb::ProduceResponse> {
+    Response::new(pb::ProduceResponse {
+        base_offset,
+        log_append_time_ms: -1,
+        log_start_offset: r.log_start(),
+        leader_epoch: epoch,
+    })
+}
+
+/// Checks a produced batch whole: header, CRC, size, and every record. Decompression is CPU
+/// work, so compressed batches are checked off the async workers.
+async fn check_batch(bytes: Bytes, r: &Replica) -> Result<(Bytes, i64), ApiError> {
+    let max = r.max_batch_bytes();
+    if bytes.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::BatchTooLarge,
+            format!(
+                "batch of {} bytes exceeds max.message.bytes={max} of topic '{}'; send smaller batches or raise the topic's max.message.bytes",
+                bytes.len(),
+                r.topic
+            ),
+        ));
+    }
+    let header = batch::validate(&bytes).map_err(corrupt)?;
+    if header.compression().map_err(corrupt)? == Compression::None {
+        batch::validate_records(&bytes).map_err(corrupt)?;
+    } else {
+        let b = bytes.clone();
+        tokio::task::spawn_blocking(move || batch::validate_records(&b))
+            .await
+            .map_err(internal)?
+            .map_err(corrupt)?;
+    }
+    Ok((bytes, i64::from(header.last_offset_delta) + 1))
 }
 
 #[tonic::async_trait]
@@ -168,18 +255,23 @@ impl Log for LogService {
             )
             .into());
         }
-        let view = self.cache.view();
-        let target = Target {
-            topic: &req.topic,
-            partition: req.partition,
-            topic_id: &req.topic_id,
-            leader_epoch: req.leader_epoch,
+        let replica = {
+            let view = self.cache.view();
+            let target = Target {
+                topic: &req.topic,
+                partition: req.partition,
+                topic_id: &req.topic_id,
+                leader_epoch: req.leader_epoch,
+            };
+            leader_replica(&view, &self.partitions, self.node_id, &target)?
         };
-        let replica = leader_replica(&view, &self.partitions, self.node_id, &target)?;
         let bytes = match req.payload {
             Some(Payload::Batch(b)) => b,
             Some(Payload::Records(list)) => {
-                encode_records(&list, to_compression(req.compression)?)?
+                let compression = to_compression(req.compression)?;
+                tokio::task::spawn_blocking(move || encode_records(&list, compression))
+                    .await
+                    .map_err(internal)??
             }
             None => {
                 return Err(ApiError::new(
@@ -189,49 +281,32 @@ impl Log for LogService {
                 .into());
             }
         };
-        let max = replica.max_batch_bytes();
-        if bytes.len() > max {
-            return Err(ApiError::new(
-                ErrorCode::BatchTooLarge,
-                format!(
-                    "batch of {} bytes exceeds max.message.bytes={max} of topic '{}'; send smaller batches or raise the topic's max.message.bytes",
-                    bytes.len(),
-                    replica.topic
-                ),
-            )
-            .into());
-        }
-        let header = batch::validate(&bytes).map_err(corrupt)?;
-        let records = i64::from(header.last_offset_delta) + 1;
+        let (bytes, records) = check_batch(bytes, &replica).await?;
         let batch = bytes
             .try_into_mut()
             .unwrap_or_else(|b| BytesMut::from(&b[..]));
         let epoch = replica.leadership().epoch;
         if req.acks == 0 {
-            let (writer, r) = (self.writer.clone(), replica.clone());
+            // Admitted to the writer's queue (backpressure), not waited for.
+            let pending = self
+                .writer
+                .submit(replica.clone(), batch, records)
+                .await
+                .map_err(|e| append_error(e, &replica))?;
+            let r = replica.clone();
             tokio::spawn(async move {
-                if let Err(error) = writer.append(r.clone(), batch, records).await {
+                if let Ok(Err(error)) = pending.await {
                     tracing::warn!(%error, topic = %r.topic, partition = r.partition(), "acks=0 append failed");
                 }
             });
-            return Ok(Response::new(pb::ProduceResponse {
-                base_offset: -1,
-                log_append_time_ms: -1,
-                log_start_offset: replica.log_start(),
-                leader_epoch: epoch,
-            }));
+            return Ok(produce_response(-1, &replica, epoch));
         }
         let base = self
             .writer
             .append(replica.clone(), batch, records)
             .await
             .map_err(|e| append_error(e, &replica))?;
-        Ok(Response::new(pb::ProduceResponse {
-            base_offset: base,
-            log_append_time_ms: -1,
-            log_start_offset: replica.log_start(),
-            leader_epoch: epoch,
-        }))
+        Ok(produce_response(base, &replica, epoch))
     }
 
     async fn fetch(
@@ -246,15 +321,16 @@ impl Log for LogService {
             )
             .into());
         }
-        let view = self.cache.view();
-        let target = Target {
-            topic: &req.topic,
-            partition: req.partition,
-            topic_id: &req.topic_id,
-            leader_epoch: req.leader_epoch,
+        let replica = {
+            let view = self.cache.view();
+            let target = Target {
+                topic: &req.topic,
+                partition: req.partition,
+                topic_id: &req.topic_id,
+                leader_epoch: req.leader_epoch,
+            };
+            leader_replica(&view, &self.partitions, self.node_id, &target)?
         };
-        let replica = leader_replica(&view, &self.partitions, self.node_id, &target)?;
-        drop(view);
         let max_bytes = if req.max_bytes == 0 {
             DEFAULT_FETCH_BYTES
         } else {
@@ -264,7 +340,14 @@ impl Log for LogService {
             Instant::now() + Duration::from_millis(req.max_wait_ms as u64).min(MAX_WAIT_CAP);
         let mut hw_rx = replica.watch_high_watermark();
         loop {
-            let (start, hw) = (replica.log_start(), replica.high_watermark());
+            if replica.is_deleted() {
+                return Err(ApiError::new(
+                    ErrorCode::UnknownTopic,
+                    format!("topic '{}' was deleted", replica.topic),
+                )
+                .into());
+            }
+            let (start, hw) = (replica.log_start(), *hw_rx.borrow_and_update());
             if req.offset < start || req.offset > hw {
                 return Err(ApiError::new(
                     ErrorCode::OffsetOutOfRange,
@@ -276,29 +359,24 @@ impl Log for LogService {
                 .into());
             }
             let batches = if req.offset < hw {
-                self.read(&replica, req.offset, max_bytes).await?
+                self.read(&replica, req.offset, hw, max_bytes).await?
             } else {
                 Vec::new()
             };
             let size: usize = batches.iter().map(Bytes::len).sum();
             let now = Instant::now();
-            if size >= (req.min_bytes.max(1) as usize) || now >= deadline || replica.is_deleted() {
-                let records = if req.decode {
-                    decode_for_client(&batches, req.offset)?
-                } else {
-                    Vec::new()
-                };
-                let mut buf = BytesMut::with_capacity(size);
-                for b in &batches {
-                    buf.extend_from_slice(b);
-                }
-                return Ok(Response::new(pb::FetchResponse {
-                    batches: buf.freeze(),
-                    high_watermark: hw,
-                    log_start_offset: start,
-                    records,
-                    leader_epoch: replica.leadership().epoch,
-                }));
+            if size >= (req.min_bytes.max(1) as usize) || now >= deadline {
+                return Ok(Response::new(
+                    fetch_response(
+                        batches,
+                        req.decode,
+                        req.offset,
+                        hw,
+                        start,
+                        replica.leadership().epoch,
+                    )
+                    .await?,
+                ));
             }
             // Long poll: wake on the next high-watermark move or at the deadline.
             let _ = tokio::time::timeout(deadline - now, hw_rx.changed()).await;
@@ -310,15 +388,16 @@ impl Log for LogService {
         req: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
         let req = req.into_inner();
-        let view = self.cache.view();
-        let target = Target {
-            topic: &req.topic,
-            partition: req.partition,
-            topic_id: &[],
-            leader_epoch: -1,
+        let replica = {
+            let view = self.cache.view();
+            let target = Target {
+                topic: &req.topic,
+                partition: req.partition,
+                topic_id: &[],
+                leader_epoch: -1,
+            };
+            leader_replica(&view, &self.partitions, self.node_id, &target)?
         };
-        let replica = leader_replica(&view, &self.partitions, self.node_id, &target)?;
-        drop(view);
         let (start, hw) = (replica.log_start(), replica.high_watermark());
         let (offset, timestamp_ms) = match req.spec {
             Some(pb::list_offsets_request::Spec::Earliest(_)) => (start, -1),
@@ -343,32 +422,34 @@ impl Log for LogService {
     }
 }
 
-impl LogService {
-    /// First offset with a timestamp at or after `ts`, scanning batch headers (max timestamp)
-    /// and decoding only the batch that holds it. A linear scan: a time index is future work.
-    async fn offset_for_timestamp(
-        &self,
-        r: &Arc<Replica>,
-        ts: i64,
-    ) -> Result<(Offset, i64), ApiError> {
-        let mut from = r.log_start();
-        while from < r.high_watermark() {
-            let batches = self.read(r, from, 4 << 20).await?;
-            let Some(last) = batches.last() else { break };
-            for b in &batches {
-                let h = batch::BatchHeader::parse(b).map_err(corrupt)?;
-                if h.max_timestamp >= ts {
-                    for rec in batch::decode_records(b).map_err(corrupt)? {
-                        if rec.offset >= from && rec.timestamp_ms >= ts {
-                            return Ok((rec.offset, rec.timestamp_ms));
-                        }
-                    }
-                }
-            }
-            from = batch::BatchHeader::parse(last)
-                .map_err(corrupt)?
-                .next_offset();
+/// Builds a fetch answer: raw batches for batch-aware clients, or decoded records only for
+/// structured clients (sending both could exceed the message limit).
+async fn fetch_response(
+    batches: Vec<Bytes>,
+    decode: bool,
+    from: Offset,
+    high_watermark: Offset,
+    log_start_offset: Offset,
+    leader_epoch: i32,
+) -> Result<pb::FetchResponse, ApiError> {
+    let (records, raw) = if decode {
+        let records = tokio::task::spawn_blocking(move || decode_for_client(&batches, from))
+            .await
+            .map_err(internal)??;
+        (records, Bytes::new())
+    } else {
+        let size = batches.iter().map(Bytes::len).sum();
+        let mut buf = BytesMut::with_capacity(size);
+        for b in &batches {
+            buf.extend_from_slice(b);
         }
-        Ok((-1, -1))
-    }
+        (Vec::new(), buf.freeze())
+    };
+    Ok(pb::FetchResponse {
+        batches: raw,
+        high_watermark,
+        log_start_offset,
+        records,
+        leader_epoch,
+    })
 }

@@ -81,6 +81,15 @@ pub fn leader_replica(
         .get(&key)
         .filter(|r| r.leadership().leader == node_id);
     let Some(replica) = replica else {
+        if state.is_some_and(|s| s.leader == node_id) {
+            return Err(ApiError::new(
+                ErrorCode::LeaderNotAvailable,
+                format!(
+                    "partition {}-{} is assigned to this node but still opening; retry shortly",
+                    t.topic, t.partition
+                ),
+            ));
+        }
         if state.is_some_and(|s| s.leader < 0) {
             return Err(ApiError::new(
                 ErrorCode::PartitionOffline,

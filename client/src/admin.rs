@@ -21,7 +21,7 @@ impl Admin {
     pub async fn connect(cfg: ClientConfig) -> Result<Self> {
         cfg.validate()?;
         Ok(Self {
-            pool: Pool::new(cfg.request_timeout),
+            pool: Pool::new(cfg.connect_timeout),
             coordinators: Coordinators::new(cfg.bootstrap_uris(), cfg.request_timeout),
         })
     }

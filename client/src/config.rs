@@ -16,8 +16,12 @@ pub struct ClientConfig {
     /// wait on top of this).
     pub request_timeout: Duration,
     /// Cached cluster metadata older than this is refreshed in the background, so the client
-    /// notices new partitions and leader moves that caused no error.
+    /// notices new partitions and leader moves that caused no error (a safety net: the metadata
+    /// watch normally delivers every change at once).
     pub metadata_max_age: Duration,
+    /// Longest wait for a TCP connection to a coordinator or storage node. Short, so a request to
+    /// a node that just died fails fast and its retry goes to the new leader.
+    pub connect_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -26,6 +30,7 @@ impl Default for ClientConfig {
             bootstrap: vec!["127.0.0.1:9092".to_string()],
             request_timeout: Duration::from_secs(30),
             metadata_max_age: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -49,6 +54,11 @@ impl ClientConfig {
         if self.request_timeout.is_zero() {
             return Err(ClientError::Config(
                 "request_timeout is zero: give a positive duration".into(),
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(ClientError::Config(
+                "connect_timeout is zero: give a positive duration, e.g. 1 s".into(),
             ));
         }
         Ok(())
@@ -99,12 +109,21 @@ impl Acks {
 }
 
 /// Batching, retry and memory settings of a [`crate::Producer`].
+///
+/// The default is Kafka's safe producer: `acks` [`Acks::All`] with idempotence on, so retries
+/// during a leader failover neither lose nor duplicate records. To use `acks` 0 or 1, turn
+/// `enable_idempotence` off as well; `Producer::new` refuses the combination otherwise.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
     /// Cluster address and timeouts.
     pub client: ClientConfig,
     /// Durability asked of the storage nodes.
     pub acks: Acks,
+    /// Stamp every batch with a producer id and per-partition sequence numbers, so a retried
+    /// batch the leader already stored is acknowledged again instead of appended twice. Needs
+    /// `acks` [`Acks::All`]: a leader-only ack can be lost with the leader, and with it the
+    /// de-duplication state.
+    pub enable_idempotence: bool,
     /// How long a partition's batch waits for more records before it is sent, trading latency
     /// for fewer, larger requests.
     pub linger: Duration,
@@ -131,6 +150,7 @@ impl Default for ProducerConfig {
         Self {
             client: ClientConfig::default(),
             acks: Acks::All,
+            enable_idempotence: true,
             linger: Duration::from_millis(5),
             batch_size: 256 * 1024,
             compression: Compression::None,
@@ -159,6 +179,13 @@ impl ProducerConfig {
         }
         if self.delivery_timeout.is_zero() {
             return bad("delivery_timeout is zero: give a positive duration");
+        }
+        if self.enable_idempotence && self.acks != Acks::All {
+            return Err(ClientError::Config(format!(
+                "enable_idempotence needs acks=all but acks is {}: set acks to Acks::All, or set \
+                 enable_idempotence to false to accept possible duplicates on retry",
+                self.acks.as_i32()
+            )));
         }
         Ok(())
     }
@@ -235,5 +262,27 @@ mod tests {
         assert_eq!(Acks::None.as_i32(), 0);
         assert_eq!(Acks::Leader.as_i32(), 1);
         assert_eq!(Acks::All.as_i32(), -1);
+    }
+
+    #[test]
+    fn idempotence_is_on_by_default_and_refused_without_acks_all() {
+        let cfg = ProducerConfig::default();
+        assert!(cfg.enable_idempotence && cfg.acks == Acks::All);
+        assert!(cfg.validate().is_ok());
+        for acks in [Acks::None, Acks::Leader] {
+            let cfg = ProducerConfig {
+                acks,
+                ..ProducerConfig::default()
+            };
+            let Err(ClientError::Config(msg)) = cfg.validate() else {
+                panic!("acks {acks:?} with idempotence must be refused");
+            };
+            assert!(msg.contains("enable_idempotence"), "{msg}");
+            let cfg = ProducerConfig {
+                enable_idempotence: false,
+                ..cfg
+            };
+            assert!(cfg.validate().is_ok());
+        }
     }
 }

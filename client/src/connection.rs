@@ -16,8 +16,16 @@ use crate::error::{ClientError, Result};
 /// allow batches of up to 64 MiB, so tonic's 4 MiB default would refuse legal answers.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
 
+/// How often an idle connection is pinged, and how long a ping may go unanswered before the
+/// connection is dropped: a node that vanished without closing its sockets (power loss, network
+/// cut) is noticed within seconds rather than at the next request's deadline.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Channels by address. A tonic `Channel` multiplexes requests over one HTTP/2 connection and
-/// reconnects by itself, so one per server is enough.
+/// reconnects by itself, so one per server is enough: after a failed connect or a broken
+/// connection, a lazy channel reports the error to one request and dials again for the next, so
+/// a cached channel to a restarted node recovers (`client/tests` restarts a node to check it).
 #[derive(Debug)]
 pub(crate) struct Pool {
     connect_timeout: Duration,
@@ -25,6 +33,7 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
+    /// A pool whose connection attempts give up after `connect_timeout`.
     pub(crate) fn new(connect_timeout: Duration) -> Self {
         Self {
             connect_timeout,
@@ -44,7 +53,8 @@ impl Pool {
             .map_err(|e| ClientError::Config(format!("bad server address {addr:?}: {e}")))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
             // Large fetch answers need more than HTTP/2's 64 KiB initial window to flow quickly.
             .http2_adaptive_window(true);
@@ -90,6 +100,16 @@ impl Coordinators {
             preferred: AtomicUsize::new(0),
             request_timeout,
         }
+    }
+
+    /// The coordinator URIs, in bootstrap order.
+    pub(crate) fn addresses(&self) -> &[String] {
+        &self.addresses
+    }
+
+    /// Index of the coordinator that answered last, where a long-lived stream should start.
+    pub(crate) fn preferred(&self) -> usize {
+        self.preferred.load(Ordering::Relaxed)
     }
 
     /// Calls `f` on each coordinator in turn until one answers. `idempotent` calls also move on

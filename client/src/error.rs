@@ -57,8 +57,41 @@ impl ClientError {
                     | ErrorCode::UnknownTopicId
                     | ErrorCode::FencedLeaderEpoch
                     | ErrorCode::PartitionOffline
+                    | ErrorCode::LeaderNotAvailable
                     | ErrorCode::MetadataUnavailable
+                    // The leader gave up waiting for its followers: it may have been cut off and
+                    // replaced meanwhile.
+                    | ErrorCode::RequestTimedOut
             ),
+            ClientError::Transport(_) | ClientError::Timeout(_) => true,
+            ClientError::Config(_) | ClientError::Closed => false,
+        }
+    }
+
+    /// Whether a produce request that failed this way may still have been appended by the
+    /// leader. False only for refusals a leader gives before appending (wrong leader, bad batch,
+    /// sequence checks) and for errors raised before a request left the client; an idempotent
+    /// producer can then reuse the batch's sequence numbers for the next batch.
+    pub(crate) fn may_have_been_written(&self) -> bool {
+        match self {
+            ClientError::Api(e) => !matches!(
+                e.code,
+                ErrorCode::NotLeader
+                    | ErrorCode::FencedLeaderEpoch
+                    | ErrorCode::UnknownTopic
+                    | ErrorCode::UnknownPartition
+                    | ErrorCode::UnknownTopicId
+                    | ErrorCode::PartitionOffline
+                    | ErrorCode::LeaderNotAvailable
+                    | ErrorCode::MetadataUnavailable
+                    | ErrorCode::InvalidRequest
+                    | ErrorCode::CorruptBatch
+                    | ErrorCode::BatchTooLarge
+                    | ErrorCode::InvalidTimestamp
+                    | ErrorCode::OutOfOrderSequence
+                    | ErrorCode::InvalidProducerEpoch
+            ),
+            // The request may have arrived and been applied before the answer was lost.
             ClientError::Transport(_) | ClientError::Timeout(_) => true,
             ClientError::Config(_) | ClientError::Closed => false,
         }
@@ -135,5 +168,26 @@ mod tests {
         assert!(!e.needs_metadata_refresh());
         let e = ClientError::from(ApiError::not_leader("moved", None).to_status());
         assert!(e.is_retriable() && e.needs_metadata_refresh());
+    }
+
+    #[test]
+    fn failover_errors_are_retriable_and_only_refusals_prove_nothing_was_written() {
+        for code in [
+            ErrorCode::NotLeader,
+            ErrorCode::LeaderNotAvailable,
+            ErrorCode::PartitionOffline,
+            ErrorCode::NotEnoughReplicas,
+            ErrorCode::RequestTimedOut,
+        ] {
+            assert!(ClientError::api(code, "x").is_retriable(), "{code:?}");
+        }
+        for code in [ErrorCode::OutOfOrderSequence, ErrorCode::InvalidProducerEpoch] {
+            let e = ClientError::api(code, "x");
+            assert!(!e.is_retriable() && !e.may_have_been_written(), "{code:?}");
+        }
+        assert!(!ClientError::api(ErrorCode::NotLeader, "x").may_have_been_written());
+        assert!(ClientError::api(ErrorCode::NotEnoughReplicas, "x").may_have_been_written());
+        assert!(ClientError::api(ErrorCode::RequestTimedOut, "x").may_have_been_written());
+        assert!(ClientError::Transport("reset".into()).may_have_been_written());
     }
 }

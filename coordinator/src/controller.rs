@@ -17,11 +17,9 @@ use sluice_proto::pb::{self, ErrorCode, PartitionStateRecord, TopicRecord};
 use crate::describe;
 use crate::placement::{self, Candidate, Load};
 
-/// etcd refuses transactions with more than 128 operations by default; stay well below.
-const MAX_OPS_PER_TXN: usize = 100;
-/// Replication (followers, ISR, acks=all across replicas) is the next milestone; until it
-/// lands, accepting a higher factor would promise copies that do not exist.
-pub const MAX_SUPPORTED_REPLICATION_FACTOR: i32 = 1;
+/// etcd refuses transactions with more than 128 operations (or compares) by default; stay
+/// well below.
+pub(crate) const MAX_OPS_PER_TXN: usize = 100;
 /// How long a write waits for the cache to show it before answering.
 const READ_YOUR_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -85,6 +83,8 @@ fn candidates(view: &ClusterView) -> Vec<Candidate> {
         .collect()
 }
 
+/// New partitions start led by their preferred replica, at leader epoch 0, with every replica
+/// in sync (an empty log is trivially caught up).
 fn new_partition_states(
     topic_id: &TopicId,
     first: i32,
@@ -142,14 +142,6 @@ impl Controller {
                 format!("{e}; start more storage nodes or lower the replication factor"),
             )
         })?;
-        if rf > MAX_SUPPORTED_REPLICATION_FACTOR {
-            return Err(ApiError::new(
-                ErrorCode::InvalidReplicationFactor,
-                format!(
-                    "replication factor {rf} is not supported by this version yet (followers do not replicate); use {MAX_SUPPORTED_REPLICATION_FACTOR}"
-                ),
-            ));
-        }
         if req.validate_only {
             let topic_id = TopicId([0; 16]);
             return Ok(pb::TopicDescription {

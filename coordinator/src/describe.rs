@@ -96,26 +96,38 @@ pub fn metadata(
     cluster_name: &str,
     req: &pb::GetMetadataRequest,
 ) -> Result<pb::GetMetadataResponse, ApiError> {
-    let mut topics = Vec::new();
-    if req.topics.is_empty() {
-        for t in view.topics.values() {
-            if t.record.internal && !req.include_internal {
-                continue;
-            }
-            topics.push(topic_metadata(view, &t.record));
-        }
-    } else {
-        for name in &req.topics {
-            let t = view.topics.get(name).ok_or_else(|| unknown_topic(name))?;
-            topics.push(topic_metadata(view, &t.record));
-        }
+    if let Some(name) = req.topics.iter().find(|n| !view.topics.contains_key(*n)) {
+        return Err(unknown_topic(name));
     }
-    Ok(pb::GetMetadataResponse {
+    Ok(known_metadata(view, cluster_name, req))
+}
+
+/// Metadata for the asked topics that exist (all when empty), silently leaving out the others:
+/// a watch may name topics that are created later.
+pub fn known_metadata(
+    view: &ClusterView,
+    cluster_name: &str,
+    req: &pb::GetMetadataRequest,
+) -> pb::GetMetadataResponse {
+    let topics = if req.topics.is_empty() {
+        view.topics
+            .values()
+            .filter(|t| req.include_internal || !t.record.internal)
+            .map(|t| topic_metadata(view, &t.record))
+            .collect()
+    } else {
+        req.topics
+            .iter()
+            .filter_map(|name| view.topics.get(name))
+            .map(|t| topic_metadata(view, &t.record))
+            .collect()
+    };
+    pb::GetMetadataResponse {
         cluster_name: cluster_name.to_string(),
         nodes: nodes(view),
         topics,
         controller: controller(view),
-    })
+    }
 }
 
 fn topic_metadata(view: &ClusterView, r: &pb::TopicRecord) -> pb::TopicMetadata {

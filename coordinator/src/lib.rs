@@ -1,6 +1,7 @@
 //! Sluice's control plane. Every coordinator serves `Admin` and `Metadata` from a watch-fed
 //! view of the metadata store; one of them, elected through the store, is the active
-//! controller that performs writes (topic creation and deletion, partition placement).
+//! controller that performs writes (topic creation and deletion, partition placement) and
+//! moves leaders off storage nodes whose lease lapsed (`reconcile`, deciding with `failover`).
 //!
 //! [`run`] is the whole process minus argument parsing, so tests and `sluice dev` run
 //! coordinators in process with their own listener and shutdown signal.
@@ -8,7 +9,10 @@
 pub mod controller;
 pub mod describe;
 pub mod election;
+pub mod failover;
 pub mod placement;
+pub mod producer_ids;
+pub mod reconcile;
 pub mod service;
 
 use std::future::Future;
@@ -26,6 +30,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::controller::Controller;
 use crate::election::{ElectionConfig, Role};
+use crate::producer_ids::ProducerIdAllocator;
+use crate::reconcile::Reconciler;
+
+/// How long each background loop gets to stop after the server has drained.
+const STOP_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Everything a coordinator needs besides its store and listener.
 #[derive(Debug, Clone)]
@@ -54,8 +63,9 @@ impl Default for CoordinatorConfig {
     }
 }
 
-/// Runs a coordinator until `shutdown` resolves, then stops accepting requests, drains them,
-/// and resigns the controller role (so a standby takes over at once).
+/// Runs a coordinator until `shutdown` resolves, then stops accepting requests, ends metadata
+/// watches, drains requests, stops the failover loop and resigns the controller role (so a
+/// standby takes over at once).
 pub async fn run(
     cfg: CoordinatorConfig,
     store: Arc<dyn MetaStore>,
@@ -83,13 +93,28 @@ pub async fn run(
             lease_ttl: cfg.lease_ttl,
         },
         role_tx,
-        stop_rx,
+        stop_rx.clone(),
     ));
+    let reconciler = tokio::spawn(
+        Reconciler {
+            store: store.clone(),
+            keys: keys.clone(),
+            cache: cache.clone(),
+        }
+        .run(role_rx.clone(), stop_rx),
+    );
+    let producer_ids = Arc::new(ProducerIdAllocator::new(store.clone(), &keys));
     let controller = Controller {
         store,
         keys,
         cache: cache.clone(),
         default_replication_factor: cfg.default_replication_factor,
+    };
+    // Streams never finish by themselves, and a graceful shutdown waits for every open one.
+    let (streams_stop_tx, streams_stop_rx) = watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = streams_stop_tx.send(true);
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -113,17 +138,24 @@ pub async fn run(
             service::metadata::MetadataService {
                 cache,
                 cluster_name: cfg.cluster_name.clone(),
+                producer_ids,
+                shutdown: streams_stop_rx,
             },
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .context("coordinator gRPC server")?;
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(Duration::from_secs(5), election)
+    // Both loops stop on the same signal; a failover write still in flight when the election
+    // resigns is fenced, so it either lands before the resignation or not at all.
+    if tokio::time::timeout(STOP_DEADLINE, reconciler)
         .await
         .is_err()
     {
-        tracing::warn!("election did not stop within 5 s");
+        tracing::warn!(deadline_ms = STOP_DEADLINE.as_millis() as u64, "failover loop did not stop in time");
+    }
+    if tokio::time::timeout(STOP_DEADLINE, election).await.is_err() {
+        tracing::warn!(deadline_ms = STOP_DEADLINE.as_millis() as u64, "election did not stop in time");
     }
     tracing::info!(id = %cfg.id, "coordinator stopped");
     Ok(())

@@ -95,6 +95,29 @@ async fn created_topic_is_spread_over_live_nodes_and_described() {
 }
 
 #[tokio::test]
+async fn replicated_topic_places_distinct_replicas_all_in_sync() {
+    let (c, fence) = setup(3).await;
+    let mut req = create("replicated", 6);
+    req.replication_factor = 3;
+    let t = c.create_topic(fence, req).await.unwrap();
+    assert_eq!(t.replication_factor, 3);
+    let mut leaders = HashMap::new();
+    for p in &t.partitions {
+        let mut distinct = p.replicas.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct, vec![0, 1, 2]);
+        assert_eq!(p.leader, p.replicas[0], "the preferred replica leads");
+        assert_eq!(p.leader_epoch, 0);
+        assert_eq!(p.isr, p.replicas);
+        *leaders.entry(p.leader).or_insert(0) += 1;
+    }
+    assert!(leaders.values().all(|n| *n == 2), "leaders spread: {leaders:?}");
+    let stored = sluice_coordinator::describe::topic(&c.cache.view(), "replicated").unwrap();
+    assert_eq!(stored.partitions, t.partitions, "the store holds what was answered");
+}
+
+#[tokio::test]
 async fn recreated_topic_gets_a_fresh_id_and_new_partition_states() {
     let (c, fence) = setup(1).await;
     let first = c.create_topic(fence, create("t1", 2)).await.unwrap();
@@ -163,7 +186,8 @@ async fn duplicate_and_invalid_topics_are_refused() {
     rf2.replication_factor = 2;
     assert_eq!(
         c.create_topic(fence, rf2).await.unwrap_err().code,
-        ErrorCode::InvalidReplicationFactor
+        ErrorCode::InvalidReplicationFactor,
+        "more replicas than live nodes"
     );
     assert_eq!(
         c.create_topic(fence, create("__x", 1))

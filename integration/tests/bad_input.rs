@@ -208,6 +208,7 @@ async fn bad_requests_are_refused_with_specific_codes_and_change_nothing() {
         leader_epoch: -1,
         topic_id: Bytes::new(),
         decode: false,
+        replica_read: false,
     };
     let (grpc, err) = status_code(leader.fetch(fetch.clone()).await);
     assert_eq!(

@@ -7,7 +7,8 @@
 //! | `coordinators/<id>` | `ControllerRecord`, leased | every coordinator (for DescribeCluster) |
 //! | `nodes/<node-id>` | `NodeRecord`, leased | the storage node |
 //! | `topics/<name>` | `TopicRecord` | the controller |
-//! | `partitions/<topic-id-hex>/<p>` | `PartitionStateRecord` | the controller (CAS) |
+//! | `partitions/<topic-id-hex>/<p>` | `PartitionStateRecord` | the controller; the leader for ISR changes (CAS) |
+//! | `producer_ids` | `ProducerIdBlockRecord` | any coordinator (CAS), a block at a time |
 
 use sluice_proto::model::{NodeId, PartitionId, TopicId};
 
@@ -67,6 +68,11 @@ impl Keys {
     /// The active controller's key.
     pub fn controller(&self) -> String {
         format!("{}controller", self.prefix)
+    }
+
+    /// The next unallocated producer id block (coordinators take blocks by CAS).
+    pub fn producer_ids(&self) -> String {
+        format!("{}producer_ids", self.prefix)
     }
 
     /// Prefix of coordinator registrations.

@@ -34,7 +34,9 @@ pub fn classify(code: ErrorCode) -> (tonic::Code, bool) {
         | E::CorruptBatch
         | E::BatchTooLarge
         | E::InvalidTimestamp => (C::InvalidArgument, false),
-        E::InvalidReplicationFactor => (C::FailedPrecondition, false),
+        E::InvalidReplicationFactor | E::OutOfOrderSequence | E::InvalidProducerEpoch => {
+            (C::FailedPrecondition, false)
+        }
         E::TopicAlreadyExists => (C::AlreadyExists, false),
         E::UnknownTopic | E::UnknownPartition | E::UnknownTopicId => (C::NotFound, true),
         E::OffsetOutOfRange => (C::OutOfRange, false),

@@ -5,6 +5,9 @@
 //! [`run`] is the whole process minus argument parsing, so tests and `sluice dev` run nodes in
 //! process with their own listener and shutdown signal.
 
+pub mod faults;
+pub mod follower;
+pub mod isr_manager;
 pub mod log;
 pub mod partitions;
 pub mod registration;
@@ -52,6 +55,8 @@ pub struct StorageNodeConfig {
     pub lease_ttl: Duration,
     /// Fsync the log's WAL before acknowledging appends (durable across power loss).
     pub fsync: bool,
+    /// Directory of fault-injection switches (tests only; `None` in production).
+    pub faults_dir: Option<PathBuf>,
 }
 
 /// Runs a storage node until `shutdown` resolves. Shutdown order: stop accepting and drain
@@ -74,7 +79,8 @@ pub async fn run(
             .context("loading cluster metadata")?,
     );
     let (writer, writer_thread) = Writer::spawn(log.clone());
-    let partitions = Arc::new(Partitions::new(cfg.node_id, log.clone(), writer.clone()));
+    let follower_ctx = Arc::new(follower::FollowerContext { node_id: cfg.node_id, cache: cache.clone(), writer: writer.clone() });
+    let partitions = Arc::new(Partitions::new(cfg.node_id, log.clone(), writer.clone(), follower_ctx));
     {
         let (p, view) = (partitions.clone(), cache.view());
         tokio::task::spawn_blocking(move || {
@@ -84,6 +90,8 @@ pub async fn run(
         .await??;
     }
     let reconcile = tokio::spawn(reconcile_loop(cache.clone(), partitions.clone()));
+    let partitions_for_shutdown = partitions.clone();
+    let isr_manager = tokio::spawn(isr_manager::run_isr_manager(store.clone(), keys.clone(), cache.clone(), partitions.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (registered_tx, _registered_rx) = watch::channel(false);
     let registration = tokio::spawn(registration::run_registration(
@@ -116,6 +124,7 @@ pub async fn run(
         partitions,
         writer,
         log: log.clone(),
+        faults: faults::Faults::new(cfg.faults_dir.clone()),
     };
     tracing::info!(node_id = cfg.node_id, address = %cfg.advertised_address, data_dir = %cfg.data_dir.display(), "storage node serving");
     tonic::transport::Server::builder()
@@ -130,10 +139,17 @@ pub async fn run(
         .await
         .context("storage node gRPC server")?;
     reconcile.abort();
-    // The service (and its writer handle) is gone: the writer drains its queue and stops.
-    tokio::task::spawn_blocking(move || writer_thread.join())
-        .await
-        .ok();
+    isr_manager.abort();
+    let _ = reconcile.await;
+    let _ = isr_manager.await;
+    partitions_for_shutdown.stop_followers();
+    drop(partitions_for_shutdown);
+    // The service, the loops and the follower tasks (the writer's handles) are gone: the writer
+    // drains its queue and stops.
+    let joined = tokio::task::spawn_blocking(move || writer_thread.join());
+    if tokio::time::timeout(Duration::from_secs(10), joined).await.is_err() {
+        tracing::warn!("writer did not drain within 10 s");
+    }
     if let Err(error) = log.sync() {
         tracing::error!(%error, "final WAL sync failed");
     }

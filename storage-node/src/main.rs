@@ -43,6 +43,9 @@ struct Args {
     /// Fsync the write-ahead log before acknowledging appends (survives power loss, slower).
     #[arg(long, env = "SLUICE_FSYNC")]
     fsync: bool,
+    /// Directory of fault-injection switch files (integration tests only).
+    #[arg(long, hide = true)]
+    faults_dir: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -77,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         cluster_name: args.cluster,
         lease_ttl: Duration::from_millis(args.lease_ttl_ms),
         fsync: args.fsync,
+        faults_dir: args.faults_dir,
     };
     sluice_storage_node::run(cfg, store, listener, shutdown_signal()).await
 }

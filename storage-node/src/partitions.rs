@@ -1,16 +1,18 @@
 //! The replicas this node hosts, reconciled with the cluster view: a replica opens when the
-//! metadata assigns the partition to this node and is deleted (data included) when its topic is
-//! deleted or the partition moves away.
+//! metadata assigns the partition to this node, follows its leader (a follower task) or leads,
+//! and is deleted (data included) when its topic is deleted or the partition moves away.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use sluice_metadata::cache::ClusterView;
 use sluice_proto::model::{MAX_MESSAGE_BYTES, NodeId, TopicId};
+use tokio::task::JoinHandle;
 
+use crate::follower::{self, FollowerContext};
 use crate::log::{LogError, LogStore, PartitionKey};
-use crate::replica::{Leadership, Replica};
-use crate::writer::Writer;
+use crate::replica::{Assignment, Leadership, Replica, ReplicaConfig};
+use crate::writer::{self, Writer};
 
 /// Fallback for `max.message.bytes` when a topic record lacks it.
 const DEFAULT_MAX_BATCH_BYTES: usize = 1_048_588;
@@ -21,29 +23,50 @@ pub struct Partitions {
     log: Arc<dyn LogStore>,
     writer: Writer,
     replicas: RwLock<HashMap<PartitionKey, Arc<Replica>>>,
+    followers: Mutex<HashMap<PartitionKey, JoinHandle<()>>>,
+    follower_ctx: Arc<FollowerContext>,
+    runtime: tokio::runtime::Handle,
 }
 
 /// What the view asks of one local replica.
 struct Desired {
     topic: String,
-    leadership: Leadership,
-    max_batch_bytes: usize,
+    assignment: Assignment,
+    config: ReplicaConfig,
+}
+
+fn config_of(cfg: &std::collections::HashMap<String, String>) -> ReplicaConfig {
+    let num = |k: &str, d: u64| cfg.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(d);
+    ReplicaConfig {
+        max_batch_bytes: num(MAX_MESSAGE_BYTES, DEFAULT_MAX_BATCH_BYTES as u64) as usize,
+        min_insync: num("min.insync.replicas", 1) as usize,
+        max_lag_ms: num("replica.lag.time.max.ms", 10_000),
+    }
 }
 
 impl Partitions {
-    /// No replicas yet; call [`Partitions::reconcile`] with the first view.
-    pub fn new(node_id: NodeId, log: Arc<dyn LogStore>, writer: Writer) -> Self {
+    /// No replicas yet; call [`Partitions::reconcile`] with the first view. Must be created
+    /// inside a tokio runtime (follower tasks are spawned on it).
+    pub fn new(node_id: NodeId, log: Arc<dyn LogStore>, writer: Writer, follower_ctx: Arc<FollowerContext>) -> Self {
         Self {
             node_id,
             log,
             writer,
             replicas: RwLock::new(HashMap::new()),
+            followers: Mutex::new(HashMap::new()),
+            follower_ctx,
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
     /// The local replica of a partition, if hosted here.
     pub fn get(&self, key: &PartitionKey) -> Option<Arc<Replica>> {
         self.replicas.read().expect("poisoned").get(key).cloned()
+    }
+
+    /// Every hosted replica.
+    pub fn all(&self) -> Vec<Arc<Replica>> {
+        self.replicas.read().expect("poisoned").values().cloned().collect()
     }
 
     /// Number of hosted replicas.
@@ -62,29 +85,23 @@ impl Partitions {
             let Ok(topic_id) = TopicId::from_slice(&t.record.topic_id) else {
                 continue;
             };
-            let max_batch_bytes = t
-                .record
-                .config
-                .get(MAX_MESSAGE_BYTES)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(DEFAULT_MAX_BATCH_BYTES);
+            let config = config_of(&t.record.config);
             for p in view.partitions_of(&topic_id) {
                 let s = &p.record;
                 if s.partition >= t.record.partition_count || !s.replicas.contains(&self.node_id) {
                     continue;
                 }
                 out.insert(
-                    PartitionKey {
-                        topic_id,
-                        partition: s.partition,
-                    },
+                    PartitionKey { topic_id, partition: s.partition },
                     Desired {
                         topic: t.record.name.clone(),
-                        leadership: Leadership {
-                            leader: s.leader,
-                            epoch: s.leader_epoch,
+                        assignment: Assignment {
+                            leadership: Leadership { leader: s.leader, epoch: s.leader_epoch },
+                            replicas: s.replicas.clone(),
+                            isr: s.isr.clone(),
+                            partition_epoch: s.partition_epoch,
                         },
-                        max_batch_bytes,
+                        config,
                     },
                 );
             }
@@ -92,17 +109,12 @@ impl Partitions {
         out
     }
 
-    /// Opens, updates and deletes replicas so the node hosts exactly what `view` assigns it.
-    /// Blocking (it opens logs); run it off the async executor.
+    /// Opens, updates and deletes replicas so the node hosts exactly what `view` assigns it,
+    /// and starts a follower task for every replica another node leads. Blocking (it opens
+    /// logs); run it off the async executor.
     pub fn reconcile(&self, view: &ClusterView) -> Result<(), LogError> {
         let desired = self.desired(view);
-        let current: Vec<PartitionKey> = self
-            .replicas
-            .read()
-            .expect("poisoned")
-            .keys()
-            .copied()
-            .collect();
+        let current: Vec<PartitionKey> = self.replicas.read().expect("poisoned").keys().copied().collect();
         for key in current {
             if desired.contains_key(&key) {
                 continue;
@@ -110,6 +122,9 @@ impl Partitions {
             let removed = self.replicas.write().expect("poisoned").remove(&key);
             if let Some(r) = removed {
                 r.mark_deleted();
+                if let Some(h) = self.followers.lock().expect("poisoned").remove(&key) {
+                    h.abort();
+                }
                 // Through the writer, so no append queued before the delete lands after it.
                 if self.writer.delete_blocking(key).is_err() {
                     tracing::warn!(topic = %r.topic, partition = key.partition, "writer stopped; log of removed replica kept");
@@ -118,28 +133,54 @@ impl Partitions {
             }
         }
         for (key, d) in desired {
-            if let Some(r) = self.get(&key) {
-                r.set_leadership(d.leadership);
-                r.set_max_batch_bytes(d.max_batch_bytes);
-                continue;
-            }
-            let opened = self.log.open(key)?;
-            let r = Replica::new(
-                d.topic,
-                key,
-                opened.uid,
-                opened.log_start,
-                opened.log_end,
-                d.leadership,
-                d.max_batch_bytes,
-            );
-            tracing::info!(
-                topic = %r.topic, partition = key.partition, epoch = d.leadership.epoch,
-                leader = d.leadership.leader, log_end = opened.log_end, "replica opened"
-            );
-            self.replicas.write().expect("poisoned").insert(key, r);
+            let replica = match self.get(&key) {
+                Some(r) => {
+                    r.set_config(d.config);
+                    r.assign(d.assignment);
+                    r
+                }
+                None => {
+                    let opened = self.log.open(key)?;
+                    let producers = writer::rebuild_producers(self.log.as_ref(), opened.uid, opened.log_start, opened.log_end)?;
+                    let r = Replica::new(
+                        self.node_id,
+                        d.topic,
+                        key,
+                        opened.uid,
+                        opened.log_start,
+                        opened.log_end,
+                        opened.epochs,
+                        d.assignment,
+                        d.config,
+                    );
+                    *r.producers.lock().expect("poisoned") = producers;
+                    let l = r.leadership();
+                    tracing::info!(
+                        topic = %r.topic, partition = key.partition, epoch = l.epoch,
+                        leader = l.leader, log_end = opened.log_end, "replica opened"
+                    );
+                    self.replicas.write().expect("poisoned").insert(key, r.clone());
+                    r
+                }
+            };
+            self.ensure_follower_task(key, &replica);
         }
         Ok(())
+    }
+
+    /// A replica led elsewhere needs a running follower task (it exits when this node becomes
+    /// the leader or the replica is removed).
+    fn ensure_follower_task(&self, key: PartitionKey, r: &Arc<Replica>) {
+        let l = r.leadership();
+        if l.leader == self.node_id || l.leader < 0 {
+            return;
+        }
+        let mut tasks = self.followers.lock().expect("poisoned");
+        if tasks.get(&key).is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let (ctx, r) = (self.follower_ctx.clone(), r.clone());
+        tasks.insert(key, self.runtime.spawn(follower::run_follower(ctx, r)));
     }
 
     /// Logs replicas on disk that the view does not assign here (e.g. their topic was deleted
@@ -153,6 +194,13 @@ impl Partitions {
                     tracing::warn!(topic_id = %key.topic_id, partition = key.partition, uid, "log on disk not assigned to this node; kept");
                 }
             }
+        }
+    }
+
+    /// Stops every follower task (shutdown).
+    pub fn stop_followers(&self) {
+        for (_, h) in self.followers.lock().expect("poisoned").drain() {
+            h.abort();
         }
     }
 }

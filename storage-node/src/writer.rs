@@ -1,62 +1,95 @@
-//! Group commit: every append on this node goes through one writer thread, which drains all
-//! pending appends (of any partitions), assigns their offsets, and writes them to the log store
-//! in a single atomic write. Concurrent producers thus share one RocksDB write (and one WAL
-//! record), and offsets are assigned by the only thread that moves the log end, with no lock.
-//! Deleting a replica's log also goes through this queue, so it is ordered after every append
-//! queued before it and no append can land after it.
+//! Group commit: every change of this node's logs goes through one writer thread, which drains
+//! all pending appends (of any partitions), assigns their offsets, and writes them to the log
+//! store in a single atomic write. Concurrent producers thus share one RocksDB write (and one
+//! WAL record), and offsets are assigned by the only thread that moves the log end, with no
+//! lock. Replicated appends, truncations and deletions go through the same queue, so they are
+//! ordered with the appends queued before them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use bytes::BytesMut;
-use sluice_proto::batch;
-use sluice_proto::model::Offset;
+use bytes::{Bytes, BytesMut};
+use sluice_proto::batch::{self, BatchHeader, BatchIter};
+use sluice_proto::model::{LeaderEpoch, Offset};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::log::{Append, LogError, LogStore, PartitionKey};
+use crate::log::{Append, LogError, LogOp, LogStore, PartitionKey};
 use crate::replica::Replica;
+use crate::replica::epochs::EpochHistory;
+use crate::replica::producers::{ProducerState, SequenceCheck};
 
-/// Appends waiting for the writer, at most; producers wait (backpressure) beyond it.
+/// Changes waiting for the writer, at most; producers wait (backpressure) beyond it.
 const QUEUE_DEPTH: usize = 4096;
 /// Upper bound of one group, so one RocksDB write stays reasonably sized.
 const MAX_GROUP_BYTES: usize = 32 << 20;
+/// How much of a log's tail is scanned to rebuild producer state after a truncation or at open.
+pub const PRODUCER_STATE_SCAN_OFFSETS: Offset = 100_000;
 
-/// One batch to append to one replica.
-pub struct AppendJob {
-    /// Target replica (must be the leader).
-    pub replica: Arc<Replica>,
-    /// The validated batch; its base offset and leader epoch are rewritten in place.
-    pub batch: BytesMut,
-    /// Records in the batch (last offset delta + 1).
-    pub records: i64,
-    /// Receives the assigned base offset once the write is in the WAL (fsynced when the node
-    /// runs with `--fsync`; otherwise in the OS page cache, which survives a process crash).
-    pub reply: oneshot::Sender<Result<Offset, AppendError>>,
-}
-
-/// Work for the writer thread.
-enum Job {
-    Append(AppendJob),
-    /// Deletes a replica's log after everything queued before it.
-    Delete(PartitionKey),
-}
-
-/// Why an append failed.
+/// Why a log change failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AppendError {
     /// The log store failed the write; nothing of the group was written.
     #[error(transparent)]
     Storage(#[from] LogError),
-    /// The replica was deleted while the append waited.
+    /// The replica was deleted while the change waited.
     #[error("partition was deleted")]
     Deleted,
     /// The writer has stopped (node shutting down).
     #[error("storage node is shutting down")]
     Stopped,
+    /// This node stopped leading the partition before the batch got its offsets.
+    #[error("this node no longer leads the partition")]
+    NotLeader,
+    /// An idempotent producer skipped sequences.
+    #[error("out-of-order sequence: the partition expects sequence {expected} next")]
+    OutOfOrder {
+        /// The sequence the partition expects.
+        expected: i32,
+    },
+    /// An idempotent producer's epoch is older than one already seen.
+    #[error("producer epoch is older than the partition has seen (a fenced producer)")]
+    StaleProducerEpoch,
+    /// Replicated batches do not start at the follower's log end.
+    #[error("replicated batches start at {got}, but the log ends at {expected}")]
+    Gap {
+        /// The follower's log end.
+        expected: Offset,
+        /// The first replicated offset.
+        got: Offset,
+    },
+    /// Replicated bytes are not whole valid batches.
+    #[error("replicated data is corrupt: {0}")]
+    Corrupt(String),
 }
 
-/// Handle to submit appends; cloning is cheap.
+/// The result of a leader append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Base offset of the batch.
+    pub base_offset: Offset,
+    /// One past its last offset.
+    pub end_offset: Offset,
+    /// The batch was a retry of one already in the log; nothing was written.
+    pub duplicate: bool,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, AppendError>>;
+
+/// Work for the writer thread.
+enum Job {
+    /// A produced batch: the leader assigns its offsets.
+    Append { replica: Arc<Replica>, batch: BytesMut, header: BatchHeader, reply: Reply<Appended> },
+    /// Batches fetched from the leader, offsets already assigned.
+    Replicate { replica: Arc<Replica>, batches: Bytes, reply: Reply<Offset> },
+    /// Truncates a follower's log from `to` (rounded down to a batch boundary) and forgets
+    /// epochs above `keep_epoch`.
+    Truncate { replica: Arc<Replica>, to: Offset, keep_epoch: LeaderEpoch, reply: Reply<Offset> },
+    /// Deletes a replica's log after everything queued before it.
+    Delete(PartitionKey),
+}
+
+/// Handle to submit log changes; cloning is cheap.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
@@ -74,66 +107,65 @@ impl Writer {
         (Self { tx }, handle)
     }
 
-    /// Queues a batch (waiting while the queue is full) and returns the receiver of its result,
-    /// so `acks=0` requests are admitted with backpressure without waiting for the write.
+    async fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<oneshot::Receiver<Result<T, AppendError>>, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| AppendError::Stopped)?;
+        Ok(rx)
+    }
+
+    /// Queues a validated batch (waiting while the queue is full) and returns the receiver of
+    /// its result, so `acks=0` requests get backpressure without waiting for the write.
     pub async fn submit(
         &self,
         replica: Arc<Replica>,
         batch: BytesMut,
-        records: i64,
-    ) -> Result<oneshot::Receiver<Result<Offset, AppendError>>, AppendError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Append(AppendJob {
-                replica,
-                batch,
-                records,
-                reply,
-            }))
-            .await
-            .map_err(|_| AppendError::Stopped)?;
-        Ok(rx)
+        header: BatchHeader,
+    ) -> Result<oneshot::Receiver<Result<Appended, AppendError>>, AppendError> {
+        self.send(|reply| Job::Append { replica, batch, header, reply }).await
     }
 
-    /// Queues a batch and waits until it is written; returns its base offset.
-    pub async fn append(
-        &self,
-        replica: Arc<Replica>,
-        batch: BytesMut,
-        records: i64,
-    ) -> Result<Offset, AppendError> {
-        self.submit(replica, batch, records)
-            .await?
-            .await
-            .map_err(|_| AppendError::Stopped)?
+    /// Queues a batch and waits until it is in the log.
+    pub async fn append(&self, replica: Arc<Replica>, batch: BytesMut, header: BatchHeader) -> Result<Appended, AppendError> {
+        self.submit(replica, batch, header).await?.await.map_err(|_| AppendError::Stopped)?
+    }
+
+    /// Appends replicated batches (as fetched from the leader); returns the new log end.
+    pub async fn replicate(&self, replica: Arc<Replica>, batches: Bytes) -> Result<Offset, AppendError> {
+        self.send(|reply| Job::Replicate { replica, batches, reply }).await?.await.map_err(|_| AppendError::Stopped)?
+    }
+
+    /// Truncates a follower's divergent tail; returns the new log end.
+    pub async fn truncate(&self, replica: Arc<Replica>, to: Offset, keep_epoch: LeaderEpoch) -> Result<Offset, AppendError> {
+        self.send(|reply| Job::Truncate { replica, to, keep_epoch, reply }).await?.await.map_err(|_| AppendError::Stopped)?
     }
 
     /// Queues the deletion of a replica's log, from a blocking (non-async) context.
     pub fn delete_blocking(&self, key: PartitionKey) -> Result<(), AppendError> {
-        self.tx
-            .blocking_send(Job::Delete(key))
-            .map_err(|_| AppendError::Stopped)
+        self.tx.blocking_send(Job::Delete(key)).map_err(|_| AppendError::Stopped)
     }
 }
 
 fn run(log: Arc<dyn LogStore>, mut rx: mpsc::Receiver<Job>) {
-    let mut group: Vec<AppendJob> = Vec::new();
+    let mut group = Vec::new();
     let mut next = rx.blocking_recv();
     while let Some(job) = next.take() {
         match job {
             Job::Delete(key) => delete(log.as_ref(), key),
-            Job::Append(first) => {
-                let mut bytes = first.batch.len();
+            Job::Truncate { replica, to, keep_epoch, reply } => {
+                let _ = reply.send(truncate(log.as_ref(), &replica, to, keep_epoch));
+            }
+            first => {
+                let mut bytes = job_bytes(&first);
                 group.push(first);
                 while bytes < MAX_GROUP_BYTES {
                     match rx.try_recv() {
-                        Ok(Job::Append(job)) => {
-                            bytes += job.batch.len();
+                        Ok(job @ (Job::Append { .. } | Job::Replicate { .. })) => {
+                            bytes += job_bytes(&job);
                             group.push(job);
                         }
-                        Ok(delete) => {
-                            // Write what came before the delete, then handle it next.
-                            next = Some(delete);
+                        Ok(other) => {
+                            // Write what came before it, then handle it next.
+                            next = Some(other);
                             break;
                         }
                         Err(_) => break,
@@ -148,144 +180,213 @@ fn run(log: Arc<dyn LogStore>, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-fn delete(log: &dyn LogStore, key: PartitionKey) {
-    match log.delete(key) {
-        Ok(()) => {
-            tracing::info!(topic_id = %key.topic_id, partition = key.partition, "replica log deleted")
+fn job_bytes(j: &Job) -> usize {
+    match j {
+        Job::Append { batch, .. } => batch.len(),
+        Job::Replicate { batches, .. } => batches.len(),
+        _ => 0,
+    }
+}
+
+/// Tentative per-replica state while a group is assembled; committed only if the write succeeds.
+struct Pending {
+    replica: Arc<Replica>,
+    end: Offset,
+    epochs: EpochHistory,
+    epochs_changed: bool,
+    producers: ProducerState,
+}
+
+/// What one job of the group turned into.
+enum Planned {
+    Append { base: Offset, end: Offset, reply: Reply<Appended>, batch: BytesMut, uid: u64 },
+    Duplicate { base: Offset, end: Offset, reply: Reply<Appended> },
+    Replicate { batches: Vec<(Offset, Bytes)>, uid: u64, reply: Reply<Offset> },
+    Failed(Box<dyn FnOnce() + Send>),
+}
+
+fn pending_for<'a>(map: &'a mut HashMap<u64, Pending>, r: &Arc<Replica>) -> &'a mut Pending {
+    map.entry(r.uid).or_insert_with(|| Pending {
+        replica: r.clone(),
+        end: r.log_end(),
+        epochs: r.epochs.lock().expect("poisoned").clone(),
+        epochs_changed: false,
+        producers: r.producers.lock().expect("poisoned").clone(),
+    })
+}
+
+fn fail<T: Send + 'static>(reply: Reply<T>, e: AppendError) -> Planned {
+    Planned::Failed(Box::new(move || {
+        let _ = reply.send(Err(e));
+    }))
+}
+
+fn plan(job: Job, pending: &mut HashMap<u64, Pending>) -> Planned {
+    match job {
+        Job::Append { replica, mut batch, header, reply } => {
+            if replica.is_deleted() {
+                return fail(reply, AppendError::Deleted);
+            }
+            let leadership = replica.leadership();
+            if leadership.leader != replica.node_id {
+                return fail(reply, AppendError::NotLeader);
+            }
+            let p = pending_for(pending, &replica);
+            let records = i64::from(header.last_offset_delta) + 1;
+            match p.producers.check(&header) {
+                SequenceCheck::Append => {}
+                SequenceCheck::Duplicate(base) => return Planned::Duplicate { base, end: base + records, reply },
+                SequenceCheck::StaleEpoch => return fail(reply, AppendError::StaleProducerEpoch),
+                SequenceCheck::OutOfOrder { expected } => return fail(reply, AppendError::OutOfOrder { expected }),
+            }
+            let base = p.end;
+            batch::set_base_offset(&mut batch, base);
+            batch::set_partition_leader_epoch(&mut batch, leadership.epoch);
+            let stamped = BatchHeader { base_offset: base, partition_leader_epoch: leadership.epoch, ..header };
+            p.producers.record(&stamped, base);
+            p.epochs_changed |= p.epochs.on_append(leadership.epoch, base);
+            p.end = base + records;
+            Planned::Append { base, end: p.end, reply, batch, uid: replica.uid }
         }
-        Err(error) => {
-            tracing::error!(%error, topic_id = %key.topic_id, partition = key.partition, "deleting replica log failed")
+        Job::Replicate { replica, batches, reply } => {
+            if replica.is_deleted() {
+                return fail(reply, AppendError::Deleted);
+            }
+            let p = pending_for(pending, &replica);
+            let mut out = Vec::new();
+            let mut end = p.end;
+            for item in BatchIter::new(batches) {
+                let (h, bytes) = match item {
+                    Ok(x) => x,
+                    Err(e) => return fail(reply, AppendError::Corrupt(e.to_string())),
+                };
+                if h.base_offset != end {
+                    return fail(reply, AppendError::Gap { expected: end, got: h.base_offset });
+                }
+                out.push((h.base_offset, bytes));
+                end = h.next_offset();
+            }
+            // Commit the tentative state only now that the whole chunk is known good.
+            for (base, bytes) in &out {
+                if let Ok(h) = BatchHeader::parse(bytes) {
+                    p.producers.record(&h, *base);
+                    p.epochs_changed |= p.epochs.on_append(h.partition_leader_epoch, *base);
+                }
+            }
+            p.end = end;
+            Planned::Replicate { batches: out, uid: replica.uid, reply }
+        }
+        Job::Truncate { reply, .. } => fail(reply, AppendError::Stopped),
+        Job::Delete(_) => Planned::Failed(Box::new(|| {})),
+    }
+}
+
+fn write_group(log: &dyn LogStore, group: &mut Vec<Job>) {
+    let mut pending: HashMap<u64, Pending> = HashMap::new();
+    let planned: Vec<Planned> = group.drain(..).map(|j| plan(j, &mut pending)).collect();
+    let epoch_lists: Vec<(u64, Vec<crate::log::EpochEntry>)> = pending
+        .values()
+        .filter(|p| p.epochs_changed)
+        .map(|p| (p.replica.uid, p.epochs.entries().to_vec()))
+        .collect();
+    let mut ops: Vec<LogOp<'_>> = Vec::new();
+    for p in &planned {
+        match p {
+            Planned::Append { base, batch, uid, .. } => {
+                ops.push(LogOp::Append(Append { uid: *uid, base_offset: *base, batch }));
+            }
+            Planned::Replicate { batches, uid, .. } => {
+                for (base, b) in batches {
+                    ops.push(LogOp::Append(Append { uid: *uid, base_offset: *base, batch: b }));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (uid, epochs) in &epoch_lists {
+        ops.push(LogOp::PutEpochs { uid: *uid, epochs });
+    }
+    let result = if ops.is_empty() { Ok(()) } else { log.write(&ops) };
+    drop(ops);
+    if let Err(error) = &result {
+        tracing::error!(%error, changes = planned.len(), "group write failed");
+    } else {
+        // Groups are written in order, so log ends only move forward here.
+        for p in pending.into_values() {
+            *p.replica.epochs.lock().expect("poisoned") = p.epochs;
+            *p.replica.producers.lock().expect("poisoned") = p.producers;
+            p.replica.set_log_end(p.end);
+        }
+    }
+    for p in planned {
+        match (p, &result) {
+            (Planned::Failed(f), _) => f(),
+            (Planned::Append { reply, .. } | Planned::Duplicate { reply, .. }, Err(e)) => {
+                let _ = reply.send(Err(AppendError::Storage(e.clone())));
+            }
+            (Planned::Replicate { reply, .. }, Err(e)) => {
+                let _ = reply.send(Err(AppendError::Storage(e.clone())));
+            }
+            (Planned::Append { base, end, reply, .. }, Ok(())) => {
+                let _ = reply.send(Ok(Appended { base_offset: base, end_offset: end, duplicate: false }));
+            }
+            (Planned::Duplicate { base, end, reply }, Ok(())) => {
+                let _ = reply.send(Ok(Appended { base_offset: base, end_offset: end, duplicate: true }));
+            }
+            (Planned::Replicate { batches, reply, .. }, Ok(())) => {
+                let end = batches.last().and_then(|(_, b)| BatchHeader::parse(b).ok()).map(|h| h.next_offset());
+                let _ = reply.send(Ok(end.unwrap_or(-1)));
+            }
         }
     }
 }
 
-fn write_group(log: &dyn LogStore, group: &mut Vec<AppendJob>) {
-    let mut next: HashMap<u64, Offset> = HashMap::new();
-    let mut bases = Vec::with_capacity(group.len());
-    for job in group.iter_mut() {
-        if job.replica.is_deleted() {
-            bases.push(None);
-            continue;
-        }
-        let r = &job.replica;
-        let base = *next.entry(r.uid).or_insert_with(|| r.log_end());
-        batch::set_base_offset(&mut job.batch, base);
-        batch::set_partition_leader_epoch(&mut job.batch, r.leadership().epoch);
-        next.insert(r.uid, base + job.records);
-        bases.push(Some(base));
+/// Truncates from the batch holding `to`, forgets the epochs that began there or above
+/// `keep_epoch`, and rebuilds the producer state from what is left.
+fn truncate(log: &dyn LogStore, r: &Arc<Replica>, to: Offset, keep_epoch: LeaderEpoch) -> Result<Offset, AppendError> {
+    if r.is_deleted() {
+        return Err(AppendError::Deleted);
     }
-    let appends: Vec<Append<'_>> = group
-        .iter()
-        .zip(&bases)
-        .filter_map(|(job, base)| {
-            base.map(|b| Append {
-                uid: job.replica.uid,
-                base_offset: b,
-                batch: &job.batch,
-            })
-        })
-        .collect();
-    let result = if appends.is_empty() {
-        Ok(())
-    } else {
-        log.append(&appends)
+    let to = to.max(r.log_start());
+    let from = match log.read(r.uid, to, Offset::MAX, 1)?.first() {
+        Some(b) => BatchHeader::parse(b).map_err(|e| AppendError::Corrupt(e.to_string()))?.base_offset.min(to),
+        None => to.min(r.log_end()),
     };
-    if let Err(error) = &result {
-        tracing::error!(%error, batches = appends.len(), "group write failed");
-    }
-    for (job, base) in group.drain(..).zip(bases) {
-        let answer = match (&result, base) {
-            (_, None) => Err(AppendError::Deleted),
-            (Err(e), _) => Err(AppendError::Storage(e.clone())),
-            (Ok(()), Some(b)) => {
-                // Groups are written in order, so the log end only ever moves forward here.
-                job.replica.advance_log_end(b + job.records);
-                Ok(b)
+    let mut epochs = r.epochs.lock().expect("poisoned").clone();
+    epochs.truncate_from(from);
+    epochs.forget_above(keep_epoch);
+    log.write(&[LogOp::TruncateFrom { uid: r.uid, from }, LogOp::PutEpochs { uid: r.uid, epochs: epochs.entries() }])?;
+    tracing::info!(topic = %r.topic, partition = r.partition(), from, old_end = r.log_end(), "truncated divergent log tail");
+    *r.epochs.lock().expect("poisoned") = epochs;
+    *r.producers.lock().expect("poisoned") = rebuild_producers(log, r.uid, r.log_start(), from)?;
+    r.set_log_end(from);
+    Ok(from)
+}
+
+/// Producer state from the batch headers of the last [`PRODUCER_STATE_SCAN_OFFSETS`] offsets.
+pub fn rebuild_producers(log: &dyn LogStore, uid: u64, start: Offset, end: Offset) -> Result<ProducerState, LogError> {
+    let mut state = ProducerState::default();
+    let mut from = start.max(end - PRODUCER_STATE_SCAN_OFFSETS);
+    while from < end {
+        let batches = log.read(uid, from, end, 8 << 20)?;
+        let Some(last) = batches.last() else { break };
+        for b in &batches {
+            if let Ok(h) = BatchHeader::parse(b) {
+                state.record(&h, h.base_offset);
             }
-        };
-        let _ = job.reply.send(answer);
+        }
+        from = BatchHeader::parse(last).map(|h| h.next_offset()).map_err(|e| LogError(e.to_string()))?;
+    }
+    Ok(state)
+}
+
+fn delete(log: &dyn LogStore, key: PartitionKey) {
+    match log.delete(key) {
+        Ok(()) => tracing::info!(topic_id = %key.topic_id, partition = key.partition, "replica log deleted"),
+        Err(error) => tracing::error!(%error, topic_id = %key.topic_id, partition = key.partition, "deleting replica log failed"),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::log::PartitionKey;
-    use crate::log::conformance::batch;
-    use crate::log::memory::MemoryLog;
-    use crate::replica::Leadership;
-    use sluice_proto::model::TopicId;
-
-    fn replica(log: &dyn LogStore, p: i32) -> Arc<Replica> {
-        let key = PartitionKey {
-            topic_id: TopicId([1; 16]),
-            partition: p,
-        };
-        let o = log.open(key).unwrap();
-        Replica::new(
-            "t".into(),
-            key,
-            o.uid,
-            o.log_start,
-            o.log_end,
-            Leadership {
-                leader: 0,
-                epoch: 3,
-            },
-            1 << 20,
-        )
-    }
-
-    #[tokio::test]
-    async fn concurrent_appends_get_consecutive_offsets_per_partition() {
-        let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
-        let (writer, _h) = Writer::spawn(log.clone());
-        let (a, b) = (replica(log.as_ref(), 0), replica(log.as_ref(), 1));
-        let mut tasks = Vec::new();
-        for i in 0..50 {
-            let (w, r) = (
-                writer.clone(),
-                if i % 2 == 0 { a.clone() } else { b.clone() },
-            );
-            tasks.push(tokio::spawn(async move {
-                w.append(r, BytesMut::from(&batch(0, 3)[..]), 3)
-                    .await
-                    .unwrap()
-            }));
-        }
-        let mut offsets: Vec<_> = Vec::new();
-        for t in tasks {
-            offsets.push(t.await.unwrap());
-        }
-        assert_eq!((a.log_end(), b.log_end()), (75, 75));
-        assert_eq!(a.high_watermark(), 75);
-        let stored = log.read(a.uid, 0, 75, usize::MAX).unwrap();
-        let bases: Vec<_> = stored
-            .iter()
-            .map(|s| sluice_proto::batch::BatchHeader::parse(s).unwrap())
-            .collect();
-        assert!(
-            bases
-                .windows(2)
-                .all(|w| w[1].base_offset == w[0].next_offset())
-        );
-        assert!(bases.iter().all(|h| h.partition_leader_epoch == 3));
-        assert!(
-            sluice_proto::batch::validate(&stored[0]).is_ok(),
-            "rewriting offsets keeps the CRC valid"
-        );
-    }
-
-    #[tokio::test]
-    async fn appends_to_a_deleted_replica_fail_and_write_nothing() {
-        let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
-        let (writer, _h) = Writer::spawn(log.clone());
-        let r = replica(log.as_ref(), 0);
-        r.mark_deleted();
-        let res = writer
-            .append(r.clone(), BytesMut::from(&batch(0, 1)[..]), 1)
-            .await;
-        assert!(matches!(res, Err(AppendError::Deleted)));
-        assert_eq!(r.log_end(), 0);
-    }
-}
+#[path = "writer_tests.rs"]
+mod tests;

@@ -69,6 +69,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             cluster_name: "sluice".into(),
             lease_ttl: Duration::from_secs(2),
             fsync: false,
+            faults_dir: None,
         },
         store,
         node_listener,

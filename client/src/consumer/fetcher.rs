@@ -120,6 +120,7 @@ impl Fetcher {
             leader_epoch: leader.epoch,
             topic_id: leader.topic_id,
             decode: false,
+            replica_read: false,
         };
         let timeout = self.cfg.client.request_timeout + self.cfg.max_wait;
         let resp = with_timeout(timeout, "fetch", client.fetch(request(req, timeout))).await?;

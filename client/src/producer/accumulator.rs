@@ -6,7 +6,9 @@
 //!
 //! Invariants: per partition, batches leave in queue order and at most one is in flight; a
 //! batch that failed and will be retried goes back to the *front*, so retries never reorder a
-//! partition. Only the last batch of a queue may be open (accepting records).
+//! partition. Only the last batch of a queue may be open (accepting records). With idempotence,
+//! a batch gets its producer id and sequence when it is first drained and keeps them for every
+//! retry (see [`super::sequence`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -15,10 +17,12 @@ use bytes::Bytes;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use sluice_proto::batch::{BatchBuilder, BatchError, Compression, Record};
+use sluice_proto::pb::ErrorCode;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::oneshot;
 
 use super::RecordMetadata;
+use super::sequence::{Failure, Identity, PartitionSequence, Stamp};
 use crate::error::{ClientError, Result};
 use crate::partitioner::{StickyPartitioner, partition_for_key};
 
@@ -55,6 +59,10 @@ pub(crate) struct ProducerBatch {
     closed: bool,
     /// Buffer memory the records hold; released when the batch is dropped.
     memory: Option<OwnedSemaphorePermit>,
+    /// Producer id and sequence, set at the first drain when idempotence is on.
+    pub(crate) stamp: Option<Stamp>,
+    /// Whether an attempt may have been appended although it failed.
+    maybe_written: bool,
 }
 
 impl ProducerBatch {
@@ -72,6 +80,38 @@ impl ProducerBatch {
             retry_at: None,
             closed: false,
             memory: None,
+            stamp: None,
+            maybe_written: false,
+        }
+    }
+
+    /// Fixes the producer fields the encoded batch will carry (before its first encoding).
+    fn set_stamp(&mut self, stamp: Stamp) {
+        let data = std::mem::replace(&mut self.data, BatchData::Encoded(Bytes::new()));
+        self.data = match data {
+            BatchData::Open(builder) => BatchData::Open(builder.with_producer(
+                stamp.identity.producer_id,
+                stamp.identity.epoch,
+                stamp.base_sequence,
+            )),
+            encoded @ BatchData::Encoded(_) => encoded,
+        };
+        self.stamp = Some(stamp);
+    }
+
+    /// Notes a failed attempt, remembering whether the leader may have appended it anyway.
+    pub(crate) fn attempt_failed(&mut self, err: &ClientError) {
+        self.maybe_written |= err.may_have_been_written();
+    }
+
+    /// How the batch failed for good, given its last error (`None`: it expired while queued).
+    fn failure(&self, last: Option<&ClientError>) -> Failure {
+        match last.and_then(ClientError::code) {
+            Some(ErrorCode::OutOfOrderSequence | ErrorCode::InvalidProducerEpoch) => {
+                Failure::SequenceRejected
+            }
+            _ if self.maybe_written => Failure::MaybeWritten,
+            _ => Failure::NotWritten,
         }
     }
 
@@ -145,6 +185,7 @@ struct PartitionQueue {
     batches: VecDeque<ProducerBatch>,
     /// Id of the batch being sent, if any.
     in_flight: Option<u64>,
+    sequence: PartitionSequence,
 }
 
 impl PartitionQueue {
@@ -192,6 +233,10 @@ pub(crate) struct Accumulator {
     next_batch_id: u64,
     /// Batches with an id below this are sent without waiting for linger (a flush is pending).
     flush_below: u64,
+    /// The idempotent producer's current identity; `None` when idempotence is off.
+    identity: Option<Identity>,
+    /// A partition waits for a newer identity than the current one.
+    identity_wanted: bool,
 }
 
 impl Accumulator {
@@ -203,7 +248,31 @@ impl Accumulator {
             rng: SmallRng::from_rng(&mut rand::rng()),
             next_batch_id: 0,
             flush_below: 0,
+            identity: None,
+            identity_wanted: false,
         }
+    }
+
+    /// Installs a producer id from the coordinator (turning idempotence on). Partitions number
+    /// their next batch under it from sequence 0.
+    pub(crate) fn set_identity(&mut self, producer_id: i64, epoch: i16) {
+        let generation = self.identity.map_or(1, |i| i.generation + 1);
+        self.identity = Some(Identity {
+            producer_id,
+            epoch,
+            generation,
+        });
+        self.identity_wanted = false;
+    }
+
+    /// The identity batches are stamped with now.
+    pub(crate) fn identity(&self) -> Option<Identity> {
+        self.identity
+    }
+
+    /// Whether a partition cannot send until a new identity is installed.
+    pub(crate) fn wants_identity(&self) -> bool {
+        self.identity_wanted
     }
 
     /// The partition for a record: the one asked for, Kafka's murmur2 of the key, or the
@@ -341,12 +410,19 @@ impl Accumulator {
                     if !b.closed {
                         self.sticky.on_batch_closed(topic, partition);
                     }
+                    if let Some(stamp) = &b.stamp {
+                        self.identity_wanted |= q.sequence.failed(stamp, b.failure(None));
+                    }
                     expired.push(b);
                 }
                 let Some(head) = q.batches.front() else {
                     continue;
                 };
                 wake(head.created + s.delivery_timeout);
+                // Woken again by the new identity's arrival.
+                if head.stamp.is_none() && self.identity.is_some_and(|id| q.sequence.waiting(&id)) {
+                    continue;
+                }
                 if let Some(at) = head.retry_at.filter(|&at| now < at) {
                     wake(at);
                     continue;
@@ -370,10 +446,20 @@ impl Accumulator {
     }
 
     /// Takes the head batch of a ready partition for sending and marks the partition in flight.
+    /// With idempotence, a batch sent for the first time is stamped with the identity and the
+    /// partition's next sequence; `None` while the partition waits for a new identity.
     pub(crate) fn drain(&mut self, topic: &str, partition: i32) -> Option<ProducerBatch> {
+        let identity = self.identity;
         let q = self.queue(topic, partition);
         if q.in_flight.is_some() {
             return None;
+        }
+        let head = q.batches.front_mut()?;
+        if let Some(identity) = identity
+            && head.stamp.is_none()
+        {
+            let stamp = q.sequence.stamp(&identity, head.len())?;
+            head.set_stamp(stamp);
         }
         let mut batch = q.batches.pop_front()?;
         q.in_flight = Some(batch.id);
@@ -386,9 +472,31 @@ impl Accumulator {
         Some(batch)
     }
 
-    /// The partition's in-flight request finished (its batch resolved or about to be).
+    /// The partition's in-flight request succeeded (its batch is about to be resolved).
     pub(crate) fn complete(&mut self, topic: &str, partition: i32) {
         self.queue(topic, partition).in_flight = None;
+    }
+
+    /// The partition's in-flight batch failed for good with `err`: frees the partition and
+    /// settles its sequence (see [`super::sequence`]).
+    pub(crate) fn fail(&mut self, batch: &ProducerBatch, err: &ClientError) {
+        let how = batch.failure(Some(err));
+        let q = self.queue(&batch.topic, batch.partition);
+        q.in_flight = None;
+        if let Some(stamp) = &batch.stamp {
+            self.identity_wanted |= q.sequence.failed(stamp, how);
+        }
+    }
+
+    /// The partition's in-flight batch vanished (its send task panicked): frees the partition;
+    /// its sequence is unknown from now on.
+    pub(crate) fn lose(&mut self, topic: &str, partition: i32) {
+        let idempotent = self.identity.is_some();
+        let q = self.queue(topic, partition);
+        q.in_flight = None;
+        if idempotent {
+            self.identity_wanted |= q.sequence.abandon();
+        }
     }
 
     /// Puts a failed batch back at the front of its partition, to be sent again from `retry_at`

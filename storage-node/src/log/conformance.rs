@@ -6,7 +6,7 @@ use bytes::Bytes;
 use sluice_proto::batch::{BatchBuilder, Compression, Record};
 use sluice_proto::model::Offset;
 
-/// A valid batch of `count` small records starting at `base`.
+/// A valid batch of `count` small records starting at `base`, written in leader epoch 0.
 pub fn batch(base: Offset, count: usize) -> Bytes {
     let mut b = BatchBuilder::new(Compression::None);
     for i in 0..count {
@@ -17,7 +17,10 @@ pub fn batch(base: Offset, count: usize) -> Bytes {
             timestamp_ms: 1_000 + i as i64,
         });
     }
-    b.finish(base).expect("valid batch")
+    // Stored batches carry the epoch of the leader that wrote them (producers send -1).
+    let mut bytes = b.finish(base).expect("valid batch").to_vec();
+    sluice_proto::batch::set_partition_leader_epoch(&mut bytes, 0);
+    Bytes::from(bytes)
 }
 
 /// Generates one `#[test]` per conformance case for a backend.
@@ -26,7 +29,7 @@ macro_rules! log_store_conformance {
     ($factory:expr) => {
         use sluice_proto::model::TopicId;
         use $crate::log::conformance::batch;
-        use $crate::log::{Append, LogStore, PartitionKey};
+        use $crate::log::{Append, EpochEntry, LogOp, LogStore, PartitionKey};
 
         fn key(t: u8, p: i32) -> PartitionKey {
             PartitionKey {
@@ -170,6 +173,45 @@ macro_rules! log_store_conformance {
             assert_ne!(again.uid, old);
             assert_eq!(again.log_end, 0);
             log.sync().unwrap();
+        }
+
+        #[test]
+        fn truncation_removes_batches_from_a_boundary_and_epochs_persist_with_the_log() {
+            let (log, _g) = ($factory)();
+            let uid = log.open(key(1, 0)).unwrap().uid;
+            let (b0, b1, b2) = (batch(0, 2), batch(2, 2), batch(4, 2));
+            let epochs = [
+                EpochEntry { epoch: 0, start_offset: 0 },
+                EpochEntry { epoch: 3, start_offset: 4 },
+            ];
+            log.write(&[
+                LogOp::Append(Append { uid, base_offset: 0, batch: &b0 }),
+                LogOp::Append(Append { uid, base_offset: 2, batch: &b1 }),
+                LogOp::Append(Append { uid, base_offset: 4, batch: &b2 }),
+                LogOp::PutEpochs { uid, epochs: &epochs },
+            ])
+            .unwrap();
+            assert_eq!(log.open(key(1, 0)).unwrap().epochs, epochs.to_vec());
+            log.write(&[LogOp::TruncateFrom { uid, from: 2 }, LogOp::PutEpochs { uid, epochs: &epochs[..1] }])
+                .unwrap();
+            let opened = log.open(key(1, 0)).unwrap();
+            assert_eq!((opened.log_end, opened.epochs), (2, epochs[..1].to_vec()));
+            assert_eq!(log.read(uid, 0, 10, usize::MAX).unwrap(), vec![b0]);
+        }
+
+        #[test]
+        fn epochs_are_rebuilt_from_batch_headers_when_none_were_stored() {
+            let (log, _g) = ($factory)();
+            let uid = log.open(key(1, 0)).unwrap().uid;
+            let mut later = batch(2, 2).to_vec();
+            sluice_proto::batch::set_partition_leader_epoch(&mut later, 5);
+            let first = batch(0, 2);
+            log.append(&[Append { uid, base_offset: 0, batch: &first }, Append { uid, base_offset: 2, batch: &later }])
+                .unwrap();
+            assert_eq!(
+                log.open(key(1, 0)).unwrap().epochs,
+                vec![EpochEntry { epoch: 0, start_offset: 0 }, EpochEntry { epoch: 5, start_offset: 2 }]
+            );
         }
     };
 }

@@ -7,13 +7,14 @@ use bytes::Bytes;
 use sluice_proto::batch::BatchHeader;
 use sluice_proto::model::Offset;
 
-use super::{Append, LogError, LogStore, OpenedLog, PartitionKey, Uid};
+use super::{EpochEntry, LogError, LogOp, LogStore, OpenedLog, PartitionKey, Uid, epochs_from_batches};
 
 #[derive(Default)]
 struct Inner {
     next_uid: Uid,
     uids: HashMap<PartitionKey, Uid>,
     batches: BTreeMap<(Uid, Offset), Bytes>,
+    epochs: HashMap<Uid, Vec<EpochEntry>>,
 }
 
 /// A [`LogStore`] in a mutex-guarded map.
@@ -53,10 +54,17 @@ impl LogStore for MemoryLog {
             Some((_, b)) => next_offset(b)?,
             None => 0,
         };
+        let epochs = match g.epochs.get(&uid) {
+            Some(e) => e.clone(),
+            None => epochs_from_batches(
+                g.batches.range((uid, 0)..=(uid, Offset::MAX)).map(|(_, b)| b.as_ref()),
+            ),
+        };
         Ok(OpenedLog {
             uid,
             log_start,
             log_end,
+            epochs,
         })
     }
 
@@ -67,11 +75,27 @@ impl LogStore for MemoryLog {
         Ok(v)
     }
 
-    fn append(&self, appends: &[Append<'_>]) -> Result<(), LogError> {
+    fn write(&self, ops: &[LogOp<'_>]) -> Result<(), LogError> {
         let mut g = self.inner.lock().expect("poisoned");
-        for a in appends {
-            g.batches
-                .insert((a.uid, a.base_offset), Bytes::copy_from_slice(a.batch));
+        for op in ops {
+            match op {
+                LogOp::Append(a) => {
+                    g.batches.insert((a.uid, a.base_offset), Bytes::copy_from_slice(a.batch));
+                }
+                LogOp::TruncateFrom { uid, from } => {
+                    let doomed: Vec<_> = g
+                        .batches
+                        .range((*uid, *from)..=(*uid, Offset::MAX))
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for k in doomed {
+                        g.batches.remove(&k);
+                    }
+                }
+                LogOp::PutEpochs { uid, epochs } => {
+                    g.epochs.insert(*uid, epochs.to_vec());
+                }
+            }
         }
         Ok(())
     }
@@ -103,6 +127,7 @@ impl LogStore for MemoryLog {
     fn delete(&self, key: PartitionKey) -> Result<(), LogError> {
         let mut g = self.inner.lock().expect("poisoned");
         if let Some(uid) = g.uids.remove(&key) {
+            g.epochs.remove(&uid);
             let keys: Vec<_> = g
                 .batches
                 .range((uid, 0)..=(uid, Offset::MAX))

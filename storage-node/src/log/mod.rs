@@ -25,8 +25,18 @@ pub struct PartitionKey {
     pub partition: PartitionId,
 }
 
-/// What `open` recovered of a replica's log.
+/// One entry of a replica's leader-epoch history: `epoch` began at `start_offset` (the base
+/// offset of the first batch written in it). Used to find where two replicas' logs diverge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEntry {
+    /// The leader epoch.
+    pub epoch: i32,
+    /// First offset written in that epoch.
+    pub start_offset: Offset,
+}
+
+/// What `open` recovered of a replica's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenedLog {
     /// The replica's uid.
     pub uid: Uid,
@@ -34,6 +44,29 @@ pub struct OpenedLog {
     pub log_start: Offset,
     /// Offset the next appended record gets (one past the last stored record).
     pub log_end: Offset,
+    /// The leader-epoch history as last written with the log.
+    pub epochs: Vec<EpochEntry>,
+}
+
+/// One change to the log store; a [`LogStore::write`] applies several atomically, in order.
+#[derive(Debug, Clone, Copy)]
+pub enum LogOp<'a> {
+    /// Stores a batch (offsets already assigned).
+    Append(Append<'a>),
+    /// Removes every batch of `uid` whose base offset is at or after `from` (a batch boundary).
+    TruncateFrom {
+        /// Target replica.
+        uid: Uid,
+        /// First removed offset.
+        from: Offset,
+    },
+    /// Replaces the replica's stored leader-epoch history.
+    PutEpochs {
+        /// Target replica.
+        uid: Uid,
+        /// The whole history, oldest first.
+        epochs: &'a [EpochEntry],
+    },
 }
 
 /// One batch to append, with its offsets already assigned.
@@ -58,8 +91,14 @@ pub trait LogStore: Send + Sync + 'static {
     fn open(&self, key: PartitionKey) -> Result<OpenedLog, LogError>;
     /// Every replica with a log on this node.
     fn list(&self) -> Result<Vec<(PartitionKey, Uid)>, LogError>;
-    /// Appends several batches, of one or more replicas, atomically and in order.
-    fn append(&self, appends: &[Append<'_>]) -> Result<(), LogError>;
+    /// Applies appends, truncations and epoch-history updates, of one or more replicas,
+    /// atomically and in order.
+    fn write(&self, ops: &[LogOp<'_>]) -> Result<(), LogError>;
+    /// Appends batches atomically (a [`LogStore::write`] of appends only).
+    fn append(&self, appends: &[Append<'_>]) -> Result<(), LogError> {
+        let ops: Vec<LogOp<'_>> = appends.iter().map(|a| LogOp::Append(*a)).collect();
+        self.write(&ops)
+    }
     /// Whole batches holding offsets from `from` on, stopping before any batch whose last
     /// offset is at or past `limit`, and after `max_bytes` (the first batch is always
     /// returned whole, however large).
@@ -74,4 +113,44 @@ pub trait LogStore: Send + Sync + 'static {
     fn delete(&self, key: PartitionKey) -> Result<(), LogError>;
     /// Makes every acknowledged append durable on disk (fsync of the write-ahead log).
     fn sync(&self) -> Result<(), LogError>;
+}
+
+/// Encodes an epoch history for the meta column family: `(epoch i32 BE, start i64 BE)*`.
+pub fn encode_epochs(epochs: &[EpochEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(epochs.len() * 12);
+    for e in epochs {
+        out.extend_from_slice(&e.epoch.to_be_bytes());
+        out.extend_from_slice(&e.start_offset.to_be_bytes());
+    }
+    out
+}
+
+/// Inverse of [`encode_epochs`]; `None` when the bytes are not a whole number of entries.
+pub fn decode_epochs(bytes: &[u8]) -> Option<Vec<EpochEntry>> {
+    if bytes.len() % 12 != 0 {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(12)
+            .map(|c| EpochEntry {
+                epoch: i32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                start_offset: i64::from_be_bytes([c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]]),
+            })
+            .collect(),
+    )
+}
+
+/// Rebuilds an epoch history from batch headers (for logs written before histories were
+/// stored): a new entry wherever a batch's epoch exceeds the last one seen.
+pub fn epochs_from_batches<'a>(batches: impl IntoIterator<Item = &'a [u8]>) -> Vec<EpochEntry> {
+    let mut out: Vec<EpochEntry> = Vec::new();
+    for b in batches {
+        if let Ok(h) = sluice_proto::batch::BatchHeader::parse(b)
+            && out.last().is_none_or(|l| h.partition_leader_epoch > l.epoch)
+        {
+            out.push(EpochEntry { epoch: h.partition_leader_epoch, start_offset: h.base_offset });
+        }
+    }
+    out
 }

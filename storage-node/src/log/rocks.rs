@@ -13,12 +13,17 @@ use rocksdb::{
 use sluice_proto::batch::BatchHeader;
 use sluice_proto::model::{Offset, TopicId};
 
-use super::{Append, LogError, LogStore, OpenedLog, PartitionKey, Uid};
+use super::{
+    EpochEntry, LogError, LogOp, LogStore, OpenedLog, PartitionKey, Uid, decode_epochs, encode_epochs,
+    epochs_from_batches,
+};
 
 const CF_LOG: &str = "log";
 const CF_META: &str = "meta";
 /// `meta` key prefix of partition → uid mappings: `p | topic id (16) | partition (4 BE)`.
 const META_PARTITION: u8 = b'p';
+/// `meta` key prefix of leader-epoch histories: `e | uid (8 BE)`.
+const META_EPOCHS: u8 = b'e';
 /// `meta` key holding the last uid handed out.
 const META_LAST_UID: &[u8] = b"last_uid";
 
@@ -51,6 +56,13 @@ fn meta_key(key: &PartitionKey) -> Vec<u8> {
     k.push(META_PARTITION);
     k.extend_from_slice(&key.topic_id.0);
     k.extend_from_slice(&key.partition.to_be_bytes());
+    k
+}
+
+fn epochs_key(uid: Uid) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = META_EPOCHS;
+    k[1..].copy_from_slice(&uid.to_be_bytes());
     k
 }
 
@@ -117,6 +129,20 @@ impl RocksLog {
     }
 }
 
+impl RocksLog {
+    /// The stored epoch history, or one rebuilt from batch headers when none was stored.
+    fn load_epochs(&self, uid: Uid, start: Offset, end: Offset) -> Result<Vec<EpochEntry>, LogError> {
+        if let Some(v) = self.db.get_cf(self.cf(CF_META), epochs_key(uid)).map_err(err)? {
+            return decode_epochs(&v).ok_or_else(|| LogError(format!("corrupt epoch history of uid {uid}")));
+        }
+        if start == end {
+            return Ok(Vec::new());
+        }
+        let batches = self.read(uid, start, end, usize::MAX)?;
+        Ok(epochs_from_batches(batches.iter().map(|b| b.as_ref())))
+    }
+}
+
 impl LogStore for RocksLog {
     fn open(&self, key: PartitionKey) -> Result<OpenedLog, LogError> {
         let meta = self.cf(CF_META);
@@ -138,10 +164,12 @@ impl LogStore for RocksLog {
             }
         };
         let (log_start, log_end) = self.bounds(uid)?;
+        let epochs = self.load_epochs(uid, log_start, log_end)?;
         Ok(OpenedLog {
             uid,
             log_start,
             log_end,
+            epochs,
         })
     }
 
@@ -170,11 +198,19 @@ impl LogStore for RocksLog {
         Ok(out)
     }
 
-    fn append(&self, appends: &[Append<'_>]) -> Result<(), LogError> {
-        let cf = self.cf(CF_LOG);
+    fn write(&self, ops: &[LogOp<'_>]) -> Result<(), LogError> {
+        let (cf, meta) = (self.cf(CF_LOG), self.cf(CF_META));
         let mut wb = WriteBatch::default();
-        for a in appends {
-            wb.put_cf(cf, log_key(a.uid, a.base_offset), a.batch);
+        for op in ops {
+            match op {
+                LogOp::Append(a) => wb.put_cf(cf, log_key(a.uid, a.base_offset), a.batch),
+                LogOp::TruncateFrom { uid, from } => {
+                    wb.delete_range_cf(cf, log_key(*uid, *from), log_key(uid + 1, 0))
+                }
+                LogOp::PutEpochs { uid, epochs } => {
+                    wb.put_cf(meta, epochs_key(*uid), encode_epochs(epochs))
+                }
+            }
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync_appends);
@@ -230,6 +266,7 @@ impl LogStore for RocksLog {
         let mut wb = WriteBatch::default();
         wb.delete_range_cf(self.cf(CF_LOG), log_key(uid, 0), log_key(uid + 1, 0));
         wb.delete_cf(meta, meta_key(&key));
+        wb.delete_cf(meta, epochs_key(uid));
         self.db.write(wb).map_err(err)
     }
 

@@ -1,4 +1,8 @@
 //! gRPC adapters of the storage node.
 
+pub mod codec;
+pub mod fetch;
 pub mod log;
+pub mod produce;
+pub mod replicate;
 pub mod resolve;

@@ -1,36 +1,30 @@
 //! The client's view of the cluster: which node leads each partition (and at which epoch), node
-//! addresses and topic ids, read from a coordinator and corrected by `NOT_LEADER` hints.
+//! addresses and topic ids. Three sources feed it: a `WatchMetadata` stream that pushes every
+//! change ([`watch`]), `GetMetadata` refreshes when a request fails or the view is old, and the
+//! `NOT_LEADER` hints storage nodes return. None of them may move a leader back to an older
+//! epoch ([`snapshot::keep_newer_leaders`]).
 //!
-//! Only topics the client has used are fetched. Refreshes are debounced: callers pass the
-//! snapshot version they saw fail, and a refresh that finished since then counts for them, so a
-//! burst of errors from many partitions costs one `GetMetadata`.
+//! Only topics the client has used are kept. Refreshes are debounced: callers pass the snapshot
+//! version they saw fail, and an answer installed since then (refresh or watch message) counts
+//! for them, so a burst of errors from many partitions costs one `GetMetadata`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+mod snapshot;
+mod watch;
+
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_proto::pb::{self, ErrorCode, LeaderHint, metadata_client::MetadataClient};
+use tokio::task::AbortHandle;
 
 use crate::config::ClientConfig;
 use crate::connection::{Coordinators, Pool, request};
 use crate::error::{ClientError, Result};
-
-/// A topic as last read: its id (requests carry it so a re-created topic is noticed) and its
-/// partitions indexed by partition id.
-#[derive(Debug, Clone)]
-pub(crate) struct TopicInfo {
-    pub(crate) id: Bytes,
-    pub(crate) partitions: Vec<PartitionInfo>,
-}
-
-/// Who leads one partition; `leader` is -1 when nobody does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PartitionInfo {
-    pub(crate) leader: i32,
-    pub(crate) epoch: i32,
-}
+pub(crate) use snapshot::TopicInfo;
+use snapshot::{PartitionInfo, Snapshot, build_snapshot, hint_is_news, keep_newer_leaders};
 
 /// Where to send a partition's produce, fetch and list-offsets requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,22 +35,12 @@ pub(crate) struct Leader {
     pub(crate) topic_id: Bytes,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Snapshot {
-    /// Bumped by each completed refresh (not by hints), for debouncing.
-    version: u64,
-    fetched_at: Option<Instant>,
-    nodes: HashMap<i32, String>,
-    topics: HashMap<String, Arc<TopicInfo>>,
-    /// Topics the last refresh asked for and the cluster did not know.
-    unknown: HashSet<String>,
-}
-
-/// Shared metadata cache; one per producer, consumer or admin client.
+/// Shared metadata cache; one per producer or consumer.
 #[derive(Debug)]
 pub(crate) struct Metadata {
     pub(crate) pool: Arc<Pool>,
-    coordinators: Coordinators,
+    pub(crate) coordinators: Coordinators,
+    request_timeout: Duration,
     max_age: Duration,
     state: RwLock<Arc<Snapshot>>,
     interest: Mutex<BTreeSet<String>>,
@@ -65,15 +49,26 @@ pub(crate) struct Metadata {
     attempts: AtomicU64,
     last_error: Mutex<Option<ClientError>>,
     background_refresh: AtomicBool,
+    /// The watch task, started with the first topic in use and aborted on drop.
+    watch: OnceLock<AbortHandle>,
+}
+
+impl Drop for Metadata {
+    fn drop(&mut self) {
+        if let Some(watch) = self.watch.get() {
+            watch.abort();
+        }
+    }
 }
 
 impl Metadata {
     pub(crate) fn new(cfg: &ClientConfig) -> Result<Arc<Self>> {
         cfg.validate()?;
-        let pool = Arc::new(Pool::new(cfg.request_timeout));
+        let pool = Arc::new(Pool::new(cfg.connect_timeout));
         Ok(Arc::new(Self {
             pool,
             coordinators: Coordinators::new(cfg.bootstrap_uris(), cfg.request_timeout),
+            request_timeout: cfg.request_timeout,
             max_age: cfg.metadata_max_age,
             state: RwLock::new(Arc::new(Snapshot::default())),
             interest: Mutex::new(BTreeSet::new()),
@@ -81,6 +76,7 @@ impl Metadata {
             attempts: AtomicU64::new(0),
             last_error: Mutex::new(None),
             background_refresh: AtomicBool::new(false),
+            watch: OnceLock::new(),
         }))
     }
 
@@ -107,6 +103,7 @@ impl Metadata {
             return Ok(t.clone());
         }
         self.interest.lock().unwrap().insert(name.to_string());
+        self.watch.get_or_init(|| watch::spawn(self));
         let mut seen = snap.version;
         // Twice: a refresh that was already running when the topic was first asked for may not
         // have included it.
@@ -198,7 +195,7 @@ impl Metadata {
             }
             other => other?,
         };
-        let snap = build_snapshot(self.version() + 1, &asked, resp);
+        let snap = self.install(&asked, resp);
         if !snap.unknown.is_empty() {
             let mut interest = self.interest.lock().unwrap();
             for name in &snap.unknown {
@@ -211,8 +208,29 @@ impl Metadata {
             nodes = snap.nodes.len(),
             "metadata refreshed"
         );
-        *self.state.write().unwrap() = Arc::new(snap);
         Ok(())
+    }
+
+    /// A watch message: the new view of the topics in use.
+    fn install_watched(&self, resp: pb::GetMetadataResponse) {
+        let asked: Vec<String> = self.interest.lock().unwrap().iter().cloned().collect();
+        let snap = self.install(&asked, resp);
+        tracing::debug!(
+            version = snap.version,
+            topics = snap.topics.len(),
+            nodes = snap.nodes.len(),
+            "metadata watch update"
+        );
+    }
+
+    /// Replaces the view with `resp` (the `asked` topics of it) under the next version, keeping
+    /// any leader the current view knows at a newer epoch.
+    fn install(&self, asked: &[String], resp: pb::GetMetadataResponse) -> Arc<Snapshot> {
+        let mut state = self.state.write().unwrap();
+        let mut snap = build_snapshot(state.version + 1, asked, resp);
+        keep_newer_leaders(&state, &mut snap);
+        *state = Arc::new(snap);
+        state.clone()
     }
 
     fn spawn_refresh(self: &Arc<Self>, seen_version: u64) {
@@ -308,17 +326,6 @@ impl Metadata {
     }
 }
 
-/// A hint is news when it names a different leader or a newer epoch, and is not older than what
-/// the cache holds (hints from a stale node must not undo a newer view).
-fn hint_is_news(current: PartitionInfo, known_address: Option<&str>, hint: &LeaderHint) -> bool {
-    if hint.leader_epoch < current.epoch {
-        return false;
-    }
-    hint.leader_epoch > current.epoch
-        || hint.node_id != current.leader
-        || known_address != Some(hint.address.as_str())
-}
-
 fn unknown_topic(name: &str) -> ClientError {
     ClientError::api(
         ErrorCode::UnknownTopic,
@@ -326,148 +333,15 @@ fn unknown_topic(name: &str) -> ClientError {
     )
 }
 
-/// The new cache from a `GetMetadata` answer: only the topics asked for (a full listing is
-/// filtered), partitions laid out by id.
-fn build_snapshot(version: u64, asked: &[String], resp: pb::GetMetadataResponse) -> Snapshot {
-    let asked: HashSet<&str> = asked.iter().map(String::as_str).collect();
-    let nodes = resp
-        .nodes
-        .into_iter()
-        .map(|n| (n.node_id, n.address))
-        .collect();
-    let mut topics = HashMap::new();
-    for t in resp.topics {
-        if !asked.contains(t.name.as_str()) {
-            continue;
-        }
-        let count = t
-            .partitions
-            .iter()
-            .map(|p| p.partition + 1)
-            .max()
-            .unwrap_or(0)
-            .max(0) as usize;
-        let mut partitions = vec![
-            PartitionInfo {
-                leader: -1,
-                epoch: -1
-            };
-            count
-        ];
-        for p in &t.partitions {
-            if let Ok(i) = usize::try_from(p.partition) {
-                partitions[i] = PartitionInfo {
-                    leader: p.leader,
-                    epoch: p.leader_epoch,
-                };
-            }
-        }
-        topics.insert(
-            t.name,
-            Arc::new(TopicInfo {
-                id: t.topic_id,
-                partitions,
-            }),
-        );
-    }
-    let unknown = asked
-        .iter()
-        .filter(|n| !topics.contains_key(**n))
-        .map(|n| n.to_string())
-        .collect();
-    Snapshot {
-        version,
-        fetched_at: Some(Instant::now()),
-        nodes,
-        topics,
-        unknown,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn partition(partition: i32, leader: i32, epoch: i32) -> pb::PartitionMetadata {
-        pb::PartitionMetadata {
-            partition,
-            leader,
-            leader_epoch: epoch,
-            replicas: vec![],
-            isr: vec![],
-        }
-    }
-
-    fn response() -> pb::GetMetadataResponse {
-        pb::GetMetadataResponse {
-            cluster_name: "c".into(),
-            nodes: vec![pb::NodeInfo {
-                node_id: 1,
-                address: "127.0.0.1:1".into(),
-                rack: String::new(),
-            }],
-            topics: vec![
-                pb::TopicMetadata {
-                    name: "a".into(),
-                    topic_id: Bytes::from_static(&[1; 16]),
-                    partitions: vec![partition(1, 1, 3), partition(0, -1, 2)],
-                    internal: false,
-                },
-                pb::TopicMetadata {
-                    name: "other".into(),
-                    topic_id: Bytes::new(),
-                    partitions: vec![partition(0, 1, 0)],
-                    internal: false,
-                },
-            ],
-            controller: None,
-        }
-    }
-
-    #[test]
-    fn snapshot_keeps_asked_topics_with_partitions_by_id_and_records_unknown_ones() {
-        let snap = build_snapshot(1, &["a".into(), "missing".into()], response());
-        assert_eq!(snap.topics.len(), 1);
-        let a = &snap.topics["a"];
-        assert_eq!(
-            a.partitions[0],
-            PartitionInfo {
-                leader: -1,
-                epoch: 2
-            }
-        );
-        assert_eq!(
-            a.partitions[1],
-            PartitionInfo {
-                leader: 1,
-                epoch: 3
-            }
-        );
-        assert!(snap.unknown.contains("missing"));
-        assert_eq!(snap.nodes[&1], "127.0.0.1:1");
-    }
-
-    #[test]
-    fn hints_move_the_leader_forward_but_never_back() {
-        let current = PartitionInfo {
-            leader: 1,
-            epoch: 5,
-        };
-        let hint = |node_id, leader_epoch| LeaderHint {
-            node_id,
-            address: format!("n{node_id}:1"),
-            leader_epoch,
-        };
-        assert!(hint_is_news(current, Some("n1:1"), &hint(2, 6)));
-        assert!(hint_is_news(current, Some("n1:1"), &hint(2, 5)));
-        assert!(!hint_is_news(current, Some("n1:1"), &hint(1, 5)));
-        assert!(!hint_is_news(current, Some("n1:1"), &hint(2, 4)));
-    }
-
     #[tokio::test]
     async fn applied_hint_reroutes_the_partition_leader() {
         let meta = Metadata::new(&ClientConfig::default()).unwrap();
-        *meta.state.write().unwrap() = Arc::new(build_snapshot(1, &["a".into()], response()));
+        let resp = snapshot::tests::response();
+        *meta.state.write().unwrap() = Arc::new(build_snapshot(1, &["a".into()], resp));
         let hint = LeaderHint {
             node_id: 7,
             address: "127.0.0.7:1".into(),
@@ -481,6 +355,10 @@ mod tests {
         assert!(!meta.apply_hint("a", 1, &hint));
         // A hint refresh is not a metadata refresh.
         assert_eq!(meta.version(), 1);
+        // A later answer that still names the old leader does not undo the hint.
+        meta.install(&["a".into()], snapshot::tests::response());
+        assert_eq!(meta.leader("a", 1).await.unwrap().node_id, 7);
+        assert_eq!(meta.version(), 2);
         let err = meta.leader("a", 0).await.unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::PartitionOffline));
         let err = meta.leader("a", 9).await.unwrap_err();

@@ -1,0 +1,115 @@
+//! The follower side of replication: one task per partition this node follows. It opens a
+//! `Replicate` stream to the leader, announces where its log ends and in which epoch, truncates
+//! when the leader says the logs diverge, appends what the leader pushes, and acknowledges its
+//! new log end after every append so the leader can advance the high watermark.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_metadata::cache::MetadataCache;
+use sluice_proto::model::NodeId;
+use sluice_proto::pb::{self, log_client::LogClient};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::replica::{Leadership, Replica};
+use crate::writer::Writer;
+
+/// How long connecting to a leader may take before the follower retries.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// What every follower task of a node shares.
+pub struct FollowerContext {
+    /// This node.
+    pub node_id: NodeId,
+    /// Leader addresses come from the cluster view.
+    pub cache: Arc<MetadataCache>,
+    /// Replicated appends and truncations go through the group-commit writer.
+    pub writer: Writer,
+}
+
+/// Follows the partition's leader until this node leads it or the replica is removed.
+pub async fn run_follower(ctx: Arc<FollowerContext>, r: Arc<Replica>) {
+    let mut leadership = r.watch_leadership();
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        if r.is_deleted() {
+            return;
+        }
+        let l = *leadership.borrow_and_update();
+        if l.leader == ctx.node_id {
+            return;
+        }
+        let addr = ctx.cache.view().nodes.get(&l.leader).map(|n| n.address.clone());
+        let Some(addr) = addr.filter(|_| l.leader >= 0) else {
+            // No leader, or its node is not registered (yet): wait for a change.
+            let _ = tokio::time::timeout(Duration::from_millis(200), leadership.changed()).await;
+            continue;
+        };
+        let outcome = tokio::select! {
+            res = follow_once(&ctx, &r, l, &addr) => res,
+            _ = leadership.changed() => Ok(()),
+        };
+        match outcome {
+            Ok(()) => backoff = Duration::from_millis(20),
+            Err(error) => {
+                tracing::debug!(%error, topic = %r.topic, partition = r.partition(), leader = l.leader, "replication stream failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+fn ack(r: &Replica, node_id: NodeId, l: Leadership) -> pb::ReplicaAck {
+    pb::ReplicaAck {
+        topic: r.topic.clone(),
+        partition: r.partition(),
+        topic_id: r.topic_id().0.to_vec().into(),
+        follower_id: node_id,
+        leader_epoch: l.epoch,
+        log_end_offset: r.log_end(),
+        last_epoch: r.epochs.lock().expect("poisoned").last_epoch(),
+    }
+}
+
+/// One replication stream; returns `Ok` when the stream should simply be reopened (it ended,
+/// or the logs diverged and were truncated).
+async fn follow_once(ctx: &FollowerContext, r: &Arc<Replica>, l: Leadership, addr: &str) -> Result<(), String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("connecting to leader {} at {addr}: {e}", l.leader))?;
+    let mut client = LogClient::new(channel)
+        .max_decoding_message_size(crate::MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(crate::MAX_MESSAGE_SIZE);
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(ack(r, ctx.node_id, l)).await.map_err(|e| e.to_string())?;
+    let mut inbound = client
+        .replicate(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    while let Some(chunk) = inbound.message().await.map_err(|s| s.message().to_string())? {
+        if chunk.diverging {
+            ctx.writer
+                .truncate(r.clone(), chunk.truncate_to, chunk.diverging_epoch)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(());
+        }
+        if !chunk.batches.is_empty() {
+            ctx.writer.replicate(r.clone(), chunk.batches).await.map_err(|e| e.to_string())?;
+        }
+        r.follow_high_watermark(chunk.high_watermark);
+        if tx.send(ack(r, ctx.node_id, l)).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}

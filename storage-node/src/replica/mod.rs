@@ -1,0 +1,359 @@
+//! One partition replica hosted by this node: identity, role (leader or follower, at which
+//! epoch), log bounds, high watermark, and the leader's view of its followers. The
+//! group-commit writer is the only writer of the log end; the decisions (high watermark, ISR,
+//! divergence, producer sequences) are pure functions in the submodules.
+
+pub mod epochs;
+pub mod hw;
+pub mod isr;
+pub mod producers;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sluice_proto::model::{LeaderEpoch, NodeId, Offset, PartitionId, TopicId};
+use tokio::sync::watch;
+
+use crate::log::{EpochEntry, PartitionKey, Uid};
+use epochs::EpochHistory;
+use isr::{FollowerView, IsrInputs};
+use producers::ProducerState;
+
+/// Leadership of a replica, from the partition state in the metadata store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    /// The current leader's node id, or -1.
+    pub leader: NodeId,
+    /// The current leader epoch.
+    pub epoch: LeaderEpoch,
+}
+
+/// Per-topic settings a replica enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// `max.message.bytes`.
+    pub max_batch_bytes: usize,
+    /// `min.insync.replicas`.
+    pub min_insync: usize,
+    /// `replica.lag.time.max.ms`.
+    pub max_lag_ms: u64,
+}
+
+/// Assignment of a replica, from the partition state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// Leadership.
+    pub leadership: Leadership,
+    /// All replicas in preference order.
+    pub replicas: Vec<NodeId>,
+    /// In-sync replicas.
+    pub isr: Vec<NodeId>,
+    /// Version of the partition state (bumped at every leader or ISR change).
+    pub partition_epoch: i32,
+}
+
+/// State that changes with the role, under one lock.
+struct RoleState {
+    replicas: Vec<NodeId>,
+    isr: Vec<NodeId>,
+    partition_epoch: i32,
+    followers: BTreeMap<NodeId, FollowerView>,
+    /// Log end when this leadership began (where the epoch starts if nothing is written yet).
+    leadership_start_end: Offset,
+}
+
+/// A partition replica on this node.
+pub struct Replica {
+    /// This node.
+    pub node_id: NodeId,
+    /// Topic name (for errors and logs).
+    pub topic: String,
+    /// Identity of the partition.
+    pub key: PartitionKey,
+    /// Node-local log uid.
+    pub uid: Uid,
+    leadership: watch::Sender<Leadership>,
+    role: Mutex<RoleState>,
+    log_start: AtomicU64,
+    log_end: watch::Sender<Offset>,
+    high_watermark: watch::Sender<Offset>,
+    /// Leader-epoch history (the writer updates it with the log).
+    pub epochs: Mutex<EpochHistory>,
+    /// Idempotent-producer state (the writer updates it with the log).
+    pub producers: Mutex<ProducerState>,
+    max_batch_bytes: AtomicUsize,
+    min_insync: AtomicUsize,
+    max_lag_ms: AtomicU64,
+    deleted: AtomicBool,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().expect("replica lock poisoned")
+}
+
+impl Replica {
+    /// A replica whose log holds `[log_start, log_end)` with the given epoch history.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node_id: NodeId,
+        topic: String,
+        key: PartitionKey,
+        uid: Uid,
+        log_start: Offset,
+        log_end: Offset,
+        epochs: Vec<EpochEntry>,
+        assignment: Assignment,
+        config: ReplicaConfig,
+    ) -> Arc<Self> {
+        let r = Arc::new(Self {
+            node_id,
+            topic,
+            key,
+            uid,
+            leadership: watch::Sender::new(Leadership { leader: -1, epoch: -1 }),
+            role: Mutex::new(RoleState {
+                replicas: Vec::new(),
+                isr: Vec::new(),
+                partition_epoch: -1,
+                followers: BTreeMap::new(),
+                leadership_start_end: log_end,
+            }),
+            log_start: AtomicU64::new(log_start as u64),
+            log_end: watch::Sender::new(log_end),
+            // Nothing is known committed until the leader (or the ISR) says so; a lone leader
+            // moves it to its log end at once.
+            high_watermark: watch::Sender::new(0),
+            epochs: Mutex::new(EpochHistory::new(epochs)),
+            producers: Mutex::new(ProducerState::default()),
+            max_batch_bytes: AtomicUsize::new(config.max_batch_bytes),
+            min_insync: AtomicUsize::new(config.min_insync),
+            max_lag_ms: AtomicU64::new(config.max_lag_ms),
+            deleted: AtomicBool::new(false),
+        });
+        r.assign(assignment);
+        r
+    }
+
+    /// The topic id.
+    pub fn topic_id(&self) -> TopicId {
+        self.key.topic_id
+    }
+
+    /// The partition index.
+    pub fn partition(&self) -> PartitionId {
+        self.key.partition
+    }
+
+    /// Leadership as last seen.
+    pub fn leadership(&self) -> Leadership {
+        *self.leadership.borrow()
+    }
+
+    /// Notified at every leadership change (follower tasks and acks=all waits watch it).
+    pub fn watch_leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.subscribe()
+    }
+
+    /// Whether this node leads the partition now.
+    pub fn is_leader(&self) -> bool {
+        self.leadership().leader == self.node_id
+    }
+
+    /// Applies the partition state seen in the metadata. Becoming leader (or a new epoch as
+    /// leader) resets the view of the followers: nothing is known of them yet.
+    pub fn assign(&self, a: Assignment) {
+        let was = self.leadership();
+        {
+            let mut role = lock(&self.role);
+            let new_term = a.leadership != was && a.leadership.leader == self.node_id;
+            if new_term {
+                let now = now_ms();
+                role.followers = a
+                    .replicas
+                    .iter()
+                    .filter(|r| **r != self.node_id)
+                    .map(|r| (*r, FollowerView { end: None, last_caught_up_ms: now, connected: false }))
+                    .collect();
+                role.leadership_start_end = self.log_end();
+            }
+            role.replicas = a.replicas;
+            // A view older than this leader's own ISR write must not undo it.
+            if new_term || a.partition_epoch >= role.partition_epoch {
+                role.isr = a.isr;
+                role.partition_epoch = a.partition_epoch;
+            }
+        }
+        if a.leadership != was {
+            self.leadership.send_replace(a.leadership);
+        }
+        self.recompute_high_watermark();
+    }
+
+    /// The in-sync replicas as last seen or written.
+    pub fn isr(&self) -> Vec<NodeId> {
+        lock(&self.role).isr.clone()
+    }
+
+    /// The partition-state version this replica's ISR comes from.
+    pub fn partition_epoch(&self) -> i32 {
+        lock(&self.role).partition_epoch
+    }
+
+    /// Replaces the ISR, e.g. after this leader's compare-and-swap wrote `partition_epoch`.
+    /// Expansions are applied before the write (so the high watermark already waits for the
+    /// joining replica) and shrinks after it.
+    pub fn set_isr(&self, isr: Vec<NodeId>, partition_epoch: i32) {
+        {
+            let mut role = lock(&self.role);
+            role.isr = isr;
+            role.partition_epoch = partition_epoch;
+        }
+        self.recompute_high_watermark();
+    }
+
+    /// First offset in the log.
+    pub fn log_start(&self) -> Offset {
+        self.log_start.load(Ordering::Acquire) as Offset
+    }
+
+    /// One past the last appended offset.
+    pub fn log_end(&self) -> Offset {
+        *self.log_end.borrow()
+    }
+
+    /// Notified at every append (replication senders wait on it).
+    pub fn watch_log_end(&self) -> watch::Receiver<Offset> {
+        self.log_end.subscribe()
+    }
+
+    /// Offsets below it are committed and visible to consumers.
+    pub fn high_watermark(&self) -> Offset {
+        *self.high_watermark.borrow()
+    }
+
+    /// Notified whenever the high watermark moves (long polls and acks=all wait on it).
+    pub fn watch_high_watermark(&self) -> watch::Receiver<Offset> {
+        self.high_watermark.subscribe()
+    }
+
+    /// Called by the writer after a durable append or truncation.
+    pub fn set_log_end(&self, end: Offset) {
+        self.log_end.send_replace(end);
+        if end < self.high_watermark() {
+            // Only a truncation below the commit point (unclean election) gets here.
+            self.high_watermark.send_replace(end);
+        }
+        self.recompute_high_watermark();
+    }
+
+    /// As a follower: the leader's high watermark, capped at what this replica has.
+    pub fn follow_high_watermark(&self, leader_hw: Offset) {
+        let hw = leader_hw.min(self.log_end());
+        if hw > self.high_watermark() {
+            self.high_watermark.send_replace(hw);
+        }
+    }
+
+    /// As leader: a follower reported its log end (or its stream opened or closed).
+    pub fn update_follower(&self, id: NodeId, end: Option<Offset>, connected: bool) {
+        {
+            let mut role = lock(&self.role);
+            let leader_end = self.log_end();
+            if let Some(v) = role.followers.get_mut(&id) {
+                if end.is_some() {
+                    v.end = end;
+                }
+                v.connected = connected;
+                if connected && v.end.is_some_and(|e| e >= leader_end) {
+                    v.last_caught_up_ms = now_ms();
+                }
+            }
+        }
+        self.recompute_high_watermark();
+    }
+
+    /// Moves the high watermark as far as the ISR allows (leaders only).
+    pub fn recompute_high_watermark(&self) {
+        if !self.is_leader() {
+            return;
+        }
+        let new = {
+            let role = lock(&self.role);
+            let ends = role
+                .isr
+                .iter()
+                .filter(|r| **r != self.node_id)
+                .map(|r| role.followers.get(r).and_then(|v| v.end));
+            hw::compute_high_watermark(self.high_watermark(), self.log_end(), ends)
+        };
+        if new > self.high_watermark() {
+            self.high_watermark.send_replace(new);
+        }
+    }
+
+    /// The ISR this leader should write now, if it should change.
+    pub fn isr_change(&self) -> Option<Vec<NodeId>> {
+        if !self.is_leader() {
+            return None;
+        }
+        let epoch = self.leadership().epoch;
+        let role = lock(&self.role);
+        let epoch_start = lock(&self.epochs).start_of(epoch).unwrap_or(role.leadership_start_end);
+        isr::isr_change(&IsrInputs {
+            leader: self.node_id,
+            replicas: &role.replicas,
+            isr: &role.isr,
+            leader_end: self.log_end(),
+            high_watermark: self.high_watermark(),
+            epoch_start,
+            followers: &role.followers,
+            now_ms: now_ms(),
+            max_lag_ms: self.max_lag_ms.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Whether `id` is an assigned replica.
+    pub fn is_replica(&self, id: NodeId) -> bool {
+        lock(&self.role).replicas.contains(&id)
+    }
+
+    /// Largest batch accepted, from the topic's `max.message.bytes`.
+    pub fn max_batch_bytes(&self) -> usize {
+        self.max_batch_bytes.load(Ordering::Relaxed)
+    }
+
+    /// `min.insync.replicas` of the topic.
+    pub fn min_insync(&self) -> usize {
+        self.min_insync.load(Ordering::Relaxed)
+    }
+
+    /// Applies a topic config change.
+    pub fn set_config(&self, c: ReplicaConfig) {
+        self.max_batch_bytes.store(c.max_batch_bytes, Ordering::Relaxed);
+        self.min_insync.store(c.min_insync, Ordering::Relaxed);
+        self.max_lag_ms.store(c.max_lag_ms, Ordering::Relaxed);
+    }
+
+    /// Marks the replica deleted: pending and later requests fail instead of writing.
+    pub fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+        // Wake long polls and replication senders so they notice.
+        self.high_watermark.send_modify(|_| {});
+        self.log_end.send_modify(|_| {});
+        self.leadership.send_modify(|_| {});
+    }
+
+    /// Whether the replica was deleted (topic deleted or partition moved away).
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,169 @@
+//! Produce on the leader: validate the batch, check the ISR for `acks=all`, hand the batch to
+//! the group-commit writer (which assigns offsets and de-duplicates idempotent retries), and
+//! answer per `acks` — `acks=all` only once the high watermark has passed the batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use sluice_proto::batch::{self, BatchHeader, Compression};
+use sluice_proto::error::ApiError;
+use sluice_proto::model::Offset;
+use sluice_proto::pb::{self, ErrorCode, produce_request::Payload};
+
+use super::codec::{corrupt, encode_records, internal, to_compression};
+use super::log::LogService;
+use super::resolve::{Target, leader_replica};
+use crate::faults;
+use crate::replica::Replica;
+use crate::writer::{AppendError, Appended};
+
+/// `acks=all` waits at most this long when the request gives no timeout.
+const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn append_error(e: AppendError, r: &Replica) -> ApiError {
+    match e {
+        AppendError::Deleted => ApiError::new(ErrorCode::UnknownTopic, format!("topic '{}' was deleted", r.topic)),
+        AppendError::Stopped => ApiError::new(ErrorCode::NotLeader, "storage node is shutting down; retry on the new leader"),
+        AppendError::NotLeader => ApiError::not_leader(
+            format!("this node stopped leading {}-{}; refresh metadata and retry", r.topic, r.partition()),
+            None,
+        ),
+        AppendError::OutOfOrder { expected } => ApiError::new(
+            ErrorCode::OutOfOrderSequence,
+            format!("batch sequence is out of order for {}-{}: expected sequence {expected} next", r.topic, r.partition()),
+        ),
+        AppendError::StaleProducerEpoch => ApiError::new(
+            ErrorCode::InvalidProducerEpoch,
+            "producer epoch is older than this partition has seen: another producer instance took over",
+        ),
+        e @ (AppendError::Storage(_) | AppendError::Gap { .. } | AppendError::Corrupt(_)) => {
+            ApiError::new(ErrorCode::StorageError, format!("{e}; retry, and check the node's disk"))
+        }
+    }
+}
+
+/// Checks a produced batch whole: header, CRC, size, and every record. Decompression is CPU
+/// work, so compressed batches are checked off the async workers.
+async fn check_batch(bytes: Bytes, r: &Replica) -> Result<(Bytes, BatchHeader), ApiError> {
+    let max = r.max_batch_bytes();
+    if bytes.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::BatchTooLarge,
+            format!(
+                "batch of {} bytes exceeds max.message.bytes={max} of topic '{}'; send smaller batches or raise the topic's max.message.bytes",
+                bytes.len(),
+                r.topic
+            ),
+        ));
+    }
+    let header = batch::validate(&bytes).map_err(corrupt)?;
+    if header.compression().map_err(corrupt)? == Compression::None {
+        batch::validate_records(&bytes).map_err(corrupt)?;
+    } else {
+        let b = bytes.clone();
+        tokio::task::spawn_blocking(move || batch::validate_records(&b))
+            .await
+            .map_err(internal)?
+            .map_err(corrupt)?;
+    }
+    Ok((bytes, header))
+}
+
+fn not_enough_replicas(r: &Replica, isr: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotEnoughReplicas,
+        format!(
+            "{}-{} has {isr} in-sync replicas, fewer than min.insync.replicas={}; retry when replicas catch up",
+            r.topic,
+            r.partition(),
+            r.min_insync()
+        ),
+    )
+}
+
+/// Waits until the high watermark passes `end` while this node still leads at `epoch`.
+async fn wait_committed(r: &Arc<Replica>, end: Offset, epoch: i32, timeout: Duration) -> Result<(), ApiError> {
+    let (mut hw, mut lead) = (r.watch_high_watermark(), r.watch_leadership());
+    let wait = async {
+        loop {
+            let l = *lead.borrow_and_update();
+            if l.leader != r.node_id || l.epoch != epoch || r.is_deleted() {
+                return Err(ApiError::not_leader(
+                    format!("leadership of {}-{} moved while the batch awaited replication; retry", r.topic, r.partition()),
+                    None,
+                ));
+            }
+            if *hw.borrow_and_update() >= end {
+                let isr = r.isr().len();
+                return if isr >= r.min_insync() { Ok(()) } else { Err(not_enough_replicas(r, isr)) };
+            }
+            tokio::select! {
+                _ = hw.changed() => {}
+                _ = lead.changed() => {}
+            }
+        }
+    };
+    tokio::time::timeout(timeout, wait).await.unwrap_or_else(|_| {
+        Err(ApiError::new(
+            ErrorCode::RequestTimedOut,
+            format!("the batch was not replicated to the in-sync replicas within {timeout:?}; retry (idempotent producers do not duplicate)"),
+        ))
+    })
+}
+
+/// Handles one produce request.
+pub async fn produce(svc: &LogService, req: pb::ProduceRequest) -> Result<pb::ProduceResponse, ApiError> {
+    if !matches!(req.acks, -1..=1) {
+        return Err(ApiError::new(ErrorCode::InvalidRequest, format!("acks={} is invalid; use 0, 1 or -1 (all)", req.acks)));
+    }
+    let replica = {
+        let view = svc.cache.view();
+        let target = Target { topic: &req.topic, partition: req.partition, topic_id: &req.topic_id, leader_epoch: req.leader_epoch };
+        leader_replica(&view, &svc.partitions, svc.node_id, &target)?
+    };
+    let bytes = match req.payload {
+        Some(Payload::Batch(b)) => b,
+        Some(Payload::Records(list)) => {
+            let compression = to_compression(req.compression)?;
+            tokio::task::spawn_blocking(move || encode_records(&list, compression)).await.map_err(internal)??
+        }
+        None => return Err(ApiError::new(ErrorCode::InvalidRequest, "produce request has no payload; send a batch or records")),
+    };
+    let (bytes, header) = check_batch(bytes, &replica).await?;
+    let epoch = replica.leadership().epoch;
+    if req.acks == -1 {
+        let isr = replica.isr().len();
+        if isr < replica.min_insync() {
+            return Err(not_enough_replicas(&replica, isr));
+        }
+    }
+    let batch = bytes.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..]));
+    let response = |a: Option<Appended>| pb::ProduceResponse {
+        base_offset: a.map_or(-1, |a| a.base_offset),
+        log_append_time_ms: -1,
+        log_start_offset: replica.log_start(),
+        leader_epoch: epoch,
+    };
+    if req.acks == 0 {
+        // Admitted to the writer's queue (backpressure), not waited for.
+        let pending = svc.writer.submit(replica.clone(), batch, header).await.map_err(|e| append_error(e, &replica))?;
+        let r = replica.clone();
+        tokio::spawn(async move {
+            if let Ok(Err(error)) = pending.await {
+                tracing::warn!(%error, topic = %r.topic, partition = r.partition(), "acks=0 append failed");
+            }
+        });
+        return Ok(response(None));
+    }
+    let appended = svc.writer.append(replica.clone(), batch, header).await.map_err(|e| append_error(e, &replica))?;
+    if req.acks == -1 {
+        let timeout = if req.timeout_ms > 0 { Duration::from_millis(req.timeout_ms as u64) } else { DEFAULT_ACK_TIMEOUT };
+        wait_committed(&replica, appended.end_offset, epoch, timeout).await?;
+    }
+    if svc.faults.take(faults::DROP_PRODUCE_RESPONSE) {
+        tracing::warn!(topic = %replica.topic, partition = replica.partition(), "fault injection: dropping a produce answer");
+        return Err(ApiError::new(ErrorCode::RequestTimedOut, "fault injection: answer dropped after the append; retry"));
+    }
+    Ok(response(Some(appended)))
+}

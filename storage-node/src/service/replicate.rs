@@ -1,0 +1,167 @@
+//! The leader side of replication: a `Replicate` stream per follower. The leader checks the
+//! follower's epoch and divergence first (KIP-101/279), then pushes batches as they are
+//! appended (waiting on the log end, never polling) plus the high watermark when it moves,
+//! while a second task reads the follower's acknowledgements to track its log end.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use sluice_proto::batch::BatchHeader;
+use sluice_proto::error::ApiError;
+use sluice_proto::model::Offset;
+use sluice_proto::pb::{self, ErrorCode};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::resolve::{Target, leader_replica};
+use crate::faults::{self, Faults};
+use crate::log::LogStore;
+use crate::partitions::Partitions;
+use crate::replica::Replica;
+use crate::replica::epochs::divergence;
+
+/// Most bytes pushed in one chunk.
+const CHUNK_BYTES: usize = 1 << 20;
+/// A chunk is sent at least this often, so the follower's view of the leader stays fresh.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// The stream of chunks a follower receives.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaChunk, Status>> + Send>>;
+
+/// Opens the leader side of one follower's stream.
+pub async fn open(
+    node_id: i32,
+    view: &sluice_metadata::cache::ClusterView,
+    partitions: &Partitions,
+    log: Arc<dyn LogStore>,
+    faults: Faults,
+    mut inbound: Streaming<pb::ReplicaAck>,
+) -> Result<ChunkStream, ApiError> {
+    let hello = inbound
+        .message()
+        .await
+        .map_err(|s| ApiError::new(ErrorCode::InvalidRequest, s.message().to_string()))?
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "replication stream opened without a position"))?;
+    let target = Target {
+        topic: &hello.topic,
+        partition: hello.partition,
+        topic_id: &hello.topic_id,
+        leader_epoch: hello.leader_epoch,
+    };
+    let replica = leader_replica(view, partitions, node_id, &target)?;
+    let epoch = replica.leadership().epoch;
+    if hello.leader_epoch != epoch {
+        return Err(ApiError::new(
+            ErrorCode::FencedLeaderEpoch,
+            format!("follower is at leader epoch {}, the leader at {epoch}", hello.leader_epoch),
+        ));
+    }
+    if !replica.is_replica(hello.follower_id) || hello.follower_id == node_id {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("node {} is not a follower of {}-{}", hello.follower_id, hello.topic, hello.partition),
+        ));
+    }
+    let (tx, rx) = mpsc::channel(4);
+    let answer = replica.epochs.lock().expect("poisoned").end_offset_for(hello.last_epoch, replica.log_end());
+    if let Some((diverging_epoch, truncate_to)) = divergence(hello.last_epoch, hello.log_end_offset, answer) {
+        tracing::info!(
+            topic = %replica.topic, partition = replica.partition(), follower = hello.follower_id,
+            follower_end = hello.log_end_offset, truncate_to, "follower log diverges; asking it to truncate"
+        );
+        let chunk = pb::ReplicaChunk {
+            leader_epoch: epoch,
+            high_watermark: replica.high_watermark(),
+            log_start_offset: replica.log_start(),
+            diverging: true,
+            diverging_epoch,
+            truncate_to,
+            ..Default::default()
+        };
+        let _ = tx.send(Ok(chunk)).await;
+        return Ok(Box::pin(ReceiverStream::new(rx)));
+    }
+    let follower = hello.follower_id;
+    replica.update_follower(follower, Some(hello.log_end_offset), true);
+    let acks_replica = replica.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(ack)) = inbound.message().await {
+            if ack.leader_epoch != epoch {
+                break;
+            }
+            acks_replica.update_follower(follower, Some(ack.log_end_offset), true);
+        }
+        acks_replica.update_follower(follower, None, false);
+    });
+    tokio::spawn(push(replica, log, faults, hello.log_end_offset, epoch, tx));
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+/// Pushes batches from `next` on, and the high watermark when it moves, until the follower
+/// goes away or this node stops leading at `epoch`.
+async fn push(
+    r: Arc<Replica>,
+    log: Arc<dyn LogStore>,
+    faults: Faults,
+    mut next: Offset,
+    epoch: i32,
+    tx: mpsc::Sender<Result<pb::ReplicaChunk, Status>>,
+) {
+    let (mut end_rx, mut hw_rx, mut lead_rx) = (r.watch_log_end(), r.watch_high_watermark(), r.watch_leadership());
+    let mut sent_hw = -1;
+    let mut last_sent = std::time::Instant::now();
+    loop {
+        let l = *lead_rx.borrow_and_update();
+        if r.is_deleted() || l.leader != r.node_id || l.epoch != epoch {
+            return;
+        }
+        if faults.active(faults::BLOCK_REPLICATION) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let end = *end_rx.borrow_and_update();
+        let hw = *hw_rx.borrow_and_update();
+        let mut chunk = pb::ReplicaChunk { leader_epoch: epoch, high_watermark: hw, log_start_offset: r.log_start(), ..Default::default() };
+        if next < end {
+            let (log, uid, from) = (log.clone(), r.uid, next);
+            let batches = match tokio::task::spawn_blocking(move || log.read(uid, from, end, CHUNK_BYTES)).await {
+                Ok(Ok(b)) => b,
+                _ => return,
+            };
+            let Some(last) = batches.last() else { return };
+            let Ok(h) = BatchHeader::parse(last) else { return };
+            next = h.next_offset();
+            chunk.batches = concat(&batches);
+        } else if hw == sent_hw && last_sent.elapsed() < HEARTBEAT {
+            tokio::select! {
+                _ = end_rx.changed() => {}
+                _ = hw_rx.changed() => {}
+                _ = lead_rx.changed() => {}
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(HEARTBEAT.saturating_sub(last_sent.elapsed())) => {}
+            }
+            continue;
+        }
+        // An empty chunk after HEARTBEAT keeps the follower's acknowledgements flowing.
+        sent_hw = hw;
+        last_sent = std::time::Instant::now();
+        if tx.send(Ok(chunk)).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn concat(batches: &[Bytes]) -> Bytes {
+    if batches.len() == 1 {
+        return batches[0].clone();
+    }
+    let mut buf = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
+    for b in batches {
+        buf.extend_from_slice(b);
+    }
+    buf.freeze()
+}

@@ -151,7 +151,11 @@ mod tests {
         let d = decide(&s, &live(&[1, 2]), false).unwrap();
         assert_eq!(d.leader, NO_LEADER);
         assert_eq!(d.leader_epoch, 5);
-        assert_eq!(d.isr, vec![0], "the last in-sync member stays the only eligible one");
+        assert_eq!(
+            d.isr,
+            vec![0],
+            "the last in-sync member stays the only eligible one"
+        );
         assert_eq!(d.partition_epoch, 10);
     }
 
@@ -210,16 +214,22 @@ mod tests {
                 if isr.is_empty() {
                     isr.push(replicas[0]);
                 }
-                let leader = if leaderless { NO_LEADER } else { *pick.get(&isr) };
-                Just(isr).prop_shuffle().prop_map(move |isr| PartitionStateRecord {
-                    topic_id: vec![1; 16].into(),
-                    partition: 0,
-                    replicas: replicas.clone(),
-                    leader,
-                    leader_epoch: le,
-                    isr,
-                    partition_epoch: pe,
-                })
+                let leader = if leaderless {
+                    NO_LEADER
+                } else {
+                    *pick.get(&isr)
+                };
+                Just(isr)
+                    .prop_shuffle()
+                    .prop_map(move |isr| PartitionStateRecord {
+                        topic_id: vec![1; 16].into(),
+                        partition: 0,
+                        replicas: replicas.clone(),
+                        leader,
+                        leader_epoch: le,
+                        isr,
+                        partition_epoch: pe,
+                    })
             })
     }
 

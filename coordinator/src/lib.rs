@@ -152,10 +152,16 @@ pub async fn run(
         .await
         .is_err()
     {
-        tracing::warn!(deadline_ms = STOP_DEADLINE.as_millis() as u64, "failover loop did not stop in time");
+        tracing::warn!(
+            deadline_ms = STOP_DEADLINE.as_millis() as u64,
+            "failover loop did not stop in time"
+        );
     }
     if tokio::time::timeout(STOP_DEADLINE, election).await.is_err() {
-        tracing::warn!(deadline_ms = STOP_DEADLINE.as_millis() as u64, "election did not stop in time");
+        tracing::warn!(
+            deadline_ms = STOP_DEADLINE.as_millis() as u64,
+            "election did not stop in time"
+        );
     }
     tracing::info!(id = %cfg.id, "coordinator stopped");
     Ok(())

@@ -107,7 +107,11 @@ impl Reconciler {
     /// `shutdown` flips to true (or its sender is gone).
     pub async fn run(self, mut role: watch::Receiver<Role>, mut shutdown: watch::Receiver<bool>) {
         loop {
-            let active = async { role.wait_for(|r| matches!(r, Role::Active { .. })).await.map(|r| *r) };
+            let active = async {
+                role.wait_for(|r| matches!(r, Role::Active { .. }))
+                    .await
+                    .map(|r| *r)
+            };
             let fence = tokio::select! {
                 r = active => match r {
                     Ok(Role::Active { fence }) => fence,
@@ -116,17 +120,25 @@ impl Reconciler {
                 _ = shutdown.wait_for(|s| *s) => return,
             };
             tracing::info!(fence, "failover loop running");
-            let deposed = async { role.wait_for(|r| *r != Role::Active { fence }).await.is_ok() };
+            let deposed = async {
+                role.wait_for(|r| *r != Role::Active { fence })
+                    .await
+                    .is_ok()
+            };
             tokio::select! {
                 () = self.while_active(fence) => return,
                 still_running = deposed => if !still_running { return },
                 _ = shutdown.wait_for(|s| *s) => return,
             }
-            tracing::info!(fence, "failover loop paused: no longer the active controller");
+            tracing::info!(
+                fence,
+                "failover loop paused: no longer the active controller"
+            );
         }
     }
 
-    /// One pass at once, then one per (coalesced) view change; returns only when the cache is gone.
+    /// One pass at once, then one per (coalesced) view change; returns only when the cache is
+    /// gone.
     async fn while_active(&self, fence: i64) {
         let mut views = self.cache.subscribe();
         let mut backoff = RETRY_BACKOFF;
@@ -157,7 +169,8 @@ impl Reconciler {
                         .await;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot write partition states");
+                    let retry_in_ms = backoff.as_millis() as u64;
+                    tracing::warn!(%error, retry_in_ms, "cannot write partition states");
                 }
             }
             tokio::time::sleep(backoff).await;
@@ -200,13 +213,42 @@ fn log_change(c: &Change) {
     let (old_leader, new_leader) = (c.old.leader, c.new.leader);
     let (leader_epoch, isr) = (c.new.leader_epoch, &c.new.isr);
     if old_leader == new_leader {
-        tracing::info!(topic, partition, leader = new_leader, leader_epoch, ?isr, "ISR shrunk to live replicas");
+        tracing::info!(
+            topic,
+            partition,
+            leader = new_leader,
+            leader_epoch,
+            ?isr,
+            "ISR shrunk to live replicas"
+        );
     } else if new_leader == NO_LEADER {
-        tracing::warn!(topic, partition, old_leader, leader_epoch, ?isr, "partition offline: no live in-sync replica; waits for one to return");
+        tracing::warn!(
+            topic,
+            partition,
+            old_leader,
+            leader_epoch,
+            ?isr,
+            "partition offline: no live in-sync replica; waits for one to return"
+        );
     } else if !c.old.isr.contains(&new_leader) {
-        tracing::warn!(topic, partition, old_leader, new_leader, leader_epoch, "unclean leader election: acknowledged records may be lost");
+        tracing::warn!(
+            topic,
+            partition,
+            old_leader,
+            new_leader,
+            leader_epoch,
+            "unclean leader election: acknowledged records may be lost"
+        );
     } else {
-        tracing::info!(topic, partition, old_leader, new_leader, leader_epoch, ?isr, "partition leader changed");
+        tracing::info!(
+            topic,
+            partition,
+            old_leader,
+            new_leader,
+            leader_epoch,
+            ?isr,
+            "partition leader changed"
+        );
     }
 }
 

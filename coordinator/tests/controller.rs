@@ -112,9 +112,15 @@ async fn replicated_topic_places_distinct_replicas_all_in_sync() {
         assert_eq!(p.isr, p.replicas);
         *leaders.entry(p.leader).or_insert(0) += 1;
     }
-    assert!(leaders.values().all(|n| *n == 2), "leaders spread: {leaders:?}");
+    assert!(
+        leaders.values().all(|n| *n == 2),
+        "leaders spread: {leaders:?}"
+    );
     let stored = sluice_coordinator::describe::topic(&c.cache.view(), "replicated").unwrap();
-    assert_eq!(stored.partitions, t.partitions, "the store holds what was answered");
+    assert_eq!(
+        stored.partitions, t.partitions,
+        "the store holds what was answered"
+    );
 }
 
 #[tokio::test]

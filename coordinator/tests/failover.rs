@@ -211,7 +211,10 @@ fn moved_off_x(c: &Cluster, view: &ClusterView, before: &[PartitionStateRecord])
 async fn partitions_led_by_a_dead_node_get_an_in_sync_leader_and_a_new_epoch() {
     let c = cluster().await;
     let before = c.states("orders");
-    assert!(before.iter().filter(|p| p.leader == X).count() >= 70, "X leads its share");
+    assert!(
+        before.iter().filter(|p| p.leader == X).count() >= 70,
+        "X leads its share"
+    );
     let (_role, _stop, _task) = c.reconcile(Role::Active { fence: c.fence });
     let killed = Instant::now();
     c.kill(X).await;

@@ -59,9 +59,14 @@ async fn start() -> Running {
         lease_ttl: Duration::from_secs(3),
         default_replication_factor: 3,
     };
-    let task = tokio::spawn(sluice_coordinator::run(cfg, store.clone(), listener, async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(sluice_coordinator::run(
+        cfg,
+        store.clone(),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -85,11 +90,7 @@ async fn next_matching(
 ) -> GetMetadataResponse {
     let read = async {
         loop {
-            let msg = stream
-                .message()
-                .await
-                .unwrap()
-                .expect("stream still open");
+            let msg = stream.message().await.unwrap().expect("stream still open");
             assert_ne!(last.as_ref(), Some(&msg), "an unchanged view is not resent");
             *last = Some(msg.clone());
             if f(&msg) {
@@ -185,17 +186,27 @@ async fn producer_ids_are_unique_across_requests_and_coordinator_restarts() {
         cluster_name: "t".into(),
         ..Default::default()
     };
-    let task = tokio::spawn(sluice_coordinator::run(cfg, r.store.clone(), listener, async {
-        let _ = stopped.await;
-    }));
-    let mut restarted = MetadataClient::connect(format!("http://{addr}")).await.unwrap();
+    let task = tokio::spawn(sluice_coordinator::run(
+        cfg,
+        r.store.clone(),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut restarted = MetadataClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
     let id = restarted
         .init_producer_id(pb::InitProducerIdRequest {})
         .await
         .unwrap()
         .into_inner()
         .producer_id;
-    assert!(!ids.contains(&id), "a restarted coordinator never reuses an id");
+    assert!(
+        !ids.contains(&id),
+        "a restarted coordinator never reuses an id"
+    );
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }

@@ -145,6 +145,8 @@ mod tests {
         // A new revision that changes nothing the client sees (e.g. another coordinator's
         // registration) sends nothing; the next real change does.
         views.send_replace(view(2, &[0]));
+        tokio::time::sleep(WATCH_COALESCE * 5).await;
+        assert!(rx.try_recv().is_err(), "identical metadata is not resent");
         views.send_replace(view(3, &[0, 1]));
         assert_eq!(rx.recv().await.unwrap().unwrap().nodes.len(), 2);
         drop(rx);

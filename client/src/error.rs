@@ -181,7 +181,10 @@ mod tests {
         ] {
             assert!(ClientError::api(code, "x").is_retriable(), "{code:?}");
         }
-        for code in [ErrorCode::OutOfOrderSequence, ErrorCode::InvalidProducerEpoch] {
+        for code in [
+            ErrorCode::OutOfOrderSequence,
+            ErrorCode::InvalidProducerEpoch,
+        ] {
             let e = ClientError::api(code, "x");
             assert!(!e.is_retriable() && !e.may_have_been_written(), "{code:?}");
         }

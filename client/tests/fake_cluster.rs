@@ -120,7 +120,7 @@ async fn not_leader_hint_reroutes_produce_and_fetch_without_a_metadata_refresh()
     assert_eq!(md.offset, 1);
     assert_eq!(cluster.calls(), calls, "the hint was enough");
     let accepted = cluster.state.lock().unwrap().accepted.clone();
-    assert_eq!(accepted.last().unwrap().0, 2, "node 2 took the retry");
+    assert_eq!(accepted.last().unwrap().node, 2, "node 2 took the retry");
 
     // A fresh consumer learns node 1 from the (stale) coordinator and follows the hint too.
     let mut consumer = Consumer::new(consumer_config(&cluster)).await.unwrap();
@@ -257,6 +257,7 @@ async fn acks_zero_resolves_with_offset_minus_one() {
     cluster.create_topic("t", 1, 1);
     let cfg = ProducerConfig {
         acks: Acks::None,
+        enable_idempotence: false,
         ..producer_config(&cluster)
     };
     let producer = Producer::new(cfg).await.unwrap();

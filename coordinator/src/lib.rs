@@ -12,6 +12,7 @@ pub mod election;
 pub mod failover;
 pub mod placement;
 pub mod producer_ids;
+pub mod liveness;
 pub mod reconcile;
 pub mod service;
 
@@ -95,6 +96,13 @@ pub async fn run(
         role_tx,
         stop_rx.clone(),
     ));
+    let liveness = tokio::spawn(liveness::run_liveness(
+        store.clone(),
+        keys.clone(),
+        cache.clone(),
+        role_rx.clone(),
+        stop_rx.clone(),
+    ));
     let reconciler = tokio::spawn(
         Reconciler {
             store: store.clone(),
@@ -156,6 +164,9 @@ pub async fn run(
             deadline_ms = STOP_DEADLINE.as_millis() as u64,
             "failover loop did not stop in time"
         );
+    }
+    if tokio::time::timeout(STOP_DEADLINE, liveness).await.is_err() {
+        tracing::warn!("liveness prober did not stop in time");
     }
     if tokio::time::timeout(STOP_DEADLINE, election).await.is_err() {
         tracing::warn!(

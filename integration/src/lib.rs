@@ -3,6 +3,7 @@
 //! tests need (SIGKILL, SIGSTOP/SIGCONT, restart with the same id and data).
 
 pub mod process;
+pub mod workload;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -95,7 +96,10 @@ impl TestCluster {
     }
 
     fn spawn_coordinator(&self, i: usize) -> anyhow::Result<ManagedProcess> {
-        let port = free_port()?;
+        self.spawn_coordinator_on(i, free_port()?)
+    }
+
+    fn spawn_coordinator_on(&self, i: usize, port: u16) -> anyhow::Result<ManagedProcess> {
         ManagedProcess::spawn(
             &format!("coordinator-{i}"),
             bin_path("sluice-coordinator"),
@@ -133,6 +137,8 @@ impl TestCluster {
                 self.etcd.endpoint(),
                 "--lease-ttl-ms".into(),
                 self.spec.lease_ttl.as_millis().to_string(),
+                "--faults-dir".into(),
+                self.faults_dir(id).display().to_string(),
             ],
             self.dir.path().join(format!("node-{id}.log")),
             port,
@@ -187,6 +193,109 @@ impl TestCluster {
             .iter()
             .position(|p| p.name == id)
             .with_context(|| format!("unknown controller {id}"))
+    }
+
+    /// The fault-switch directory of a node (see the storage node's `faults` module).
+    pub fn faults_dir(&self, id: usize) -> PathBuf {
+        let d = self.dir.path().join(format!("faults-{id}"));
+        let _ = std::fs::create_dir_all(&d);
+        d
+    }
+
+    /// Switches a fault of a node on (`on`) or off.
+    pub fn set_fault(&self, id: usize, fault: &str, on: bool) {
+        let f = self.faults_dir(id).join(fault);
+        if on {
+            std::fs::write(&f, b"").expect("write fault switch");
+        } else {
+            let _ = std::fs::remove_file(&f);
+        }
+    }
+
+    /// Whether a one-shot fault is still armed (not yet fired).
+    pub fn fault_armed(&self, id: usize, fault: &str) -> bool {
+        self.faults_dir(id).join(fault).exists()
+    }
+
+    /// The current leader of a partition, from the coordinators.
+    pub async fn leader_of(&self, topic: &str, partition: i32) -> anyhow::Result<i32> {
+        let t = self.admin().await?.describe_topic(topic).await?;
+        let p = t.partitions.iter().find(|p| p.partition == partition).context("no such partition")?;
+        Ok(p.leader)
+    }
+
+    /// A partition's state (leader, epoch, replicas, ISR), from the coordinators.
+    pub async fn partition_state(&self, topic: &str, partition: i32) -> anyhow::Result<sluice_proto::pb::PartitionMetadata> {
+        let t = self.admin().await?.describe_topic(topic).await?;
+        t.partitions.into_iter().find(|p| p.partition == partition).context("no such partition")
+    }
+
+    /// Waits until `pred` holds for a partition's state.
+    pub async fn wait_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        timeout: Duration,
+        pred: impl Fn(&sluice_proto::pb::PartitionMetadata) -> bool,
+    ) -> anyhow::Result<sluice_proto::pb::PartitionMetadata> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(p) = self.partition_state(topic, partition).await
+                && pred(&p)
+            {
+                return Ok(p);
+            }
+            if Instant::now() > deadline {
+                bail!("partition {topic}-{partition} did not reach the expected state in {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every batch of a node's own replica of a partition (leader or follower), up to its log
+    /// end, concatenated: for comparing replicas byte for byte.
+    pub async fn replica_log(&self, id: usize, topic: &str, partition: i32) -> anyhow::Result<bytes::Bytes> {
+        let mut client = sluice_proto::pb::log_client::LogClient::connect(format!("http://{}", self.nodes[id].address())).await?;
+        let mut out = bytes::BytesMut::new();
+        let mut offset = 0;
+        loop {
+            let resp = client
+                .fetch(sluice_proto::pb::FetchRequest {
+                    topic: topic.into(),
+                    partition,
+                    offset,
+                    max_bytes: 1 << 20,
+                    leader_epoch: -1,
+                    replica_read: true,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            if resp.batches.is_empty() {
+                return Ok(out.freeze());
+            }
+            for b in sluice_proto::batch::BatchIter::new(resp.batches.clone()) {
+                offset = b?.0.next_offset();
+            }
+            out.extend_from_slice(&resp.batches);
+        }
+    }
+
+    /// SIGSTOPs a storage node.
+    pub fn pause_node(&self, id: usize) -> anyhow::Result<()> {
+        self.nodes[id].signal("STOP")
+    }
+
+    /// SIGCONTs a paused storage node.
+    pub fn resume_node(&self, id: usize) -> anyhow::Result<()> {
+        self.nodes[id].signal("CONT")
+    }
+
+    /// Restarts a killed coordinator on its port.
+    pub fn restart_coordinator(&mut self, i: usize) -> anyhow::Result<()> {
+        self.coordinators[i].kill();
+        self.coordinators[i] = self.spawn_coordinator_on(i, self.coordinators[i].port)?;
+        Ok(())
     }
 
     /// SIGKILLs a storage node.

@@ -17,7 +17,7 @@ type Acked = BTreeMap<(i32, i64), (Bytes, Bytes)>;
 async fn produce_keyed(cluster: &TestCluster, topic: &str, count: usize, seed: u64) -> Acked {
     let producer = Producer::new(ProducerConfig {
         client: cluster.client_config(),
-        acks: Acks::Leader,
+        acks: Acks::All,
         ..Default::default()
     })
     .await
@@ -150,7 +150,7 @@ async fn standby_coordinator_takes_over_after_sigkill_while_data_plane_keeps_wor
         .unwrap();
     let producer = Producer::new(ProducerConfig {
         client: cluster.client_config(),
-        acks: Acks::Leader,
+        acks: Acks::All,
         ..Default::default()
     })
     .await

@@ -21,7 +21,7 @@ async fn seeks_by_timestamp_earliest_and_offset_land_on_the_right_records() {
         .unwrap();
     let producer = Producer::new(ProducerConfig {
         client: cluster.client_config(),
-        acks: Acks::Leader,
+        acks: Acks::All,
         ..Default::default()
     })
     .await

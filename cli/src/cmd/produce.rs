@@ -21,8 +21,8 @@ pub struct ProduceArgs {
     /// Split each line at the first occurrence of this string into key and value.
     #[arg(long)]
     pub key_separator: Option<String>,
-    /// Acknowledgement: 0 (none), 1 (leader), all.
-    #[arg(long, default_value = "1")]
+    /// Acknowledgement: 0 (none), 1 (leader), all (every in-sync replica; idempotent).
+    #[arg(long, default_value = "all")]
     pub acks: String,
     /// Send every record to this partition instead of partitioning by key.
     #[arg(long)]
@@ -52,9 +52,12 @@ pub async fn run(args: ProduceArgs, client: ClientConfig) -> anyhow::Result<()> 
             args.compression
         )
     })?;
+    let acks = parse_acks(&args.acks)?;
     let producer = Producer::new(ProducerConfig {
         client,
-        acks: parse_acks(&args.acks)?,
+        acks,
+        // Idempotence needs acks=all; with weaker acks retries may duplicate, as in Kafka.
+        enable_idempotence: matches!(acks, Acks::All),
         compression,
         linger: Duration::from_millis(args.linger_ms),
         ..Default::default()

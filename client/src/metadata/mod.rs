@@ -103,12 +103,14 @@ impl Metadata {
             return Ok(t.clone());
         }
         self.interest.lock().unwrap().insert(name.to_string());
-        self.watch.get_or_init(|| watch::spawn(self));
         let mut seen = snap.version;
         // Twice: a refresh that was already running when the topic was first asked for may not
         // have included it.
         for _ in 0..2 {
-            self.refresh(seen).await?;
+            let refreshed = self.refresh(seen).await;
+            // From now on changes are pushed; the watch starts at the coordinator that answered.
+            self.watch.get_or_init(|| watch::spawn(self));
+            refreshed?;
             let snap = self.snapshot();
             if let Some(t) = snap.topics.get(name) {
                 return Ok(t.clone());

@@ -122,7 +122,9 @@ pub(super) fn keep_newer_leaders(previous: &Snapshot, next: &mut Snapshot) {
         for (i, info) in newer {
             topic.partitions[i] = info;
             if let Some(addr) = previous.nodes.get(&info.leader) {
-                next.nodes.entry(info.leader).or_insert_with(|| addr.clone());
+                next.nodes
+                    .entry(info.leader)
+                    .or_insert_with(|| addr.clone());
             }
         }
     }
@@ -241,7 +243,10 @@ pub(super) mod tests {
                 epoch: 4
             }
         );
-        assert_eq!(next.nodes[&2], "127.0.0.2:1", "the kept leader stays reachable");
+        assert_eq!(
+            next.nodes[&2], "127.0.0.2:1",
+            "the kept leader stays reachable"
+        );
 
         // A re-created topic (new id) starts over: its epochs are not comparable.
         let mut recreated = response();

@@ -71,8 +71,7 @@ impl Watcher {
     /// Installs every message of one stream until it fails (`Err`) or the cache is gone (`Ok`).
     async fn follow(&self, addr: &str, delivered: &mut bool) -> Result<()> {
         let channel = self.pool.channel(addr)?;
-        let mut client =
-            MetadataClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let mut client = MetadataClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
         // Every topic: a watch of named topics would need restarting whenever the client uses a
         // new one. The cache still keeps only the topics in use. No deadline on the request: the
         // stream lives as long as the client; only opening it is timed.

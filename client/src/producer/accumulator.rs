@@ -483,9 +483,10 @@ impl Accumulator {
         let how = batch.failure(Some(err));
         let q = self.queue(&batch.topic, batch.partition);
         q.in_flight = None;
-        if let Some(stamp) = &batch.stamp {
-            self.identity_wanted |= q.sequence.failed(stamp, how);
-        }
+        let wanted = batch
+            .stamp
+            .is_some_and(|stamp| q.sequence.failed(&stamp, how));
+        self.identity_wanted |= wanted;
     }
 
     /// The partition's in-flight batch vanished (its send task panicked): frees the partition;
@@ -494,9 +495,8 @@ impl Accumulator {
         let idempotent = self.identity.is_some();
         let q = self.queue(topic, partition);
         q.in_flight = None;
-        if idempotent {
-            self.identity_wanted |= q.sequence.abandon();
-        }
+        let wanted = idempotent && q.sequence.abandon();
+        self.identity_wanted |= wanted;
     }
 
     /// Puts a failed batch back at the front of its partition, to be sent again from `retry_at`

@@ -300,3 +300,88 @@ fn success_gives_consecutive_offsets_and_acks_zero_gives_minus_one() {
         Some(ErrorCode::BatchTooLarge)
     );
 }
+
+/// The producer fields in a batch's encoded header.
+fn producer_fields(batch: &mut ProducerBatch) -> (i64, i16, i32) {
+    let header = sluice_proto::batch::validate(&batch.payload().unwrap()).unwrap();
+    (
+        header.producer_id,
+        header.producer_epoch,
+        header.base_sequence,
+    )
+}
+
+#[test]
+fn idempotent_batches_are_stamped_at_first_send_and_keep_their_stamp_on_retry() {
+    let mut acc = acc(1 << 20);
+    acc.set_identity(7, 3);
+    let t0 = Instant::now();
+    put(&mut acc, 0, "a", t0);
+    put(&mut acc, 0, "b", t0);
+    let mut first = acc.drain("t", 0).unwrap();
+    assert_eq!(producer_fields(&mut first), (7, 3, 0));
+    acc.requeue(first, t0);
+    let mut retried = acc.drain("t", 0).unwrap();
+    assert_eq!(producer_fields(&mut retried), (7, 3, 0), "same bytes");
+    acc.complete("t", 0);
+    put(&mut acc, 0, "c", t0);
+    put(&mut acc, 1, "other partition", t0);
+    assert_eq!(producer_fields(&mut acc.drain("t", 0).unwrap()), (7, 3, 2));
+    assert_eq!(producer_fields(&mut acc.drain("t", 1).unwrap()), (7, 3, 0));
+}
+
+#[test]
+fn batches_without_idempotence_carry_no_producer_fields() {
+    let mut acc = acc(1 << 20);
+    put(&mut acc, 0, "a", Instant::now());
+    assert_eq!(
+        producer_fields(&mut acc.drain("t", 0).unwrap()),
+        (-1, -1, -1)
+    );
+    assert!(!acc.wants_identity());
+}
+
+#[test]
+fn a_retry_expiring_with_unknown_outcome_holds_its_partition_until_a_new_identity() {
+    let mut acc = acc(1 << 20);
+    acc.set_identity(7, 0);
+    let t0 = Instant::now();
+    put(&mut acc, 0, "a", t0);
+    let mut first = acc.drain("t", 0).unwrap();
+    first.attempt_failed(&crate::ClientError::Transport("reset".into()));
+    acc.requeue(first, t0 + Duration::from_millis(1));
+    let later = t0 + DELIVERY - Duration::from_secs(1);
+    put(&mut acc, 0, "b", later);
+    put(&mut acc, 1, "c", later);
+
+    let plan = acc.plan(t0 + DELIVERY, false);
+    assert_eq!(plan.expired.len(), 1, "the retried batch ran out of time");
+    assert!(acc.wants_identity());
+    assert_eq!(
+        ready_partitions(&plan),
+        vec![1],
+        "partition 0 waits for a new producer id; others go on"
+    );
+    assert_eq!(producer_fields(&mut acc.drain("t", 1).unwrap()), (7, 0, 0));
+
+    acc.set_identity(8, 0);
+    assert!(!acc.wants_identity());
+    let plan = acc.plan(t0 + DELIVERY, false);
+    assert_eq!(ready_partitions(&plan), vec![0]);
+    assert_eq!(producer_fields(&mut acc.drain("t", 0).unwrap()), (8, 0, 0));
+}
+
+#[test]
+fn a_final_refusal_before_the_append_rolls_the_sequence_back() {
+    let mut acc = acc(1 << 20);
+    acc.set_identity(7, 0);
+    let t0 = Instant::now();
+    put(&mut acc, 0, "a", t0);
+    let mut first = acc.drain("t", 0).unwrap();
+    let err = crate::ClientError::api(ErrorCode::BatchTooLarge, "too large");
+    first.attempt_failed(&err);
+    acc.fail(&first, &err);
+    assert!(!acc.wants_identity());
+    put(&mut acc, 0, "b", t0);
+    assert_eq!(producer_fields(&mut acc.drain("t", 0).unwrap()), (7, 0, 0));
+}

@@ -5,9 +5,15 @@
 //! short lock) → the sender task (`sender::run`) notices a full or lingered batch, encodes it
 //! and sends a `Produce` request to the leader → the answer resolves each record's
 //! [`DeliveryFuture`].
+//!
+//! With idempotence (the default) the producer first gets a producer id from a coordinator, and
+//! every batch carries it with per-partition sequence numbers, so the leader de-duplicates the
+//! retries a failover causes ([`sequence`]).
 
 mod accumulator;
+mod identity;
 mod sender;
+mod sequence;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -134,7 +140,10 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Starts the background sender. No connection is made until the first `send`.
+    /// Starts the background sender. With idempotence on, first gets a producer id from a
+    /// coordinator (trying each in turn, retrying retriable errors within the request timeout)
+    /// and fails if none grants one; otherwise no connection is made until the first `send`.
+    /// Refuses idempotence with `acks` other than [`crate::Acks::All`].
     pub async fn new(cfg: ProducerConfig) -> Result<Self> {
         cfg.validate()?;
         let metadata = Metadata::new(&cfg.client)?;
@@ -144,13 +153,20 @@ impl Producer {
             compression: cfg.compression,
             delivery_timeout: cfg.delivery_timeout,
         };
+        let mut acc = Accumulator::new(settings);
+        if cfg.enable_idempotence {
+            let (producer_id, epoch) =
+                identity::init(&metadata, cfg.client.request_timeout, cfg.retry_backoff).await?;
+            tracing::debug!(producer_id, epoch, "idempotent producer initialised");
+            acc.set_identity(producer_id, epoch);
+        }
         let shared = Arc::new(Shared {
             memory: Arc::new(Semaphore::new(
                 cfg.buffer_memory.min(Semaphore::MAX_PERMITS),
             )),
             cfg,
             metadata,
-            acc: Mutex::new(Accumulator::new(settings)),
+            acc: Mutex::new(acc),
             wake: Notify::new(),
         });
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -222,6 +238,18 @@ impl Producer {
             self.shared.wake.notify_one();
         }
         Ok(DeliveryFuture { rx })
+    }
+
+    /// The producer id batches are stamped with now, `None` without idempotence. It changes
+    /// when a partition had to restart its sequence (after a batch whose outcome is unknown
+    /// failed for good); useful in tests and diagnostics.
+    pub fn producer_id(&self) -> Option<i64> {
+        self.shared
+            .acc
+            .lock()
+            .unwrap()
+            .identity()
+            .map(|i| i.producer_id)
     }
 
     /// Sends every record queued before this call without waiting for linger, and waits until

@@ -1,11 +1,18 @@
 //! The producer's background task: sends ready batches to partition leaders, at most
 //! `max_in_flight` requests at once and one per partition, and turns answers into delivered,
-//! retried (back at the front of the partition's queue) or failed batches.
+//! retried (back at the front of the partition's queue) or failed batches. It also fetches a new
+//! producer id when a partition lost track of its sequence.
+//!
+//! During a leader failover the errors seen are transport errors (leader gone), `NOT_LEADER`,
+//! `LEADER_NOT_AVAILABLE`, `PARTITION_OFFLINE`, `NOT_ENOUGH_REPLICAS` and `REQUEST_TIMED_OUT`: all
+//! retriable, so the same batch is resent (same bytes, same sequence) after a backoff and a
+//! metadata refresh, until the delivery timeout, before any later batch of its partition.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use sluice_proto::error::ApiError;
 use sluice_proto::pb::{self, log_client::LogClient, produce_request::Payload};
 use tokio::sync::{mpsc, oneshot};
@@ -13,6 +20,7 @@ use tokio::task::{Id, JoinSet};
 
 use super::Shared;
 use super::accumulator::ProducerBatch;
+use super::identity::{self, Granted};
 use crate::config::Acks;
 use crate::connection::{MAX_MESSAGE_BYTES, request, with_timeout};
 use crate::error::{ClientError, Result};
@@ -46,7 +54,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut control: mpsc::UnboundedReceive
     let mut in_flight_tps: HashMap<Id, (String, i32)> = HashMap::new();
     let mut flushes: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
     let mut closing = false;
+    // A request for a new producer id, while a partition waits for one; dropped with the loop.
+    let mut renewal: Option<BoxFuture<'static, Granted>> = None;
     loop {
+        if renewal.is_none() && shared.acc.lock().unwrap().wants_identity() {
+            renewal = Some(Box::pin(identity::renew(
+                shared.metadata.clone(),
+                cfg.retry_backoff,
+            )));
+        }
         let now = Instant::now();
         let plan = shared.acc.lock().unwrap().plan(now, closing);
         for batch in plan.expired {
@@ -102,10 +118,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut control: mpsc::UnboundedReceive
                         // The request task panicked; its batch's futures resolve as closed.
                         if let Some((topic, partition)) = in_flight_tps.remove(&e.id()) {
                             tracing::error!(%topic, partition, error = %e, "produce task failed");
-                            shared.acc.lock().unwrap().complete(&topic, partition);
+                            shared.acc.lock().unwrap().lose(&topic, partition);
                         }
                     }
                 }
+            }
+            (producer_id, epoch) = async { renewal.as_mut().expect("guarded").await }, if renewal.is_some() => {
+                renewal = None;
+                tracing::info!(producer_id, epoch, "new producer id; partitions that lost their sequence restart at 0");
+                shared.acc.lock().unwrap().set_identity(producer_id, epoch);
             }
             _ = shared.wake.notified() => {}
             _ = tokio::time::sleep_until(wakeup.unwrap_or(now).into()), if wakeup.is_some() => {}
@@ -120,7 +141,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut control: mpsc::UnboundedReceive
 /// Resolves, requeues or fails a batch after its attempt.
 fn handle_completion(shared: &Shared, policy: &RetryPolicy, done: Completion) {
     let Completion {
-        batch,
+        mut batch,
         result,
         rerouted,
     } = done;
@@ -137,13 +158,14 @@ fn handle_completion(shared: &Shared, policy: &RetryPolicy, done: Completion) {
             batch.succeed(base, resp.log_append_time_ms);
         }
         Err(err) => {
+            batch.attempt_failed(&err);
             let deadline = batch.created + shared.cfg.delivery_timeout;
             let decision =
                 policy.decide(err.is_retriable(), rerouted, batch.attempts, now, deadline);
             let mut acc = shared.acc.lock().unwrap();
             match decision {
                 RetryDecision::GiveUp => {
-                    acc.complete(&topic, partition);
+                    acc.fail(&batch, &err);
                     drop(acc);
                     tracing::warn!(%topic, partition, attempts = batch.attempts, records = batch.len(), error = %err, "produce failed");
                     batch.fail(&err);

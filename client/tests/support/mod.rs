@@ -1,26 +1,33 @@
 //! An in-process fake cluster: one coordinator (Metadata) and storage nodes (Log) sharing one
 //! in-memory state, with knobs to inject faults — a stale advertised leader, queued produce
-//! errors, a gate that stalls produce — so the client's routing, retry and fetch logic is
-//! exercised over real gRPC without the real servers.
+//! errors before or after the append, a gate that stalls produce, stopped and restarted nodes —
+//! so the client's routing, retry, idempotence and fetch logic is exercised over real gRPC
+//! without the real servers.
+//!
+//! Like a real leader, a node de-duplicates idempotent batches: a resend of a producer's last
+//! batch is answered with its original offset, and a sequence gap is refused with
+//! `OUT_OF_ORDER_SEQUENCE`. So every test that produces also checks the client's sequences.
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, VecDeque};
+mod coordinator;
+mod node;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_client::ClientConfig;
-use sluice_proto::batch::{decode_records, set_base_offset, validate};
 use sluice_proto::error::ApiError;
-use sluice_proto::pb::{
-    self, ErrorCode, LeaderHint, list_offsets_request::Spec, log_server, metadata_server,
-    produce_request::Payload,
-};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Request, Response, Status};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use coordinator::FakeCoordinator;
+use node::FakeNode;
 
 /// One partition's log: batches with their offsets assigned.
 #[derive(Default)]
@@ -40,24 +47,112 @@ pub struct FakeTopic {
     pub logs: Vec<PartitionLog>,
 }
 
-#[derive(Default)]
+/// A produce request as a node received it (before any fault or check).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceSeen {
+    pub node: i32,
+    pub topic: String,
+    pub partition: i32,
+    pub acks: i32,
+    pub timeout_ms: i32,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records: i32,
+}
+
+/// A batch a node appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub node: i32,
+    pub topic: String,
+    pub partition: i32,
+    pub base_offset: i64,
+    pub records: i64,
+    pub producer_id: i64,
+    pub base_sequence: i32,
+}
+
+/// The last batch a producer appended to a partition, for de-duplication.
+#[derive(Debug, Clone, Copy)]
+pub struct LastBatch {
+    pub base_sequence: i32,
+    pub records: i32,
+    pub base_offset: i64,
+}
+
 pub struct State {
     pub nodes: BTreeMap<i32, String>,
     pub topics: BTreeMap<String, FakeTopic>,
-    /// Errors the next produce requests fail with, in order, whichever node gets them.
+    /// Errors the next produce requests fail with before anything is appended, in order,
+    /// whichever node gets them.
     pub produce_faults: VecDeque<ApiError>,
-    /// (node, topic, partition, base offset, records) of every accepted produce.
-    pub accepted: Vec<(i32, String, i32, i64, i64)>,
+    /// Errors the next produce requests fail with *after* the batch was appended, or found to
+    /// be a duplicate (the answer is lost), in order.
+    pub faults_after_append: VecDeque<tonic::Status>,
+    /// Every produce request received.
+    pub requests: Vec<ProduceSeen>,
+    /// Every batch appended.
+    pub accepted: Vec<Accepted>,
+    /// Resends answered with the original offset instead of being appended.
+    pub duplicates: usize,
     /// Whether hints carry the leader (false: NOT_LEADER without a hint).
     pub no_hints: bool,
+    /// Per (topic, partition, producer id): the producer's last appended batch.
+    pub sequences: HashMap<(String, i32, i64), LastBatch>,
+    /// The id the next InitProducerId grants.
+    pub next_producer_id: i64,
+    /// Errors the next InitProducerId calls fail with, in order.
+    pub init_faults: VecDeque<ApiError>,
+    pub init_calls: usize,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            nodes: BTreeMap::new(),
+            topics: BTreeMap::new(),
+            produce_faults: VecDeque::new(),
+            faults_after_append: VecDeque::new(),
+            requests: Vec::new(),
+            accepted: Vec::new(),
+            duplicates: 0,
+            no_hints: false,
+            sequences: HashMap::new(),
+            next_producer_id: 1000,
+            init_faults: VecDeque::new(),
+            init_calls: 0,
+        }
+    }
+}
+
+/// The coordinator's metadata watches: a publish wakes every open stream, which then sends the
+/// advertised state. Nothing is pushed without `publish`, so tests choose whether the client
+/// learns a change from the watch or from errors.
+pub struct WatchHub {
+    pub tx: watch::Sender<u64>,
+    /// Streams open now.
+    pub open: AtomicUsize,
+    /// Messages sent on all streams so far.
+    pub sent: AtomicUsize,
+    /// Bumped by `end_watches`: streams opened before end at their next wake-up.
+    pub generation: AtomicUsize,
+}
+
+struct RunningNode {
+    shutdown: oneshot::Sender<()>,
+    server: JoinHandle<()>,
 }
 
 pub struct FakeCluster {
     pub coordinator: String,
+    /// GetMetadata calls (not watches, not InitProducerId).
     pub metadata_calls: Arc<AtomicUsize>,
+    pub watch: Arc<WatchHub>,
     pub state: Arc<Mutex<State>>,
     /// Produce handlers take a read lock first; a test holding the write lock stalls them.
     pub produce_gate: Arc<tokio::sync::RwLock<()>>,
+    running: Mutex<BTreeMap<i32, RunningNode>>,
 }
 
 impl FakeCluster {
@@ -65,39 +160,73 @@ impl FakeCluster {
     pub async fn start(nodes: i32) -> Self {
         let state = Arc::new(Mutex::new(State::default()));
         let produce_gate = Arc::new(tokio::sync::RwLock::new(()));
-        for id in 1..=nodes {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap().to_string();
-            state.lock().unwrap().nodes.insert(id, addr);
-            let svc = FakeNode {
-                id,
-                state: state.clone(),
-                gate: produce_gate.clone(),
-            };
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(log_server::LogServer::new(svc))
-                    .serve_with_incoming(TcpListenerStream::new(listener)),
-            );
-        }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let coordinator = listener.local_addr().unwrap().to_string();
         let metadata_calls = Arc::new(AtomicUsize::new(0));
-        let svc = FakeCoordinator {
-            state: state.clone(),
-            calls: metadata_calls.clone(),
-        };
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(metadata_server::MetadataServer::new(svc))
-                .serve_with_incoming(TcpListenerStream::new(listener)),
+        let watch = Arc::new(WatchHub {
+            tx: watch::channel(0).0,
+            open: AtomicUsize::new(0),
+            sent: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+        });
+        coordinator::serve(
+            listener,
+            FakeCoordinator {
+                state: state.clone(),
+                calls: metadata_calls.clone(),
+                watch: watch.clone(),
+            },
         );
-        Self {
+        let cluster = Self {
             coordinator,
             metadata_calls,
+            watch,
             state,
             produce_gate,
+            running: Mutex::new(BTreeMap::new()),
+        };
+        for id in 1..=nodes {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            cluster.state.lock().unwrap().nodes.insert(id, addr);
+            cluster.serve_node(id, listener);
         }
+        cluster
+    }
+
+    fn serve_node(&self, id: i32, listener: TcpListener) {
+        let svc = FakeNode {
+            id,
+            state: self.state.clone(),
+            gate: self.produce_gate.clone(),
+        };
+        let (shutdown, signal) = oneshot::channel();
+        let server = node::serve(listener, svc, signal);
+        self.running
+            .lock()
+            .unwrap()
+            .insert(id, RunningNode { shutdown, server });
+    }
+
+    /// Stops node `id`'s server as a dying process would: connections close, and connecting
+    /// to its address is refused until `restart_node`.
+    pub async fn stop_node(&self, id: i32) {
+        let node = self.running.lock().unwrap().remove(&id).expect("node runs");
+        let _ = node.shutdown.send(());
+        let abort = node.server.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), node.server)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+
+    /// Serves node `id` again on its old address.
+    pub async fn restart_node(&self, id: i32) {
+        let addr: SocketAddr = self.state.lock().unwrap().nodes[&id].parse().unwrap();
+        let listener = TcpListener::bind(addr).await.unwrap();
+        self.serve_node(id, listener);
     }
 
     /// Creates a topic whose partitions are all led by `leader`.
@@ -124,11 +253,31 @@ impl FakeCluster {
         t.epoch += 1;
     }
 
-    /// Lets the coordinator catch up with the real leaders.
+    /// Lets the coordinator's GetMetadata answers catch up with the real leaders (watches learn
+    /// it at the next `publish`).
     pub fn advertise_leaders(&self, topic: &str) {
         let mut st = self.state.lock().unwrap();
         let t = st.topics.get_mut(topic).unwrap();
         t.advertised = t.leaders.clone();
+    }
+
+    /// Pushes the advertised state to every open metadata watch.
+    pub fn publish(&self) {
+        self.watch.tx.send_modify(|v| *v += 1);
+    }
+
+    /// Ends every open metadata watch, as a coordinator restart would.
+    pub fn end_watches(&self) {
+        self.watch.generation.fetch_add(1, Ordering::SeqCst);
+        self.publish();
+    }
+
+    /// A leader election as the real controller does it: the leader moves, the coordinator
+    /// advertises it, and watches hear of it.
+    pub fn move_leader(&self, topic: &str, node: i32) {
+        self.move_leader_silently(topic, node);
+        self.advertise_leaders(topic);
+        self.publish();
     }
 
     pub fn client_config(&self) -> ClientConfig {
@@ -138,202 +287,38 @@ impl FakeCluster {
         }
     }
 
+    /// GetMetadata calls so far.
     pub fn calls(&self) -> usize {
         self.metadata_calls.load(Ordering::SeqCst)
     }
-}
 
-struct FakeCoordinator {
-    state: Arc<Mutex<State>>,
-    calls: Arc<AtomicUsize>,
-}
-
-#[tonic::async_trait]
-impl metadata_server::Metadata for FakeCoordinator {
-    async fn get_metadata(
-        &self,
-        req: Request<pb::GetMetadataRequest>,
-    ) -> Result<Response<pb::GetMetadataResponse>, Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let req = req.into_inner();
-        let st = self.state.lock().unwrap();
-        let names: Vec<String> = if req.topics.is_empty() {
-            st.topics.keys().cloned().collect()
-        } else {
-            req.topics
-        };
-        let mut topics = Vec::new();
-        for name in names {
-            let t = st.topics.get(&name).ok_or_else(|| {
-                ApiError::new(ErrorCode::UnknownTopic, format!("no topic {name}")).to_status()
-            })?;
-            topics.push(pb::TopicMetadata {
-                name,
-                topic_id: t.id.clone(),
-                partitions: t
-                    .advertised
-                    .iter()
-                    .enumerate()
-                    .map(|(p, &leader)| pb::PartitionMetadata {
-                        partition: p as i32,
-                        leader,
-                        leader_epoch: t.epoch,
-                        replicas: vec![leader],
-                        isr: vec![leader],
-                    })
-                    .collect(),
-                internal: false,
-            });
-        }
-        let nodes = st
-            .nodes
-            .iter()
-            .map(|(&node_id, address)| pb::NodeInfo {
-                node_id,
-                address: address.clone(),
-                rack: String::new(),
-            })
-            .collect();
-        Ok(Response::new(pb::GetMetadataResponse {
-            cluster_name: "fake".into(),
-            nodes,
-            topics,
-            controller: None,
-        }))
+    pub fn open_watches(&self) -> usize {
+        self.watch.open.load(Ordering::SeqCst)
     }
-}
 
-struct FakeNode {
-    id: i32,
-    state: Arc<Mutex<State>>,
-    gate: Arc<tokio::sync::RwLock<()>>,
-}
+    pub fn watch_messages(&self) -> usize {
+        self.watch.sent.load(Ordering::SeqCst)
+    }
 
-impl FakeNode {
-    /// The partition's log if this node leads it, else the error a real node gives.
-    fn check_leader(&self, st: &State, topic: &str, partition: i32) -> Result<(), Status> {
-        let t = st.topics.get(topic).ok_or_else(|| {
-            ApiError::new(ErrorCode::UnknownTopic, format!("no topic {topic}")).to_status()
-        })?;
-        let leader = *t.leaders.get(partition as usize).ok_or_else(|| {
-            ApiError::new(ErrorCode::UnknownPartition, "no such partition").to_status()
-        })?;
-        if leader != self.id {
-            let hint = (!st.no_hints).then(|| LeaderHint {
-                node_id: leader,
-                address: st.nodes[&leader].clone(),
-                leader_epoch: t.epoch,
-            });
-            return Err(
-                ApiError::not_leader(format!("node {} does not lead", self.id), hint).to_status(),
+    /// Batches appended so far.
+    pub fn accepted(&self) -> Vec<Accepted> {
+        self.state.lock().unwrap().accepted.clone()
+    }
+
+    /// Produce requests received so far.
+    pub fn requests(&self) -> Vec<ProduceSeen> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Waits up to 5 s for `cond`, polling.
+    pub async fn eventually(&self, what: &str, mut cond: impl FnMut(&Self) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !cond(self) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
             );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Ok(())
-    }
-}
-
-#[tonic::async_trait]
-impl log_server::Log for FakeNode {
-    async fn produce(
-        &self,
-        req: Request<pb::ProduceRequest>,
-    ) -> Result<Response<pb::ProduceResponse>, Status> {
-        let _gate = self.gate.read().await;
-        let req = req.into_inner();
-        let mut st = self.state.lock().unwrap();
-        if let Some(e) = st.produce_faults.pop_front() {
-            return Err(e.to_status());
-        }
-        self.check_leader(&st, &req.topic, req.partition)?;
-        let t = st.topics.get_mut(&req.topic).unwrap();
-        if !req.topic_id.is_empty() && req.topic_id != t.id {
-            return Err(ApiError::new(ErrorCode::UnknownTopicId, "topic id mismatch").to_status());
-        }
-        let Some(Payload::Batch(batch)) = req.payload else {
-            return Err(ApiError::new(ErrorCode::InvalidRequest, "batch expected").to_status());
-        };
-        let header = validate(&batch).map_err(|e| ApiError::from(e).to_status())?;
-        let log = &mut t.logs[req.partition as usize];
-        let base = log.end;
-        let count = header.record_count as i64;
-        let mut buf = batch.to_vec();
-        set_base_offset(&mut buf, base);
-        log.batches.push((base, base + count, Bytes::from(buf)));
-        log.end += count;
-        st.accepted
-            .push((self.id, req.topic.clone(), req.partition, base, count));
-        Ok(Response::new(pb::ProduceResponse {
-            base_offset: if req.acks == 0 { -1 } else { base },
-            log_append_time_ms: -1,
-            log_start_offset: 0,
-            leader_epoch: 1,
-        }))
-    }
-
-    async fn fetch(
-        &self,
-        req: Request<pb::FetchRequest>,
-    ) -> Result<Response<pb::FetchResponse>, Status> {
-        let req = req.into_inner();
-        let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
-        loop {
-            {
-                let st = self.state.lock().unwrap();
-                self.check_leader(&st, &req.topic, req.partition)?;
-                let log = &st.topics[&req.topic].logs[req.partition as usize];
-                if req.offset > log.end || req.offset < log.start {
-                    return Err(ApiError::new(
-                        ErrorCode::OffsetOutOfRange,
-                        format!("offset {} outside {}..={}", req.offset, log.start, log.end),
-                    )
-                    .to_status());
-                }
-                let mut out = Vec::new();
-                for (_, next, b) in &log.batches {
-                    if *next > req.offset
-                        && (out.is_empty() || out.len() + b.len() <= req.max_bytes as usize)
-                    {
-                        out.extend_from_slice(b);
-                    }
-                }
-                if !out.is_empty() || Instant::now() >= deadline {
-                    return Ok(Response::new(pb::FetchResponse {
-                        batches: Bytes::from(out),
-                        high_watermark: log.end,
-                        log_start_offset: log.start,
-                        records: vec![],
-                        leader_epoch: 1,
-                    }));
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    async fn list_offsets(
-        &self,
-        req: Request<pb::ListOffsetsRequest>,
-    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
-        let req = req.into_inner();
-        let st = self.state.lock().unwrap();
-        self.check_leader(&st, &req.topic, req.partition)?;
-        let log = &st.topics[&req.topic].logs[req.partition as usize];
-        let (offset, timestamp_ms) = match req.spec {
-            Some(Spec::Earliest(_)) => (log.start, -1),
-            Some(Spec::Latest(_)) => (log.end, -1),
-            Some(Spec::TimestampMs(ts)) => log
-                .batches
-                .iter()
-                .flat_map(|(_, _, b)| decode_records(b).unwrap())
-                .find(|r| r.timestamp_ms >= ts)
-                .map_or((-1, -1), |r| (r.offset, r.timestamp_ms)),
-            None => return Err(ApiError::new(ErrorCode::InvalidRequest, "no spec").to_status()),
-        };
-        Ok(Response::new(pb::ListOffsetsResponse {
-            offset,
-            timestamp_ms,
-            log_start_offset: log.start,
-            high_watermark: log.end,
-        }))
     }
 }

@@ -1,0 +1,260 @@
+//! The fake storage node's `Log` service: leads the partitions the shared state says it does,
+//! appends produced batches (de-duplicating idempotent resends), and serves fetch and
+//! list-offsets from the shared logs.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::Stream;
+use sluice_proto::batch::{BatchHeader, decode_records, set_base_offset, validate};
+use sluice_proto::error::ApiError;
+use sluice_proto::pb::{
+    self, ErrorCode, LeaderHint, list_offsets_request::Spec, log_server, produce_request::Payload,
+};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+use super::{Accepted, LastBatch, ProduceSeen, State};
+
+pub(super) struct FakeNode {
+    pub(super) id: i32,
+    pub(super) state: Arc<Mutex<State>>,
+    pub(super) gate: Arc<tokio::sync::RwLock<()>>,
+}
+
+/// Serves `svc` until `shutdown` fires.
+pub(super) fn serve(
+    listener: TcpListener,
+    svc: FakeNode,
+    shutdown: oneshot::Receiver<()>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(log_server::LogServer::new(svc))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = shutdown.await;
+            })
+            .await;
+    })
+}
+
+/// What a leader does with an idempotent batch, given the producer's last batch.
+enum SequenceCheck {
+    Append,
+    /// A resend of the last batch: answer with its offset.
+    Duplicate(i64),
+    Gap(String),
+}
+
+fn check_sequence(last: Option<&LastBatch>, h: &BatchHeader) -> SequenceCheck {
+    let expected = match last {
+        Some(last) if last.base_sequence == h.base_sequence && last.records == h.record_count => {
+            return SequenceCheck::Duplicate(last.base_offset);
+        }
+        Some(last) => ((last.base_sequence as i64 + last.records as i64) % (1 << 31)) as i32,
+        None => 0,
+    };
+    if h.base_sequence == expected {
+        SequenceCheck::Append
+    } else {
+        SequenceCheck::Gap(format!(
+            "producer {} sent sequence {} but {expected} was expected",
+            h.producer_id, h.base_sequence
+        ))
+    }
+}
+
+impl FakeNode {
+    /// The partition's log if this node leads it, else the error a real node gives.
+    fn check_leader(&self, st: &State, topic: &str, partition: i32) -> Result<(), Status> {
+        let t = st.topics.get(topic).ok_or_else(|| {
+            ApiError::new(ErrorCode::UnknownTopic, format!("no topic {topic}")).to_status()
+        })?;
+        let leader = *t.leaders.get(partition as usize).ok_or_else(|| {
+            ApiError::new(ErrorCode::UnknownPartition, "no such partition").to_status()
+        })?;
+        if leader != self.id {
+            let hint = (!st.no_hints).then(|| LeaderHint {
+                node_id: leader,
+                address: st.nodes[&leader].clone(),
+                leader_epoch: t.epoch,
+            });
+            return Err(
+                ApiError::not_leader(format!("node {} does not lead", self.id), hint).to_status(),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn produced(base_offset: i64) -> Response<pb::ProduceResponse> {
+    Response::new(pb::ProduceResponse {
+        base_offset,
+        log_append_time_ms: -1,
+        log_start_offset: 0,
+        leader_epoch: 1,
+    })
+}
+
+type ReplicaStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl log_server::Log for FakeNode {
+    async fn produce(
+        &self,
+        req: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let _gate = self.gate.read().await;
+        let req = req.into_inner();
+        let mut st = self.state.lock().unwrap();
+        let Some(Payload::Batch(batch)) = req.payload else {
+            return Err(ApiError::new(ErrorCode::InvalidRequest, "batch expected").to_status());
+        };
+        let header = validate(&batch).map_err(|e| ApiError::from(e).to_status())?;
+        st.requests.push(ProduceSeen {
+            node: self.id,
+            topic: req.topic.clone(),
+            partition: req.partition,
+            acks: req.acks,
+            timeout_ms: req.timeout_ms,
+            producer_id: header.producer_id,
+            producer_epoch: header.producer_epoch,
+            base_sequence: header.base_sequence,
+            records: header.record_count,
+        });
+        if let Some(e) = st.produce_faults.pop_front() {
+            return Err(e.to_status());
+        }
+        self.check_leader(&st, &req.topic, req.partition)?;
+        let topic_id = st.topics[&req.topic].id.clone();
+        if !req.topic_id.is_empty() && req.topic_id != topic_id {
+            return Err(ApiError::new(ErrorCode::UnknownTopicId, "topic id mismatch").to_status());
+        }
+        let key = (req.topic.clone(), req.partition, header.producer_id);
+        if header.producer_id >= 0 {
+            match check_sequence(st.sequences.get(&key), &header) {
+                SequenceCheck::Append => {}
+                SequenceCheck::Duplicate(offset) => {
+                    st.duplicates += 1;
+                    if let Some(status) = st.faults_after_append.pop_front() {
+                        return Err(status);
+                    }
+                    return Ok(produced(offset));
+                }
+                SequenceCheck::Gap(msg) => {
+                    return Err(ApiError::new(ErrorCode::OutOfOrderSequence, msg).to_status());
+                }
+            }
+        }
+        let log = &mut st.topics.get_mut(&req.topic).unwrap().logs[req.partition as usize];
+        let base = log.end;
+        let count = header.record_count as i64;
+        let mut buf = batch.to_vec();
+        set_base_offset(&mut buf, base);
+        log.batches.push((base, base + count, Bytes::from(buf)));
+        log.end += count;
+        if header.producer_id >= 0 {
+            let last = LastBatch {
+                base_sequence: header.base_sequence,
+                records: header.record_count,
+                base_offset: base,
+            };
+            st.sequences.insert(key, last);
+        }
+        st.accepted.push(Accepted {
+            node: self.id,
+            topic: req.topic.clone(),
+            partition: req.partition,
+            base_offset: base,
+            records: count,
+            producer_id: header.producer_id,
+            base_sequence: header.base_sequence,
+        });
+        if let Some(status) = st.faults_after_append.pop_front() {
+            return Err(status);
+        }
+        Ok(produced(if req.acks == 0 { -1 } else { base }))
+    }
+
+    async fn fetch(
+        &self,
+        req: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
+        let req = req.into_inner();
+        let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+        loop {
+            {
+                let st = self.state.lock().unwrap();
+                self.check_leader(&st, &req.topic, req.partition)?;
+                let log = &st.topics[&req.topic].logs[req.partition as usize];
+                if req.offset > log.end || req.offset < log.start {
+                    return Err(ApiError::new(
+                        ErrorCode::OffsetOutOfRange,
+                        format!("offset {} outside {}..={}", req.offset, log.start, log.end),
+                    )
+                    .to_status());
+                }
+                let mut out = Vec::new();
+                for (_, next, b) in &log.batches {
+                    if *next > req.offset
+                        && (out.is_empty() || out.len() + b.len() <= req.max_bytes as usize)
+                    {
+                        out.extend_from_slice(b);
+                    }
+                }
+                if !out.is_empty() || Instant::now() >= deadline {
+                    return Ok(Response::new(pb::FetchResponse {
+                        batches: Bytes::from(out),
+                        high_watermark: log.end,
+                        log_start_offset: log.start,
+                        records: vec![],
+                        leader_epoch: 1,
+                    }));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn list_offsets(
+        &self,
+        req: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let req = req.into_inner();
+        let st = self.state.lock().unwrap();
+        self.check_leader(&st, &req.topic, req.partition)?;
+        let log = &st.topics[&req.topic].logs[req.partition as usize];
+        let (offset, timestamp_ms) = match req.spec {
+            Some(Spec::Earliest(_)) => (log.start, -1),
+            Some(Spec::Latest(_)) => (log.end, -1),
+            Some(Spec::TimestampMs(ts)) => log
+                .batches
+                .iter()
+                .flat_map(|(_, _, b)| decode_records(b).unwrap())
+                .find(|r| r.timestamp_ms >= ts)
+                .map_or((-1, -1), |r| (r.offset, r.timestamp_ms)),
+            None => return Err(ApiError::new(ErrorCode::InvalidRequest, "no spec").to_status()),
+        };
+        Ok(Response::new(pb::ListOffsetsResponse {
+            offset,
+            timestamp_ms,
+            log_start_offset: log.start,
+            high_watermark: log.end,
+        }))
+    }
+
+    type ReplicateStream = ReplicaStream;
+
+    /// Node-to-node replication; the client never calls it.
+    async fn replicate(
+        &self,
+        _req: Request<tonic::Streaming<pb::ReplicaAck>>,
+    ) -> Result<Response<ReplicaStream>, Status> {
+        Err(Status::unimplemented("the fake cluster does not replicate"))
+    }
+}

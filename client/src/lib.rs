@@ -3,8 +3,12 @@
 //! chosen position.
 //!
 //! All three start from a [`ClientConfig`] naming one or more coordinators. Partition leaders
-//! are learnt from coordinator metadata, cached, and corrected by the `NOT_LEADER` hints storage
-//! nodes return, so data never passes through a coordinator.
+//! are learnt from coordinator metadata, kept current by a metadata watch stream, and corrected
+//! by the `NOT_LEADER` hints storage nodes return, so data never passes through a coordinator
+//! and a leader failover costs the producer and consumer a retry or two, not an error.
+//!
+//! The producer is idempotent by default (`acks=all` plus a producer id and per-partition
+//! sequence numbers), so the retries a failover causes never duplicate a record.
 //!
 //! ```no_run
 //! # async fn demo() -> sluice_client::Result<()> {

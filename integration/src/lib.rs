@@ -75,7 +75,12 @@ impl TestCluster {
     /// controller and every node is registered.
     pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
         let etcd = EtcdProcess::start().await.context("starting etcd")?;
-        let dir = tempfile::Builder::new().prefix("sluice-it-").tempdir()?;
+        let mut dir = tempfile::Builder::new().prefix("sluice-it-").tempdir()?;
+        if std::env::var_os("SLUICE_KEEP_LOGS").is_some() {
+            // Keep data and logs for post-mortems; the path is printed.
+            dir.disable_cleanup(true);
+            println!("cluster files kept in {}", dir.path().display());
+        }
         let mut cluster = Self {
             etcd,
             coordinators: Vec::new(),

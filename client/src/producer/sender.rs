@@ -57,12 +57,6 @@ pub(crate) async fn run(shared: Arc<Shared>, mut control: mpsc::UnboundedReceive
     // A request for a new producer id, while a partition waits for one; dropped with the loop.
     let mut renewal: Option<BoxFuture<'static, Granted>> = None;
     loop {
-        if renewal.is_none() && shared.acc.lock().unwrap().wants_identity() {
-            renewal = Some(Box::pin(identity::renew(
-                shared.metadata.clone(),
-                cfg.retry_backoff,
-            )));
-        }
         let now = Instant::now();
         let plan = shared.acc.lock().unwrap().plan(now, closing);
         for batch in plan.expired {
@@ -98,6 +92,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut control: mpsc::UnboundedReceive
         }
         if closing && in_flight.is_empty() && shared.acc.lock().unwrap().is_empty() {
             break;
+        }
+        // Checked after `plan`, which may have expired a stamped batch: the partition waiting
+        // for a new id has no timer of its own to wake the loop.
+        if renewal.is_none() && shared.acc.lock().unwrap().wants_identity() {
+            renewal = Some(Box::pin(identity::renew(
+                shared.metadata.clone(),
+                cfg.retry_backoff,
+            )));
         }
         let wakeup = plan.next_wakeup;
         tokio::select! {

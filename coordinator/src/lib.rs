@@ -10,9 +10,9 @@ pub mod controller;
 pub mod describe;
 pub mod election;
 pub mod failover;
+pub mod liveness;
 pub mod placement;
 pub mod producer_ids;
-pub mod liveness;
 pub mod reconcile;
 pub mod service;
 

@@ -58,10 +58,16 @@ pub async fn run_liveness(
             strikes.clear();
             continue;
         }
-        let nodes: Vec<(NodeId, String)> =
-            cache.view().nodes.values().map(|n| (n.node_id, n.address.clone())).collect();
+        let nodes: Vec<(NodeId, String)> = cache
+            .view()
+            .nodes
+            .values()
+            .map(|n| (n.node_id, n.address.clone()))
+            .collect();
         strikes.retain(|id, _| nodes.iter().any(|(n, _)| n == id));
-        let probes = nodes.iter().map(|(id, addr)| async move { (*id, refused(addr).await) });
+        let probes = nodes
+            .iter()
+            .map(|(id, addr)| async move { (*id, refused(addr).await) });
         for (id, was_refused) in futures::future::join_all(probes).await {
             if !was_refused {
                 strikes.remove(&id);
@@ -80,10 +86,17 @@ pub async fn run_liveness(
 async fn revoke(store: &dyn MetaStore, keys: &Keys, id: NodeId) {
     match store.get(&keys.node(id)).await {
         Ok(Some(v)) if v.lease != 0 => match store.revoke_lease(v.lease).await {
-            Ok(()) => tracing::warn!(node_id = id, "storage node refuses connections; revoked its registration"),
-            Err(error) => tracing::debug!(node_id = id, %error, "revoking a dead node's lease failed"),
+            Ok(()) => tracing::warn!(
+                node_id = id,
+                "storage node refuses connections; revoked its registration"
+            ),
+            Err(error) => {
+                tracing::debug!(node_id = id, %error, "revoking a dead node's lease failed")
+            }
         },
         Ok(_) => {}
-        Err(error) => tracing::warn!(node_id = id, %error, "reading a dead node's registration failed"),
+        Err(error) => {
+            tracing::warn!(node_id = id, %error, "reading a dead node's registration failed")
+        }
     }
 }

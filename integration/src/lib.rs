@@ -225,14 +225,25 @@ impl TestCluster {
     /// The current leader of a partition, from the coordinators.
     pub async fn leader_of(&self, topic: &str, partition: i32) -> anyhow::Result<i32> {
         let t = self.admin().await?.describe_topic(topic).await?;
-        let p = t.partitions.iter().find(|p| p.partition == partition).context("no such partition")?;
+        let p = t
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)
+            .context("no such partition")?;
         Ok(p.leader)
     }
 
     /// A partition's state (leader, epoch, replicas, ISR), from the coordinators.
-    pub async fn partition_state(&self, topic: &str, partition: i32) -> anyhow::Result<sluice_proto::pb::PartitionMetadata> {
+    pub async fn partition_state(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> anyhow::Result<sluice_proto::pb::PartitionMetadata> {
         let t = self.admin().await?.describe_topic(topic).await?;
-        t.partitions.into_iter().find(|p| p.partition == partition).context("no such partition")
+        t.partitions
+            .into_iter()
+            .find(|p| p.partition == partition)
+            .context("no such partition")
     }
 
     /// Waits until `pred` holds for a partition's state.
@@ -251,7 +262,9 @@ impl TestCluster {
                 return Ok(p);
             }
             if Instant::now() > deadline {
-                bail!("partition {topic}-{partition} did not reach the expected state in {timeout:?}");
+                bail!(
+                    "partition {topic}-{partition} did not reach the expected state in {timeout:?}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -259,8 +272,17 @@ impl TestCluster {
 
     /// Every batch of a node's own replica of a partition (leader or follower), up to its log
     /// end, concatenated: for comparing replicas byte for byte.
-    pub async fn replica_log(&self, id: usize, topic: &str, partition: i32) -> anyhow::Result<bytes::Bytes> {
-        let mut client = sluice_proto::pb::log_client::LogClient::connect(format!("http://{}", self.nodes[id].address())).await?;
+    pub async fn replica_log(
+        &self,
+        id: usize,
+        topic: &str,
+        partition: i32,
+    ) -> anyhow::Result<bytes::Bytes> {
+        let mut client = sluice_proto::pb::log_client::LogClient::connect(format!(
+            "http://{}",
+            self.nodes[id].address()
+        ))
+        .await?;
         let mut out = bytes::BytesMut::new();
         let mut offset = 0;
         loop {

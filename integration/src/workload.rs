@@ -61,20 +61,32 @@ pub fn spawn_producer(
         let mut pending = VecDeque::new();
         let mut seqs: HashMap<i32, u64> = HashMap::new();
         let mut p = 0;
-        let settle = |ledger: &Arc<Mutex<Ledger>>, part: i32, seq: u64, sent: Instant, r: sluice_client::Result<sluice_client::RecordMetadata>| {
-            let mut l = ledger.lock().expect("ledger");
-            match r {
-                Ok(md) => l.acked.entry(part).or_default().push(Ack { seq, offset: md.offset, sent, acked: Instant::now() }),
-                Err(error) => {
-                    tracing::warn!(%error, part, seq, "send failed");
-                    l.failed.entry(part).or_default().push(seq);
+        let settle =
+            |ledger: &Arc<Mutex<Ledger>>,
+             part: i32,
+             seq: u64,
+             sent: Instant,
+             r: sluice_client::Result<sluice_client::RecordMetadata>| {
+                let mut l = ledger.lock().expect("ledger");
+                match r {
+                    Ok(md) => l.acked.entry(part).or_default().push(Ack {
+                        seq,
+                        offset: md.offset,
+                        sent,
+                        acked: Instant::now(),
+                    }),
+                    Err(error) => {
+                        tracing::warn!(%error, part, seq, "send failed");
+                        l.failed.entry(part).or_default().push(seq);
+                    }
                 }
-            }
-        };
+            };
         while !*stop.borrow() {
             let seq = *seqs.entry(p).and_modify(|s| *s += 1).or_insert(0);
             let sent = Instant::now();
-            let f = producer.send(ProducerRecord::new(topic.as_str(), value(p, seq)).partition(p)).await?;
+            let f = producer
+                .send(ProducerRecord::new(topic.as_str(), value(p, seq)).partition(p))
+                .await?;
             ledger.lock().expect("ledger").sent.insert(p, seq);
             pending.push_back((p, seq, sent, f));
             while pending.len() >= in_flight {
@@ -107,9 +119,19 @@ pub struct Report {
 /// Reads every partition from the beginning and checks the ledger against it: every
 /// acknowledged record present exactly once at its acknowledged offset, per-partition order
 /// kept, nothing duplicated, nothing read that was never sent.
-pub async fn check(cfg: ConsumerConfig, topic: &str, partitions: i32, ledger: &Ledger) -> anyhow::Result<Report> {
+pub async fn check(
+    cfg: ConsumerConfig,
+    topic: &str,
+    partitions: i32,
+    ledger: &Ledger,
+) -> anyhow::Result<Report> {
     let mut consumer = Consumer::new(cfg).await?;
-    consumer.assign((0..partitions).map(|p| (topic.to_string(), p)).collect(), SeekTo::Earliest).await?;
+    consumer
+        .assign(
+            (0..partitions).map(|p| (topic.to_string(), p)).collect(),
+            SeekTo::Earliest,
+        )
+        .await?;
     let need: HashMap<i32, i64> = ledger
         .acked
         .iter()
@@ -119,21 +141,35 @@ pub async fn check(cfg: ConsumerConfig, topic: &str, partitions: i32, ledger: &L
     let mut report = Report::default();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let done = need.iter().all(|(p, max)| got.get(p).and_then(|v| v.last()).is_some_and(|l| l.0 >= *max));
-        let wait = if done { Duration::from_millis(700) } else { deadline.saturating_duration_since(Instant::now()) };
+        let done = need.iter().all(|(p, max)| {
+            got.get(p)
+                .and_then(|v| v.last())
+                .is_some_and(|l| l.0 >= *max)
+        });
+        let wait = if done {
+            Duration::from_millis(700)
+        } else {
+            deadline.saturating_duration_since(Instant::now())
+        };
         match tokio::time::timeout(wait, consumer.next()).await {
             Ok(Some(Ok(r))) => {
                 let Some((vp, seq)) = r.value.as_deref().and_then(parse) else {
-                    report.violations.push(format!("unparsable value at {}-{}", r.partition, r.offset));
+                    report
+                        .violations
+                        .push(format!("unparsable value at {}-{}", r.partition, r.offset));
                     continue;
                 };
-                got.entry(r.partition).or_default().push((r.offset, vp, seq));
+                got.entry(r.partition)
+                    .or_default()
+                    .push((r.offset, vp, seq));
             }
             Ok(Some(Err(e))) => anyhow::bail!("consumer failed: {e}"),
             Ok(None) => break,
             Err(_) if done => break,
             Err(_) => {
-                report.violations.push("timed out reading back acknowledged records".into());
+                report
+                    .violations
+                    .push("timed out reading back acknowledged records".into());
                 break;
             }
         }
@@ -141,24 +177,39 @@ pub async fn check(cfg: ConsumerConfig, topic: &str, partitions: i32, ledger: &L
     for (p, records) in &got {
         report.read += records.len();
         let mut seen = HashSet::new();
-        let acked: HashMap<u64, i64> = ledger.acked.get(p).map(|a| a.iter().map(|a| (a.seq, a.offset)).collect()).unwrap_or_default();
+        let acked: HashMap<u64, i64> = ledger
+            .acked
+            .get(p)
+            .map(|a| a.iter().map(|a| (a.seq, a.offset)).collect())
+            .unwrap_or_default();
         let sent_max = ledger.sent.get(p).copied();
         let mut last_acked_seq: Option<u64> = None;
         for &(offset, vp, seq) in records {
             if vp != *p {
-                report.violations.push(format!("record of partition {vp} found in partition {p} at {offset}"));
+                report.violations.push(format!(
+                    "record of partition {vp} found in partition {p} at {offset}"
+                ));
             }
             if !seen.insert(seq) {
-                report.violations.push(format!("{p}: seq {seq} duplicated (again at offset {offset})"));
+                report.violations.push(format!(
+                    "{p}: seq {seq} duplicated (again at offset {offset})"
+                ));
             }
             if sent_max.is_none_or(|m| seq > m) {
-                report.violations.push(format!("{p}: seq {seq} at {offset} was never sent"));
+                report
+                    .violations
+                    .push(format!("{p}: seq {seq} at {offset} was never sent"));
             }
             match acked.get(&seq) {
-                Some(o) if *o != offset => report.violations.push(format!("{p}: seq {seq} acked at offset {o} but read at {offset}")),
+                Some(o) if *o != offset => report.violations.push(format!(
+                    "{p}: seq {seq} acked at offset {o} but read at {offset}"
+                )),
                 Some(_) => {
                     if last_acked_seq.is_some_and(|l| l > seq) {
-                        report.violations.push(format!("{p}: acked seq {seq} after acked seq {}", last_acked_seq.unwrap_or(0)));
+                        report.violations.push(format!(
+                            "{p}: acked seq {seq} after acked seq {}",
+                            last_acked_seq.unwrap_or(0)
+                        ));
                     }
                     last_acked_seq = Some(seq);
                 }
@@ -167,14 +218,19 @@ pub async fn check(cfg: ConsumerConfig, topic: &str, partitions: i32, ledger: &L
         }
         for seq in acked.keys() {
             if !seen.contains(seq) {
-                report.violations.push(format!("{p}: acknowledged seq {seq} lost"));
+                report
+                    .violations
+                    .push(format!("{p}: acknowledged seq {seq} lost"));
             }
         }
     }
     for (p, acks) in &ledger.acked {
         report.acked += acks.len();
         if !got.contains_key(p) && !acks.is_empty() {
-            report.violations.push(format!("{p}: {} acknowledged records, none read", acks.len()));
+            report.violations.push(format!(
+                "{p}: {} acknowledged records, none read",
+                acks.len()
+            ));
         }
     }
     Ok(report)

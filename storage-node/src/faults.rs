@@ -29,6 +29,8 @@ impl Faults {
 
     /// Whether a one-shot fault is on; consumes it.
     pub fn take(&self, name: &str) -> bool {
-        self.dir.as_ref().is_some_and(|d| std::fs::remove_file(d.join(name)).is_ok())
+        self.dir
+            .as_ref()
+            .is_some_and(|d| std::fs::remove_file(d.join(name)).is_ok())
     }
 }

@@ -42,7 +42,12 @@ pub async fn run_follower(ctx: Arc<FollowerContext>, r: Arc<Replica>) {
         if l.leader == ctx.node_id {
             return;
         }
-        let addr = ctx.cache.view().nodes.get(&l.leader).map(|n| n.address.clone());
+        let addr = ctx
+            .cache
+            .view()
+            .nodes
+            .get(&l.leader)
+            .map(|n| n.address.clone());
         let Some(addr) = addr.filter(|_| l.leader >= 0) else {
             // No leader, or its node is not registered (yet): wait for a change.
             let _ = tokio::time::timeout(Duration::from_millis(200), leadership.changed()).await;
@@ -77,7 +82,12 @@ fn ack(r: &Replica, node_id: NodeId, l: Leadership) -> pb::ReplicaAck {
 
 /// One replication stream; returns `Ok` when the stream should simply be reopened (it ended,
 /// or the logs diverged and were truncated).
-async fn follow_once(ctx: &FollowerContext, r: &Arc<Replica>, l: Leadership, addr: &str) -> Result<(), String> {
+async fn follow_once(
+    ctx: &FollowerContext,
+    r: &Arc<Replica>,
+    l: Leadership,
+    addr: &str,
+) -> Result<(), String> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -89,13 +99,19 @@ async fn follow_once(ctx: &FollowerContext, r: &Arc<Replica>, l: Leadership, add
         .max_decoding_message_size(crate::MAX_MESSAGE_SIZE)
         .max_encoding_message_size(crate::MAX_MESSAGE_SIZE);
     let (tx, rx) = mpsc::channel(16);
-    tx.send(ack(r, ctx.node_id, l)).await.map_err(|e| e.to_string())?;
+    tx.send(ack(r, ctx.node_id, l))
+        .await
+        .map_err(|e| e.to_string())?;
     let mut inbound = client
         .replicate(ReceiverStream::new(rx))
         .await
         .map_err(|s| s.message().to_string())?
         .into_inner();
-    while let Some(chunk) = inbound.message().await.map_err(|s| s.message().to_string())? {
+    while let Some(chunk) = inbound
+        .message()
+        .await
+        .map_err(|s| s.message().to_string())?
+    {
         if chunk.diverging {
             ctx.writer
                 .truncate(r.clone(), chunk.truncate_to, chunk.diverging_epoch)
@@ -104,7 +120,10 @@ async fn follow_once(ctx: &FollowerContext, r: &Arc<Replica>, l: Leadership, add
             return Ok(());
         }
         if !chunk.batches.is_empty() {
-            ctx.writer.replicate(r.clone(), chunk.batches).await.map_err(|e| e.to_string())?;
+            ctx.writer
+                .replicate(r.clone(), chunk.batches)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         r.follow_high_watermark(chunk.high_watermark);
         if tx.send(ack(r, ctx.node_id, l)).await.is_err() {

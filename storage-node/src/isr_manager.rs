@@ -18,7 +18,12 @@ use crate::replica::Replica;
 const TICK: Duration = Duration::from_millis(100);
 
 /// Runs until the task is aborted.
-pub async fn run_isr_manager(store: Arc<dyn MetaStore>, keys: Keys, cache: Arc<MetadataCache>, partitions: Arc<Partitions>) {
+pub async fn run_isr_manager(
+    store: Arc<dyn MetaStore>,
+    keys: Keys,
+    cache: Arc<MetadataCache>,
+    partitions: Arc<Partitions>,
+) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -31,9 +36,17 @@ pub async fn run_isr_manager(store: Arc<dyn MetaStore>, keys: Keys, cache: Arc<M
     }
 }
 
-async fn update_isr(store: &dyn MetaStore, keys: &Keys, cache: &MetadataCache, r: &Arc<Replica>, isr: Vec<i32>) {
+async fn update_isr(
+    store: &dyn MetaStore,
+    keys: &Keys,
+    cache: &MetadataCache,
+    r: &Arc<Replica>,
+    isr: Vec<i32>,
+) {
     let view = cache.view();
-    let Some(stored) = view.partitions.get(&(r.topic_id(), r.partition())) else { return };
+    let Some(stored) = view.partitions.get(&(r.topic_id(), r.partition())) else {
+        return;
+    };
     let l = r.leadership();
     if stored.record.leader != r.node_id || stored.record.leader_epoch != l.epoch {
         return; // the view lags or this node was deposed: the next view decides
@@ -50,12 +63,24 @@ async fn update_isr(store: &dyn MetaStore, keys: &Keys, cache: &MetadataCache, r
     };
     if grows {
         // The joining replica counts for the high watermark before anyone can elect it.
-        r.set_isr(isr.iter().copied().chain(old.iter().copied()).collect::<std::collections::BTreeSet<_>>().into_iter().collect(), stored.record.partition_epoch);
+        r.set_isr(
+            isr.iter()
+                .copied()
+                .chain(old.iter().copied())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            stored.record.partition_epoch,
+        );
     }
     let key = keys.partition(&r.topic_id(), r.partition());
     let txn = Txn::new()
         .when(Compare::ModRevision(key.clone(), stored.mod_revision))
-        .then(Op::Put { key, value: record.encode_to_vec().into(), lease: 0 });
+        .then(Op::Put {
+            key,
+            value: record.encode_to_vec().into(),
+            lease: 0,
+        });
     match store.txn(txn).await {
         Ok(o) if o.succeeded => {
             tracing::info!(topic = %r.topic, partition = r.partition(), ?old, new = ?isr, epoch = l.epoch, "ISR changed");

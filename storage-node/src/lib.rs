@@ -79,8 +79,17 @@ pub async fn run(
             .context("loading cluster metadata")?,
     );
     let (writer, writer_thread) = Writer::spawn(log.clone());
-    let follower_ctx = Arc::new(follower::FollowerContext { node_id: cfg.node_id, cache: cache.clone(), writer: writer.clone() });
-    let partitions = Arc::new(Partitions::new(cfg.node_id, log.clone(), writer.clone(), follower_ctx));
+    let follower_ctx = Arc::new(follower::FollowerContext {
+        node_id: cfg.node_id,
+        cache: cache.clone(),
+        writer: writer.clone(),
+    });
+    let partitions = Arc::new(Partitions::new(
+        cfg.node_id,
+        log.clone(),
+        writer.clone(),
+        follower_ctx,
+    ));
     {
         let (p, view) = (partitions.clone(), cache.view());
         tokio::task::spawn_blocking(move || {
@@ -91,7 +100,12 @@ pub async fn run(
     }
     let reconcile = tokio::spawn(reconcile_loop(cache.clone(), partitions.clone()));
     let partitions_for_shutdown = partitions.clone();
-    let isr_manager = tokio::spawn(isr_manager::run_isr_manager(store.clone(), keys.clone(), cache.clone(), partitions.clone()));
+    let isr_manager = tokio::spawn(isr_manager::run_isr_manager(
+        store.clone(),
+        keys.clone(),
+        cache.clone(),
+        partitions.clone(),
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (registered_tx, _registered_rx) = watch::channel(false);
     let registration = tokio::spawn(registration::run_registration(
@@ -147,7 +161,10 @@ pub async fn run(
     // The service, the loops and the follower tasks (the writer's handles) are gone: the writer
     // drains its queue and stops.
     let joined = tokio::task::spawn_blocking(move || writer_thread.join());
-    if tokio::time::timeout(Duration::from_secs(10), joined).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), joined)
+        .await
+        .is_err()
+    {
         tracing::warn!("writer did not drain within 10 s");
     }
     if let Err(error) = log.sync() {

@@ -47,7 +47,12 @@ fn config_of(cfg: &std::collections::HashMap<String, String>) -> ReplicaConfig {
 impl Partitions {
     /// No replicas yet; call [`Partitions::reconcile`] with the first view. Must be created
     /// inside a tokio runtime (follower tasks are spawned on it).
-    pub fn new(node_id: NodeId, log: Arc<dyn LogStore>, writer: Writer, follower_ctx: Arc<FollowerContext>) -> Self {
+    pub fn new(
+        node_id: NodeId,
+        log: Arc<dyn LogStore>,
+        writer: Writer,
+        follower_ctx: Arc<FollowerContext>,
+    ) -> Self {
         Self {
             node_id,
             log,
@@ -66,7 +71,12 @@ impl Partitions {
 
     /// Every hosted replica.
     pub fn all(&self) -> Vec<Arc<Replica>> {
-        self.replicas.read().expect("poisoned").values().cloned().collect()
+        self.replicas
+            .read()
+            .expect("poisoned")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Number of hosted replicas.
@@ -92,11 +102,17 @@ impl Partitions {
                     continue;
                 }
                 out.insert(
-                    PartitionKey { topic_id, partition: s.partition },
+                    PartitionKey {
+                        topic_id,
+                        partition: s.partition,
+                    },
                     Desired {
                         topic: t.record.name.clone(),
                         assignment: Assignment {
-                            leadership: Leadership { leader: s.leader, epoch: s.leader_epoch },
+                            leadership: Leadership {
+                                leader: s.leader,
+                                epoch: s.leader_epoch,
+                            },
                             replicas: s.replicas.clone(),
                             isr: s.isr.clone(),
                             partition_epoch: s.partition_epoch,
@@ -114,7 +130,13 @@ impl Partitions {
     /// logs); run it off the async executor.
     pub fn reconcile(&self, view: &ClusterView) -> Result<(), LogError> {
         let desired = self.desired(view);
-        let current: Vec<PartitionKey> = self.replicas.read().expect("poisoned").keys().copied().collect();
+        let current: Vec<PartitionKey> = self
+            .replicas
+            .read()
+            .expect("poisoned")
+            .keys()
+            .copied()
+            .collect();
         for key in current {
             if desired.contains_key(&key) {
                 continue;
@@ -141,7 +163,12 @@ impl Partitions {
                 }
                 None => {
                     let opened = self.log.open(key)?;
-                    let producers = writer::rebuild_producers(self.log.as_ref(), opened.uid, opened.log_start, opened.log_end)?;
+                    let producers = writer::rebuild_producers(
+                        self.log.as_ref(),
+                        opened.uid,
+                        opened.log_start,
+                        opened.log_end,
+                    )?;
                     let r = Replica::new(
                         self.node_id,
                         d.topic,
@@ -159,7 +186,10 @@ impl Partitions {
                         topic = %r.topic, partition = key.partition, epoch = l.epoch,
                         leader = l.leader, log_end = opened.log_end, "replica opened"
                     );
-                    self.replicas.write().expect("poisoned").insert(key, r.clone());
+                    self.replicas
+                        .write()
+                        .expect("poisoned")
+                        .insert(key, r.clone());
                     r
                 }
             };

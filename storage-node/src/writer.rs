@@ -79,12 +79,26 @@ type Reply<T> = oneshot::Sender<Result<T, AppendError>>;
 /// Work for the writer thread.
 enum Job {
     /// A produced batch: the leader assigns its offsets.
-    Append { replica: Arc<Replica>, batch: BytesMut, header: BatchHeader, reply: Reply<Appended> },
+    Append {
+        replica: Arc<Replica>,
+        batch: BytesMut,
+        header: BatchHeader,
+        reply: Reply<Appended>,
+    },
     /// Batches fetched from the leader, offsets already assigned.
-    Replicate { replica: Arc<Replica>, batches: Bytes, reply: Reply<Offset> },
+    Replicate {
+        replica: Arc<Replica>,
+        batches: Bytes,
+        reply: Reply<Offset>,
+    },
     /// Truncates a follower's log from `to` (rounded down to a batch boundary) and forgets
     /// epochs above `keep_epoch`.
-    Truncate { replica: Arc<Replica>, to: Offset, keep_epoch: LeaderEpoch, reply: Reply<Offset> },
+    Truncate {
+        replica: Arc<Replica>,
+        to: Offset,
+        keep_epoch: LeaderEpoch,
+        reply: Reply<Offset>,
+    },
     /// Deletes a replica's log after everything queued before it.
     Delete(PartitionKey),
 }
@@ -107,9 +121,15 @@ impl Writer {
         (Self { tx }, handle)
     }
 
-    async fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<oneshot::Receiver<Result<T, AppendError>>, AppendError> {
+    async fn send<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Job,
+    ) -> Result<oneshot::Receiver<Result<T, AppendError>>, AppendError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| AppendError::Stopped)?;
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| AppendError::Stopped)?;
         Ok(rx)
     }
 
@@ -121,27 +141,67 @@ impl Writer {
         batch: BytesMut,
         header: BatchHeader,
     ) -> Result<oneshot::Receiver<Result<Appended, AppendError>>, AppendError> {
-        self.send(|reply| Job::Append { replica, batch, header, reply }).await
+        self.send(|reply| Job::Append {
+            replica,
+            batch,
+            header,
+            reply,
+        })
+        .await
     }
 
     /// Queues a batch and waits until it is in the log.
-    pub async fn append(&self, replica: Arc<Replica>, batch: BytesMut, header: BatchHeader) -> Result<Appended, AppendError> {
-        self.submit(replica, batch, header).await?.await.map_err(|_| AppendError::Stopped)?
+    pub async fn append(
+        &self,
+        replica: Arc<Replica>,
+        batch: BytesMut,
+        header: BatchHeader,
+    ) -> Result<Appended, AppendError> {
+        self.submit(replica, batch, header)
+            .await?
+            .await
+            .map_err(|_| AppendError::Stopped)?
     }
 
     /// Appends replicated batches (as fetched from the leader); returns the new log end.
-    pub async fn replicate(&self, replica: Arc<Replica>, batches: Bytes) -> Result<Offset, AppendError> {
-        self.send(|reply| Job::Replicate { replica, batches, reply }).await?.await.map_err(|_| AppendError::Stopped)?
+    pub async fn replicate(
+        &self,
+        replica: Arc<Replica>,
+        batches: Bytes,
+    ) -> Result<Offset, AppendError> {
+        self.send(|reply| Job::Replicate {
+            replica,
+            batches,
+            reply,
+        })
+        .await?
+        .await
+        .map_err(|_| AppendError::Stopped)?
     }
 
     /// Truncates a follower's divergent tail; returns the new log end.
-    pub async fn truncate(&self, replica: Arc<Replica>, to: Offset, keep_epoch: LeaderEpoch) -> Result<Offset, AppendError> {
-        self.send(|reply| Job::Truncate { replica, to, keep_epoch, reply }).await?.await.map_err(|_| AppendError::Stopped)?
+    pub async fn truncate(
+        &self,
+        replica: Arc<Replica>,
+        to: Offset,
+        keep_epoch: LeaderEpoch,
+    ) -> Result<Offset, AppendError> {
+        self.send(|reply| Job::Truncate {
+            replica,
+            to,
+            keep_epoch,
+            reply,
+        })
+        .await?
+        .await
+        .map_err(|_| AppendError::Stopped)?
     }
 
     /// Queues the deletion of a replica's log, from a blocking (non-async) context.
     pub fn delete_blocking(&self, key: PartitionKey) -> Result<(), AppendError> {
-        self.tx.blocking_send(Job::Delete(key)).map_err(|_| AppendError::Stopped)
+        self.tx
+            .blocking_send(Job::Delete(key))
+            .map_err(|_| AppendError::Stopped)
     }
 }
 
@@ -151,7 +211,12 @@ fn run(log: Arc<dyn LogStore>, mut rx: mpsc::Receiver<Job>) {
     while let Some(job) = next.take() {
         match job {
             Job::Delete(key) => delete(log.as_ref(), key),
-            Job::Truncate { replica, to, keep_epoch, reply } => {
+            Job::Truncate {
+                replica,
+                to,
+                keep_epoch,
+                reply,
+            } => {
                 let _ = reply.send(truncate(log.as_ref(), &replica, to, keep_epoch));
             }
             first => {
@@ -199,9 +264,23 @@ struct Pending {
 
 /// What one job of the group turned into.
 enum Planned {
-    Append { base: Offset, end: Offset, reply: Reply<Appended>, batch: BytesMut, uid: u64 },
-    Duplicate { base: Offset, end: Offset, reply: Reply<Appended> },
-    Replicate { batches: Vec<(Offset, Bytes)>, uid: u64, reply: Reply<Offset> },
+    Append {
+        base: Offset,
+        end: Offset,
+        reply: Reply<Appended>,
+        batch: BytesMut,
+        uid: u64,
+    },
+    Duplicate {
+        base: Offset,
+        end: Offset,
+        reply: Reply<Appended>,
+    },
+    Replicate {
+        batches: Vec<(Offset, Bytes)>,
+        uid: u64,
+        reply: Reply<Offset>,
+    },
     Failed(Box<dyn FnOnce() + Send>),
 }
 
@@ -223,7 +302,12 @@ fn fail<T: Send + 'static>(reply: Reply<T>, e: AppendError) -> Planned {
 
 fn plan(job: Job, pending: &mut HashMap<u64, Pending>) -> Planned {
     match job {
-        Job::Append { replica, mut batch, header, reply } => {
+        Job::Append {
+            replica,
+            mut batch,
+            header,
+            reply,
+        } => {
             if replica.is_deleted() {
                 return fail(reply, AppendError::Deleted);
             }
@@ -235,20 +319,42 @@ fn plan(job: Job, pending: &mut HashMap<u64, Pending>) -> Planned {
             let records = i64::from(header.last_offset_delta) + 1;
             match p.producers.check(&header) {
                 SequenceCheck::Append => {}
-                SequenceCheck::Duplicate(base) => return Planned::Duplicate { base, end: base + records, reply },
+                SequenceCheck::Duplicate(base) => {
+                    return Planned::Duplicate {
+                        base,
+                        end: base + records,
+                        reply,
+                    };
+                }
                 SequenceCheck::StaleEpoch => return fail(reply, AppendError::StaleProducerEpoch),
-                SequenceCheck::OutOfOrder { expected } => return fail(reply, AppendError::OutOfOrder { expected }),
+                SequenceCheck::OutOfOrder { expected } => {
+                    return fail(reply, AppendError::OutOfOrder { expected });
+                }
             }
             let base = p.end;
             batch::set_base_offset(&mut batch, base);
             batch::set_partition_leader_epoch(&mut batch, leadership.epoch);
-            let stamped = BatchHeader { base_offset: base, partition_leader_epoch: leadership.epoch, ..header };
+            let stamped = BatchHeader {
+                base_offset: base,
+                partition_leader_epoch: leadership.epoch,
+                ..header
+            };
             p.producers.record(&stamped, base);
             p.epochs_changed |= p.epochs.on_append(leadership.epoch, base);
             p.end = base + records;
-            Planned::Append { base, end: p.end, reply, batch, uid: replica.uid }
+            Planned::Append {
+                base,
+                end: p.end,
+                reply,
+                batch,
+                uid: replica.uid,
+            }
         }
-        Job::Replicate { replica, batches, reply } => {
+        Job::Replicate {
+            replica,
+            batches,
+            reply,
+        } => {
             if replica.is_deleted() {
                 return fail(reply, AppendError::Deleted);
             }
@@ -261,7 +367,13 @@ fn plan(job: Job, pending: &mut HashMap<u64, Pending>) -> Planned {
                     Err(e) => return fail(reply, AppendError::Corrupt(e.to_string())),
                 };
                 if h.base_offset != end {
-                    return fail(reply, AppendError::Gap { expected: end, got: h.base_offset });
+                    return fail(
+                        reply,
+                        AppendError::Gap {
+                            expected: end,
+                            got: h.base_offset,
+                        },
+                    );
                 }
                 out.push((h.base_offset, bytes));
                 end = h.next_offset();
@@ -274,7 +386,11 @@ fn plan(job: Job, pending: &mut HashMap<u64, Pending>) -> Planned {
                 }
             }
             p.end = end;
-            Planned::Replicate { batches: out, uid: replica.uid, reply }
+            Planned::Replicate {
+                batches: out,
+                uid: replica.uid,
+                reply,
+            }
         }
         Job::Truncate { reply, .. } => fail(reply, AppendError::Stopped),
         Job::Delete(_) => Planned::Failed(Box::new(|| {})),
@@ -292,12 +408,22 @@ fn write_group(log: &dyn LogStore, group: &mut Vec<Job>) {
     let mut ops: Vec<LogOp<'_>> = Vec::new();
     for p in &planned {
         match p {
-            Planned::Append { base, batch, uid, .. } => {
-                ops.push(LogOp::Append(Append { uid: *uid, base_offset: *base, batch }));
+            Planned::Append {
+                base, batch, uid, ..
+            } => {
+                ops.push(LogOp::Append(Append {
+                    uid: *uid,
+                    base_offset: *base,
+                    batch,
+                }));
             }
             Planned::Replicate { batches, uid, .. } => {
                 for (base, b) in batches {
-                    ops.push(LogOp::Append(Append { uid: *uid, base_offset: *base, batch: b }));
+                    ops.push(LogOp::Append(Append {
+                        uid: *uid,
+                        base_offset: *base,
+                        batch: b,
+                    }));
                 }
             }
             _ => {}
@@ -306,7 +432,11 @@ fn write_group(log: &dyn LogStore, group: &mut Vec<Job>) {
     for (uid, epochs) in &epoch_lists {
         ops.push(LogOp::PutEpochs { uid: *uid, epochs });
     }
-    let result = if ops.is_empty() { Ok(()) } else { log.write(&ops) };
+    let result = if ops.is_empty() {
+        Ok(())
+    } else {
+        log.write(&ops)
+    };
     drop(ops);
     if let Err(error) = &result {
         tracing::error!(%error, changes = planned.len(), "group write failed");
@@ -327,14 +457,30 @@ fn write_group(log: &dyn LogStore, group: &mut Vec<Job>) {
             (Planned::Replicate { reply, .. }, Err(e)) => {
                 let _ = reply.send(Err(AppendError::Storage(e.clone())));
             }
-            (Planned::Append { base, end, reply, .. }, Ok(())) => {
-                let _ = reply.send(Ok(Appended { base_offset: base, end_offset: end, duplicate: false }));
+            (
+                Planned::Append {
+                    base, end, reply, ..
+                },
+                Ok(()),
+            ) => {
+                let _ = reply.send(Ok(Appended {
+                    base_offset: base,
+                    end_offset: end,
+                    duplicate: false,
+                }));
             }
             (Planned::Duplicate { base, end, reply }, Ok(())) => {
-                let _ = reply.send(Ok(Appended { base_offset: base, end_offset: end, duplicate: true }));
+                let _ = reply.send(Ok(Appended {
+                    base_offset: base,
+                    end_offset: end,
+                    duplicate: true,
+                }));
             }
             (Planned::Replicate { batches, reply, .. }, Ok(())) => {
-                let end = batches.last().and_then(|(_, b)| BatchHeader::parse(b).ok()).map(|h| h.next_offset());
+                let end = batches
+                    .last()
+                    .and_then(|(_, b)| BatchHeader::parse(b).ok())
+                    .map(|h| h.next_offset());
                 let _ = reply.send(Ok(end.unwrap_or(-1)));
             }
         }
@@ -343,19 +489,33 @@ fn write_group(log: &dyn LogStore, group: &mut Vec<Job>) {
 
 /// Truncates from the batch holding `to`, forgets the epochs that began there or above
 /// `keep_epoch`, and rebuilds the producer state from what is left.
-fn truncate(log: &dyn LogStore, r: &Arc<Replica>, to: Offset, keep_epoch: LeaderEpoch) -> Result<Offset, AppendError> {
+fn truncate(
+    log: &dyn LogStore,
+    r: &Arc<Replica>,
+    to: Offset,
+    keep_epoch: LeaderEpoch,
+) -> Result<Offset, AppendError> {
     if r.is_deleted() {
         return Err(AppendError::Deleted);
     }
     let to = to.max(r.log_start());
     let from = match log.read(r.uid, to, Offset::MAX, 1)?.first() {
-        Some(b) => BatchHeader::parse(b).map_err(|e| AppendError::Corrupt(e.to_string()))?.base_offset.min(to),
+        Some(b) => BatchHeader::parse(b)
+            .map_err(|e| AppendError::Corrupt(e.to_string()))?
+            .base_offset
+            .min(to),
         None => to.min(r.log_end()),
     };
     let mut epochs = r.epochs.lock().expect("poisoned").clone();
     epochs.truncate_from(from);
     epochs.forget_above(keep_epoch);
-    log.write(&[LogOp::TruncateFrom { uid: r.uid, from }, LogOp::PutEpochs { uid: r.uid, epochs: epochs.entries() }])?;
+    log.write(&[
+        LogOp::TruncateFrom { uid: r.uid, from },
+        LogOp::PutEpochs {
+            uid: r.uid,
+            epochs: epochs.entries(),
+        },
+    ])?;
     tracing::info!(topic = %r.topic, partition = r.partition(), from, old_end = r.log_end(), "truncated divergent log tail");
     *r.epochs.lock().expect("poisoned") = epochs;
     *r.producers.lock().expect("poisoned") = rebuild_producers(log, r.uid, r.log_start(), from)?;
@@ -364,7 +524,12 @@ fn truncate(log: &dyn LogStore, r: &Arc<Replica>, to: Offset, keep_epoch: Leader
 }
 
 /// Producer state from the batch headers of the last [`PRODUCER_STATE_SCAN_OFFSETS`] offsets.
-pub fn rebuild_producers(log: &dyn LogStore, uid: u64, start: Offset, end: Offset) -> Result<ProducerState, LogError> {
+pub fn rebuild_producers(
+    log: &dyn LogStore,
+    uid: u64,
+    start: Offset,
+    end: Offset,
+) -> Result<ProducerState, LogError> {
     let mut state = ProducerState::default();
     let mut from = start.max(end - PRODUCER_STATE_SCAN_OFFSETS);
     while from < end {
@@ -375,15 +540,21 @@ pub fn rebuild_producers(log: &dyn LogStore, uid: u64, start: Offset, end: Offse
                 state.record(&h, h.base_offset);
             }
         }
-        from = BatchHeader::parse(last).map(|h| h.next_offset()).map_err(|e| LogError(e.to_string()))?;
+        from = BatchHeader::parse(last)
+            .map(|h| h.next_offset())
+            .map_err(|e| LogError(e.to_string()))?;
     }
     Ok(state)
 }
 
 fn delete(log: &dyn LogStore, key: PartitionKey) {
     match log.delete(key) {
-        Ok(()) => tracing::info!(topic_id = %key.topic_id, partition = key.partition, "replica log deleted"),
-        Err(error) => tracing::error!(%error, topic_id = %key.topic_id, partition = key.partition, "deleting replica log failed"),
+        Ok(()) => {
+            tracing::info!(topic_id = %key.topic_id, partition = key.partition, "replica log deleted")
+        }
+        Err(error) => {
+            tracing::error!(%error, topic_id = %key.topic_id, partition = key.partition, "deleting replica log failed")
+        }
     }
 }
 

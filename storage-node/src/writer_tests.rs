@@ -12,7 +12,10 @@ use crate::log::memory::MemoryLog;
 use crate::replica::{Assignment, Leadership, ReplicaConfig};
 
 fn replica(log: &dyn LogStore, p: i32, leader: i32, epoch: i32) -> Arc<Replica> {
-    let key = PartitionKey { topic_id: TopicId([1; 16]), partition: p };
+    let key = PartitionKey {
+        topic_id: TopicId([1; 16]),
+        partition: p,
+    };
     let o = log.open(key).unwrap();
     Replica::new(
         0,
@@ -22,8 +25,17 @@ fn replica(log: &dyn LogStore, p: i32, leader: i32, epoch: i32) -> Arc<Replica> 
         o.log_start,
         o.log_end,
         o.epochs,
-        Assignment { leadership: Leadership { leader, epoch }, replicas: vec![0], isr: vec![0], partition_epoch: 0 },
-        ReplicaConfig { max_batch_bytes: 1 << 20, min_insync: 1, max_lag_ms: 10_000 },
+        Assignment {
+            leadership: Leadership { leader, epoch },
+            replicas: vec![0],
+            isr: vec![0],
+            partition_epoch: 0,
+        },
+        ReplicaConfig {
+            max_batch_bytes: 1 << 20,
+            min_insync: 1,
+            max_lag_ms: 10_000,
+        },
     )
 }
 
@@ -34,7 +46,10 @@ fn produced(records: usize) -> (BytesMut, BatchHeader) {
 
 fn idempotent(pid: i64, seq: i32) -> (BytesMut, BatchHeader) {
     let mut b = BatchBuilder::new(Compression::None).with_producer(pid, 0, seq);
-    b.push(&Record { value: Some(bytes::Bytes::from_static(b"x")), ..Default::default() });
+    b.push(&Record {
+        value: Some(bytes::Bytes::from_static(b"x")),
+        ..Default::default()
+    });
     let b = b.finish(0).unwrap();
     (BytesMut::from(&b[..]), BatchHeader::parse(&b).unwrap())
 }
@@ -43,10 +58,16 @@ fn idempotent(pid: i64, seq: i32) -> (BytesMut, BatchHeader) {
 async fn concurrent_appends_get_consecutive_offsets_and_the_leader_epoch() {
     let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
     let (writer, _h) = Writer::spawn(log.clone());
-    let (a, b) = (replica(log.as_ref(), 0, 0, 3), replica(log.as_ref(), 1, 0, 3));
+    let (a, b) = (
+        replica(log.as_ref(), 0, 0, 3),
+        replica(log.as_ref(), 1, 0, 3),
+    );
     let mut tasks = Vec::new();
     for i in 0..50 {
-        let (w, r) = (writer.clone(), if i % 2 == 0 { a.clone() } else { b.clone() });
+        let (w, r) = (
+            writer.clone(),
+            if i % 2 == 0 { a.clone() } else { b.clone() },
+        );
         tasks.push(tokio::spawn(async move {
             let (bytes, h) = produced(3);
             w.append(r, bytes, h).await.unwrap()
@@ -56,13 +77,33 @@ async fn concurrent_appends_get_consecutive_offsets_and_the_leader_epoch() {
         t.await.unwrap();
     }
     assert_eq!((a.log_end(), b.log_end()), (75, 75));
-    assert_eq!(a.high_watermark(), 75, "a lone leader commits what it appends");
+    assert_eq!(
+        a.high_watermark(),
+        75,
+        "a lone leader commits what it appends"
+    );
     let stored = log.read(a.uid, 0, 75, usize::MAX).unwrap();
-    let headers: Vec<_> = stored.iter().map(|s| BatchHeader::parse(s).unwrap()).collect();
-    assert!(headers.windows(2).all(|w| w[1].base_offset == w[0].next_offset()));
+    let headers: Vec<_> = stored
+        .iter()
+        .map(|s| BatchHeader::parse(s).unwrap())
+        .collect();
+    assert!(
+        headers
+            .windows(2)
+            .all(|w| w[1].base_offset == w[0].next_offset())
+    );
     assert!(headers.iter().all(|h| h.partition_leader_epoch == 3));
-    assert!(sluice_proto::batch::validate(&stored[0]).is_ok(), "rewriting offsets keeps the CRC valid");
-    assert_eq!(log.open(a.key).unwrap().epochs, vec![crate::log::EpochEntry { epoch: 3, start_offset: 0 }]);
+    assert!(
+        sluice_proto::batch::validate(&stored[0]).is_ok(),
+        "rewriting offsets keeps the CRC valid"
+    );
+    assert_eq!(
+        log.open(a.key).unwrap().epochs,
+        vec![crate::log::EpochEntry {
+            epoch: 3,
+            start_offset: 0
+        }]
+    );
 }
 
 #[tokio::test]
@@ -72,10 +113,16 @@ async fn appends_to_a_deleted_or_no_longer_led_replica_fail_and_write_nothing() 
     let r = replica(log.as_ref(), 0, 0, 0);
     r.mark_deleted();
     let (bytes, h) = produced(1);
-    assert!(matches!(writer.append(r.clone(), bytes, h).await, Err(AppendError::Deleted)));
+    assert!(matches!(
+        writer.append(r.clone(), bytes, h).await,
+        Err(AppendError::Deleted)
+    ));
     let follower = replica(log.as_ref(), 1, 2, 0);
     let (bytes, h) = produced(1);
-    assert!(matches!(writer.append(follower.clone(), bytes, h).await, Err(AppendError::NotLeader)));
+    assert!(matches!(
+        writer.append(follower.clone(), bytes, h).await,
+        Err(AppendError::NotLeader)
+    ));
     assert_eq!((r.log_end(), follower.log_end()), (0, 0));
 }
 
@@ -87,10 +134,16 @@ async fn a_retried_idempotent_batch_is_answered_with_its_first_offset_and_not_wr
     let (b1, h1) = idempotent(9, 0);
     let first = writer.append(r.clone(), b1.clone(), h1).await.unwrap();
     let again = writer.append(r.clone(), b1, h1).await.unwrap();
-    assert_eq!((again.base_offset, again.duplicate), (first.base_offset, true));
+    assert_eq!(
+        (again.base_offset, again.duplicate),
+        (first.base_offset, true)
+    );
     assert_eq!(r.log_end(), 1);
     let (gap, hg) = idempotent(9, 5);
-    assert!(matches!(writer.append(r.clone(), gap, hg).await, Err(AppendError::OutOfOrder { expected: 1 })));
+    assert!(matches!(
+        writer.append(r.clone(), gap, hg).await,
+        Err(AppendError::OutOfOrder { expected: 1 })
+    ));
 }
 
 #[tokio::test]
@@ -99,9 +152,19 @@ async fn replicated_batches_must_start_at_the_log_end() {
     let (writer, _h) = Writer::spawn(log.clone());
     let r = replica(log.as_ref(), 0, 5, 1);
     assert_eq!(writer.replicate(r.clone(), batch(0, 2)).await.unwrap(), 2);
-    assert!(matches!(writer.replicate(r.clone(), batch(7, 1)).await, Err(AppendError::Gap { expected: 2, got: 7 })));
+    assert!(matches!(
+        writer.replicate(r.clone(), batch(7, 1)).await,
+        Err(AppendError::Gap {
+            expected: 2,
+            got: 7
+        })
+    ));
     assert_eq!(r.log_end(), 2);
-    assert_eq!(r.high_watermark(), 0, "a follower commits only what its leader says");
+    assert_eq!(
+        r.high_watermark(),
+        0,
+        "a follower commits only what its leader says"
+    );
     r.follow_high_watermark(10);
     assert_eq!(r.high_watermark(), 2, "capped at its own log end");
 }
@@ -124,6 +187,10 @@ async fn truncation_drops_the_divergent_tail_its_epochs_and_its_producers() {
     assert_eq!(log.open(r.key).unwrap().log_end, 3);
     let (b, h) = idempotent(4, 1);
     let check = r.producers.lock().unwrap().check(&BatchHeader { ..h });
-    assert_eq!(check, crate::replica::producers::SequenceCheck::Append, "the truncated producer is forgotten");
+    assert_eq!(
+        check,
+        crate::replica::producers::SequenceCheck::Append,
+        "the truncated producer is forgotten"
+    );
     drop(b);
 }

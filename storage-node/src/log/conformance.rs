@@ -181,19 +181,46 @@ macro_rules! log_store_conformance {
             let uid = log.open(key(1, 0)).unwrap().uid;
             let (b0, b1, b2) = (batch(0, 2), batch(2, 2), batch(4, 2));
             let epochs = [
-                EpochEntry { epoch: 0, start_offset: 0 },
-                EpochEntry { epoch: 3, start_offset: 4 },
+                EpochEntry {
+                    epoch: 0,
+                    start_offset: 0,
+                },
+                EpochEntry {
+                    epoch: 3,
+                    start_offset: 4,
+                },
             ];
             log.write(&[
-                LogOp::Append(Append { uid, base_offset: 0, batch: &b0 }),
-                LogOp::Append(Append { uid, base_offset: 2, batch: &b1 }),
-                LogOp::Append(Append { uid, base_offset: 4, batch: &b2 }),
-                LogOp::PutEpochs { uid, epochs: &epochs },
+                LogOp::Append(Append {
+                    uid,
+                    base_offset: 0,
+                    batch: &b0,
+                }),
+                LogOp::Append(Append {
+                    uid,
+                    base_offset: 2,
+                    batch: &b1,
+                }),
+                LogOp::Append(Append {
+                    uid,
+                    base_offset: 4,
+                    batch: &b2,
+                }),
+                LogOp::PutEpochs {
+                    uid,
+                    epochs: &epochs,
+                },
             ])
             .unwrap();
             assert_eq!(log.open(key(1, 0)).unwrap().epochs, epochs.to_vec());
-            log.write(&[LogOp::TruncateFrom { uid, from: 2 }, LogOp::PutEpochs { uid, epochs: &epochs[..1] }])
-                .unwrap();
+            log.write(&[
+                LogOp::TruncateFrom { uid, from: 2 },
+                LogOp::PutEpochs {
+                    uid,
+                    epochs: &epochs[..1],
+                },
+            ])
+            .unwrap();
             let opened = log.open(key(1, 0)).unwrap();
             assert_eq!((opened.log_end, opened.epochs), (2, epochs[..1].to_vec()));
             assert_eq!(log.read(uid, 0, 10, usize::MAX).unwrap(), vec![b0]);
@@ -206,11 +233,31 @@ macro_rules! log_store_conformance {
             let mut later = batch(2, 2).to_vec();
             sluice_proto::batch::set_partition_leader_epoch(&mut later, 5);
             let first = batch(0, 2);
-            log.append(&[Append { uid, base_offset: 0, batch: &first }, Append { uid, base_offset: 2, batch: &later }])
-                .unwrap();
+            log.append(&[
+                Append {
+                    uid,
+                    base_offset: 0,
+                    batch: &first,
+                },
+                Append {
+                    uid,
+                    base_offset: 2,
+                    batch: &later,
+                },
+            ])
+            .unwrap();
             assert_eq!(
                 log.open(key(1, 0)).unwrap().epochs,
-                vec![EpochEntry { epoch: 0, start_offset: 0 }, EpochEntry { epoch: 5, start_offset: 2 }]
+                vec![
+                    EpochEntry {
+                        epoch: 0,
+                        start_offset: 0
+                    },
+                    EpochEntry {
+                        epoch: 5,
+                        start_offset: 2
+                    }
+                ]
             );
         }
     };

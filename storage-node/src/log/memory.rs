@@ -7,7 +7,9 @@ use bytes::Bytes;
 use sluice_proto::batch::BatchHeader;
 use sluice_proto::model::Offset;
 
-use super::{EpochEntry, LogError, LogOp, LogStore, OpenedLog, PartitionKey, Uid, epochs_from_batches};
+use super::{
+    EpochEntry, LogError, LogOp, LogStore, OpenedLog, PartitionKey, Uid, epochs_from_batches,
+};
 
 #[derive(Default)]
 struct Inner {
@@ -57,7 +59,9 @@ impl LogStore for MemoryLog {
         let epochs = match g.epochs.get(&uid) {
             Some(e) => e.clone(),
             None => epochs_from_batches(
-                g.batches.range((uid, 0)..=(uid, Offset::MAX)).map(|(_, b)| b.as_ref()),
+                g.batches
+                    .range((uid, 0)..=(uid, Offset::MAX))
+                    .map(|(_, b)| b.as_ref()),
             ),
         };
         Ok(OpenedLog {
@@ -80,7 +84,8 @@ impl LogStore for MemoryLog {
         for op in ops {
             match op {
                 LogOp::Append(a) => {
-                    g.batches.insert((a.uid, a.base_offset), Bytes::copy_from_slice(a.batch));
+                    g.batches
+                        .insert((a.uid, a.base_offset), Bytes::copy_from_slice(a.batch));
                 }
                 LogOp::TruncateFrom { uid, from } => {
                     let doomed: Vec<_> = g

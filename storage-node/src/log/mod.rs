@@ -127,7 +127,7 @@ pub fn encode_epochs(epochs: &[EpochEntry]) -> Vec<u8> {
 
 /// Inverse of [`encode_epochs`]; `None` when the bytes are not a whole number of entries.
 pub fn decode_epochs(bytes: &[u8]) -> Option<Vec<EpochEntry>> {
-    if bytes.len() % 12 != 0 {
+    if !bytes.len().is_multiple_of(12) {
         return None;
     }
     Some(
@@ -135,7 +135,9 @@ pub fn decode_epochs(bytes: &[u8]) -> Option<Vec<EpochEntry>> {
             .chunks_exact(12)
             .map(|c| EpochEntry {
                 epoch: i32::from_be_bytes([c[0], c[1], c[2], c[3]]),
-                start_offset: i64::from_be_bytes([c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]]),
+                start_offset: i64::from_be_bytes([
+                    c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11],
+                ]),
             })
             .collect(),
     )
@@ -147,9 +149,14 @@ pub fn epochs_from_batches<'a>(batches: impl IntoIterator<Item = &'a [u8]>) -> V
     let mut out: Vec<EpochEntry> = Vec::new();
     for b in batches {
         if let Ok(h) = sluice_proto::batch::BatchHeader::parse(b)
-            && out.last().is_none_or(|l| h.partition_leader_epoch > l.epoch)
+            && out
+                .last()
+                .is_none_or(|l| h.partition_leader_epoch > l.epoch)
         {
-            out.push(EpochEntry { epoch: h.partition_leader_epoch, start_offset: h.base_offset });
+            out.push(EpochEntry {
+                epoch: h.partition_leader_epoch,
+                start_offset: h.base_offset,
+            });
         }
     }
     out

@@ -14,8 +14,8 @@ use sluice_proto::batch::BatchHeader;
 use sluice_proto::model::{Offset, TopicId};
 
 use super::{
-    EpochEntry, LogError, LogOp, LogStore, OpenedLog, PartitionKey, Uid, decode_epochs, encode_epochs,
-    epochs_from_batches,
+    EpochEntry, LogError, LogOp, LogStore, OpenedLog, PartitionKey, Uid, decode_epochs,
+    encode_epochs, epochs_from_batches,
 };
 
 const CF_LOG: &str = "log";
@@ -131,9 +131,19 @@ impl RocksLog {
 
 impl RocksLog {
     /// The stored epoch history, or one rebuilt from batch headers when none was stored.
-    fn load_epochs(&self, uid: Uid, start: Offset, end: Offset) -> Result<Vec<EpochEntry>, LogError> {
-        if let Some(v) = self.db.get_cf(self.cf(CF_META), epochs_key(uid)).map_err(err)? {
-            return decode_epochs(&v).ok_or_else(|| LogError(format!("corrupt epoch history of uid {uid}")));
+    fn load_epochs(
+        &self,
+        uid: Uid,
+        start: Offset,
+        end: Offset,
+    ) -> Result<Vec<EpochEntry>, LogError> {
+        if let Some(v) = self
+            .db
+            .get_cf(self.cf(CF_META), epochs_key(uid))
+            .map_err(err)?
+        {
+            return decode_epochs(&v)
+                .ok_or_else(|| LogError(format!("corrupt epoch history of uid {uid}")));
         }
         if start == end {
             return Ok(Vec::new());

@@ -30,7 +30,10 @@ impl EpochHistory {
 
     /// Start offset of `epoch`, if it is the last epoch with data.
     pub fn start_of(&self, epoch: LeaderEpoch) -> Option<Offset> {
-        self.entries.iter().find(|e| e.epoch == epoch).map(|e| e.start_offset)
+        self.entries
+            .iter()
+            .find(|e| e.epoch == epoch)
+            .map(|e| e.start_offset)
     }
 
     /// Records that a batch of `epoch` was appended at `base_offset`; returns whether the
@@ -39,7 +42,10 @@ impl EpochHistory {
         if self.entries.last().is_some_and(|l| l.epoch >= epoch) {
             return false;
         }
-        self.entries.push(EpochEntry { epoch, start_offset: base_offset });
+        self.entries.push(EpochEntry {
+            epoch,
+            start_offset: base_offset,
+        });
         true
     }
 
@@ -69,7 +75,10 @@ impl EpochHistory {
         let Some(i) = self.entries.iter().rposition(|e| e.epoch <= epoch) else {
             return (-1, -1);
         };
-        let end = self.entries.get(i + 1).map_or(log_end, |next| next.start_offset);
+        let end = self
+            .entries
+            .get(i + 1)
+            .map_or(log_end, |next| next.start_offset);
         (self.entries[i].epoch, end)
     }
 }
@@ -108,7 +117,14 @@ mod tests {
     use super::*;
 
     fn history(e: &[(i32, i64)]) -> EpochHistory {
-        EpochHistory::new(e.iter().map(|&(epoch, start_offset)| EpochEntry { epoch, start_offset }).collect())
+        EpochHistory::new(
+            e.iter()
+                .map(|&(epoch, start_offset)| EpochEntry {
+                    epoch,
+                    start_offset,
+                })
+                .collect(),
+        )
     }
 
     #[test]

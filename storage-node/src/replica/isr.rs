@@ -56,20 +56,30 @@ pub fn isr_change(i: &IsrInputs<'_>) -> Option<Vec<NodeId>> {
         if f == i.leader {
             return true;
         }
-        let Some(v) = i.followers.get(&f) else { return false };
+        let Some(v) = i.followers.get(&f) else {
+            return false;
+        };
         let caught_up_now = v.connected && v.end.is_some_and(|e| e >= i.leader_end);
         caught_up_now || i.now_ms.saturating_sub(v.last_caught_up_ms) < i.max_lag_ms
     };
     let join = |f: NodeId| -> bool {
-        i.followers
-            .get(&f)
-            .is_some_and(|v| v.connected && v.end.is_some_and(|e| e >= i.high_watermark && e >= i.epoch_start))
+        i.followers.get(&f).is_some_and(|v| {
+            v.connected
+                && v.end
+                    .is_some_and(|e| e >= i.high_watermark && e >= i.epoch_start)
+        })
     };
     let new: Vec<NodeId> = i
         .replicas
         .iter()
         .copied()
-        .filter(|r| if i.isr.contains(r) { keep(*r) } else { join(*r) })
+        .filter(|r| {
+            if i.isr.contains(r) {
+                keep(*r)
+            } else {
+                join(*r)
+            }
+        })
         .collect();
     let mut old: Vec<NodeId> = i.isr.to_vec();
     old.sort_unstable();
@@ -83,7 +93,11 @@ mod tests {
     use super::*;
 
     fn view(end: Option<Offset>, last: u64, connected: bool) -> FollowerView {
-        FollowerView { end, last_caught_up_ms: last, connected }
+        FollowerView {
+            end,
+            last_caught_up_ms: last,
+            connected,
+        }
     }
 
     fn decide(isr: &[NodeId], followers: &[(NodeId, FollowerView)]) -> Option<Vec<NodeId>> {
@@ -113,13 +127,26 @@ mod tests {
 
     #[test]
     fn laggard_past_max_lag_is_removed() {
-        assert_eq!(decide(&[0, 1], &[(1, view(Some(80), 5_000, true))]), Some(vec![0]));
-        assert_eq!(decide(&[0, 1], &[(1, view(Some(100), 5_000, false))]), Some(vec![0]), "disconnected counts as behind");
+        assert_eq!(
+            decide(&[0, 1], &[(1, view(Some(80), 5_000, true))]),
+            Some(vec![0])
+        );
+        assert_eq!(
+            decide(&[0, 1], &[(1, view(Some(100), 5_000, false))]),
+            Some(vec![0]),
+            "disconnected counts as behind"
+        );
     }
 
     #[test]
     fn caught_up_outsider_is_added_in_replica_order() {
-        assert_eq!(decide(&[0, 1], &[(1, view(Some(100), 0, true)), (2, view(Some(95), 0, true))]), Some(vec![0, 1, 2]));
+        assert_eq!(
+            decide(
+                &[0, 1],
+                &[(1, view(Some(100), 0, true)), (2, view(Some(95), 0, true))]
+            ),
+            Some(vec![0, 1, 2])
+        );
     }
 
     #[test]

@@ -119,7 +119,10 @@ impl Replica {
             topic,
             key,
             uid,
-            leadership: watch::Sender::new(Leadership { leader: -1, epoch: -1 }),
+            leadership: watch::Sender::new(Leadership {
+                leader: -1,
+                epoch: -1,
+            }),
             role: Mutex::new(RoleState {
                 replicas: Vec::new(),
                 isr: Vec::new(),
@@ -181,7 +184,16 @@ impl Replica {
                     .replicas
                     .iter()
                     .filter(|r| **r != self.node_id)
-                    .map(|r| (*r, FollowerView { end: None, last_caught_up_ms: now, connected: false }))
+                    .map(|r| {
+                        (
+                            *r,
+                            FollowerView {
+                                end: None,
+                                last_caught_up_ms: now,
+                                connected: false,
+                            },
+                        )
+                    })
                     .collect();
                 role.leadership_start_end = self.log_end();
             }
@@ -307,7 +319,9 @@ impl Replica {
         }
         let epoch = self.leadership().epoch;
         let role = lock(&self.role);
-        let epoch_start = lock(&self.epochs).start_of(epoch).unwrap_or(role.leadership_start_end);
+        let epoch_start = lock(&self.epochs)
+            .start_of(epoch)
+            .unwrap_or(role.leadership_start_end);
         isr::isr_change(&IsrInputs {
             leader: self.node_id,
             replicas: &role.replicas,
@@ -338,7 +352,8 @@ impl Replica {
 
     /// Applies a topic config change.
     pub fn set_config(&self, c: ReplicaConfig) {
-        self.max_batch_bytes.store(c.max_batch_bytes, Ordering::Relaxed);
+        self.max_batch_bytes
+            .store(c.max_batch_bytes, Ordering::Relaxed);
         self.min_insync.store(c.min_insync, Ordering::Relaxed);
         self.max_lag_ms.store(c.max_lag_ms, Ordering::Relaxed);
     }

@@ -52,7 +52,8 @@ pub struct ProducerState {
 
 fn last_sequence(h: &BatchHeader) -> i32 {
     // Sequences wrap at i32::MAX, as in Kafka.
-    ((i64::from(h.base_sequence) + i64::from(h.last_offset_delta)) % (i64::from(i32::MAX) + 1)) as i32
+    ((i64::from(h.base_sequence) + i64::from(h.last_offset_delta)) % (i64::from(i32::MAX) + 1))
+        as i32
 }
 
 fn next_after(seq: i32) -> i32 {
@@ -80,13 +81,17 @@ impl ProducerState {
             };
         }
         let last = last_sequence(h);
-        if let Some(r) = p.recent.iter().find(|r| r.first == h.base_sequence && r.last == last) {
+        if let Some(r) = p
+            .recent
+            .iter()
+            .find(|r| r.first == h.base_sequence && r.last == last)
+        {
             return SequenceCheck::Duplicate(r.base_offset);
         }
         match p.recent.back() {
-            Some(prev) if h.base_sequence != next_after(prev.last) => {
-                SequenceCheck::OutOfOrder { expected: next_after(prev.last) }
-            }
+            Some(prev) if h.base_sequence != next_after(prev.last) => SequenceCheck::OutOfOrder {
+                expected: next_after(prev.last),
+            },
             _ => SequenceCheck::Append,
         }
     }
@@ -101,7 +106,11 @@ impl ProducerState {
             p.epoch = h.producer_epoch;
             p.recent.clear();
         }
-        p.recent.push_back(SeqRange { first: h.base_sequence, last: last_sequence(h), base_offset });
+        p.recent.push_back(SeqRange {
+            first: h.base_sequence,
+            last: last_sequence(h),
+            base_offset,
+        });
         while p.recent.len() > REMEMBERED_BATCHES {
             p.recent.pop_front();
         }
@@ -141,7 +150,10 @@ mod tests {
     fn a_gap_is_refused_with_the_expected_sequence() {
         let mut s = ProducerState::default();
         s.record(&header(7, 0, 0, 3), 0);
-        assert_eq!(s.check(&header(7, 0, 5, 1)), SequenceCheck::OutOfOrder { expected: 3 });
+        assert_eq!(
+            s.check(&header(7, 0, 5, 1)),
+            SequenceCheck::OutOfOrder { expected: 3 }
+        );
     }
 
     #[test]
@@ -150,7 +162,10 @@ mod tests {
         s.record(&header(7, 2, 0, 1), 0);
         assert_eq!(s.check(&header(7, 1, 1, 1)), SequenceCheck::StaleEpoch);
         assert_eq!(s.check(&header(7, 3, 0, 1)), SequenceCheck::Append);
-        assert_eq!(s.check(&header(7, 3, 4, 1)), SequenceCheck::OutOfOrder { expected: 0 });
+        assert_eq!(
+            s.check(&header(7, 3, 4, 1)),
+            SequenceCheck::OutOfOrder { expected: 0 }
+        );
     }
 
     #[test]
@@ -166,6 +181,9 @@ mod tests {
             s.record(&header(1, 0, i, 1), i64::from(i));
         }
         assert_eq!(s.check(&header(1, 0, 6, 1)), SequenceCheck::Duplicate(6));
-        assert_eq!(s.check(&header(1, 0, 0, 1)), SequenceCheck::OutOfOrder { expected: 7 });
+        assert_eq!(
+            s.check(&header(1, 0, 0, 1)),
+            SequenceCheck::OutOfOrder { expected: 7 }
+        );
     }
 }

@@ -25,7 +25,13 @@ const DEFAULT_FETCH_BYTES: usize = 1 << 20;
 const MAX_FETCH_BYTES: usize = 64 << 20;
 
 /// Reads whole batches from `from`, none reaching `limit`.
-async fn read(svc: &LogService, r: &Arc<Replica>, from: Offset, limit: Offset, max_bytes: usize) -> Result<Vec<Bytes>, ApiError> {
+async fn read(
+    svc: &LogService,
+    r: &Arc<Replica>,
+    from: Offset,
+    limit: Offset,
+    max_bytes: usize,
+) -> Result<Vec<Bytes>, ApiError> {
     let (log, uid) = (svc.log.clone(), r.uid);
     tokio::task::spawn_blocking(move || log.read(uid, from, limit, max_bytes))
         .await
@@ -36,36 +42,66 @@ async fn read(svc: &LogService, r: &Arc<Replica>, from: Offset, limit: Offset, m
 /// The local replica for a replica read, led here or not.
 fn local_replica(svc: &LogService, topic: &str, partition: i32) -> Result<Arc<Replica>, ApiError> {
     let view = svc.cache.view();
-    let t = view
-        .topics
-        .get(topic)
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownTopic, format!("topic '{topic}' does not exist")))?;
-    let key = PartitionKey { topic_id: TopicId::from_slice(&t.record.topic_id)?, partition };
+    let t = view.topics.get(topic).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::UnknownTopic,
+            format!("topic '{topic}' does not exist"),
+        )
+    })?;
+    let key = PartitionKey {
+        topic_id: TopicId::from_slice(&t.record.topic_id)?,
+        partition,
+    };
     svc.partitions.get(&key).ok_or_else(|| {
-        ApiError::new(ErrorCode::UnknownPartition, format!("node {} holds no replica of {topic}-{partition}", svc.node_id))
+        ApiError::new(
+            ErrorCode::UnknownPartition,
+            format!(
+                "node {} holds no replica of {topic}-{partition}",
+                svc.node_id
+            ),
+        )
     })
 }
 
 /// Handles one fetch: long polls until `min_bytes` are committed or `max_wait` passes.
 pub async fn fetch(svc: &LogService, req: pb::FetchRequest) -> Result<pb::FetchResponse, ApiError> {
     if req.max_bytes < 0 || req.min_bytes < 0 || req.max_wait_ms < 0 {
-        return Err(ApiError::new(ErrorCode::InvalidRequest, "max_bytes, min_bytes and max_wait_ms must not be negative"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "max_bytes, min_bytes and max_wait_ms must not be negative",
+        ));
     }
     let replica = if req.replica_read {
         local_replica(svc, &req.topic, req.partition)?
     } else {
         let view = svc.cache.view();
-        let target = Target { topic: &req.topic, partition: req.partition, topic_id: &req.topic_id, leader_epoch: req.leader_epoch };
+        let target = Target {
+            topic: &req.topic,
+            partition: req.partition,
+            topic_id: &req.topic_id,
+            leader_epoch: req.leader_epoch,
+        };
         leader_replica(&view, &svc.partitions, svc.node_id, &target)?
     };
-    let max_bytes = if req.max_bytes == 0 { DEFAULT_FETCH_BYTES } else { (req.max_bytes as usize).min(MAX_FETCH_BYTES) };
+    let max_bytes = if req.max_bytes == 0 {
+        DEFAULT_FETCH_BYTES
+    } else {
+        (req.max_bytes as usize).min(MAX_FETCH_BYTES)
+    };
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms as u64).min(MAX_WAIT_CAP);
     let mut hw_rx = replica.watch_high_watermark();
     loop {
         if replica.is_deleted() {
-            return Err(ApiError::new(ErrorCode::UnknownTopic, format!("topic '{}' was deleted", replica.topic)));
+            return Err(ApiError::new(
+                ErrorCode::UnknownTopic,
+                format!("topic '{}' was deleted", replica.topic),
+            ));
         }
-        let (start, end, hw) = (replica.log_start(), replica.log_end(), *hw_rx.borrow_and_update());
+        let (start, end, hw) = (
+            replica.log_start(),
+            replica.log_end(),
+            *hw_rx.borrow_and_update(),
+        );
         // Offsets up to the log end are valid positions; only committed ones are returned.
         if req.offset < start || req.offset > end {
             return Err(ApiError::new(
@@ -77,11 +113,23 @@ pub async fn fetch(svc: &LogService, req: pb::FetchRequest) -> Result<pb::FetchR
             ));
         }
         let limit = if req.replica_read { end } else { hw };
-        let batches = if req.offset < limit { read(svc, &replica, req.offset, limit, max_bytes).await? } else { Vec::new() };
+        let batches = if req.offset < limit {
+            read(svc, &replica, req.offset, limit, max_bytes).await?
+        } else {
+            Vec::new()
+        };
         let size: usize = batches.iter().map(Bytes::len).sum();
         let now = Instant::now();
         if size >= (req.min_bytes.max(1) as usize) || now >= deadline {
-            return fetch_response(batches, req.decode, req.offset, hw, start, replica.leadership().epoch).await;
+            return fetch_response(
+                batches,
+                req.decode,
+                req.offset,
+                hw,
+                start,
+                replica.leadership().epoch,
+            )
+            .await;
         }
         // Long poll: wake on the next high-watermark move or at the deadline.
         let _ = tokio::time::timeout(deadline - now, hw_rx.changed()).await;
@@ -90,7 +138,11 @@ pub async fn fetch(svc: &LogService, req: pb::FetchRequest) -> Result<pb::FetchR
 
 /// First offset with a timestamp at or after `ts`, scanning batch headers (max timestamp) and
 /// decoding only the batch that holds it. A linear scan: a time index is future work.
-async fn offset_for_timestamp(svc: &LogService, r: &Arc<Replica>, ts: i64) -> Result<(Offset, i64), ApiError> {
+async fn offset_for_timestamp(
+    svc: &LogService,
+    r: &Arc<Replica>,
+    ts: i64,
+) -> Result<(Offset, i64), ApiError> {
     let mut from = r.log_start();
     loop {
         let hw = r.high_watermark();
@@ -98,24 +150,29 @@ async fn offset_for_timestamp(svc: &LogService, r: &Arc<Replica>, ts: i64) -> Re
             return Ok((-1, -1));
         }
         let batches = read(svc, r, from, hw, 4 << 20).await?;
-        let Some(last) = batches.last() else { return Ok((-1, -1)) };
-        let next = batch::BatchHeader::parse(last).map_err(corrupt)?.next_offset();
-        let found = tokio::task::spawn_blocking(move || -> Result<Option<(Offset, i64)>, ApiError> {
-            for b in &batches {
-                let h = batch::BatchHeader::parse(b).map_err(corrupt)?;
-                if h.max_timestamp < ts {
-                    continue;
-                }
-                for rec in batch::decode_records_shared(b).map_err(corrupt)? {
-                    if rec.offset >= from && rec.timestamp_ms >= ts {
-                        return Ok(Some((rec.offset, rec.timestamp_ms)));
+        let Some(last) = batches.last() else {
+            return Ok((-1, -1));
+        };
+        let next = batch::BatchHeader::parse(last)
+            .map_err(corrupt)?
+            .next_offset();
+        let found =
+            tokio::task::spawn_blocking(move || -> Result<Option<(Offset, i64)>, ApiError> {
+                for b in &batches {
+                    let h = batch::BatchHeader::parse(b).map_err(corrupt)?;
+                    if h.max_timestamp < ts {
+                        continue;
+                    }
+                    for rec in batch::decode_records_shared(b).map_err(corrupt)? {
+                        if rec.offset >= from && rec.timestamp_ms >= ts {
+                            return Ok(Some((rec.offset, rec.timestamp_ms)));
+                        }
                     }
                 }
-            }
-            Ok(None)
-        })
-        .await
-        .map_err(internal)??;
+                Ok(None)
+            })
+            .await
+            .map_err(internal)??;
         if let Some(found) = found {
             return Ok(found);
         }
@@ -124,18 +181,38 @@ async fn offset_for_timestamp(svc: &LogService, r: &Arc<Replica>, ts: i64) -> Re
 }
 
 /// Handles one list-offsets request.
-pub async fn list_offsets(svc: &LogService, req: pb::ListOffsetsRequest) -> Result<pb::ListOffsetsResponse, ApiError> {
+pub async fn list_offsets(
+    svc: &LogService,
+    req: pb::ListOffsetsRequest,
+) -> Result<pb::ListOffsetsResponse, ApiError> {
     let replica = {
         let view = svc.cache.view();
-        let target = Target { topic: &req.topic, partition: req.partition, topic_id: &[], leader_epoch: -1 };
+        let target = Target {
+            topic: &req.topic,
+            partition: req.partition,
+            topic_id: &[],
+            leader_epoch: -1,
+        };
         leader_replica(&view, &svc.partitions, svc.node_id, &target)?
     };
     let (start, hw) = (replica.log_start(), replica.high_watermark());
     let (offset, timestamp_ms) = match req.spec {
         Some(pb::list_offsets_request::Spec::Earliest(_)) => (start, -1),
         Some(pb::list_offsets_request::Spec::Latest(_)) => (hw, -1),
-        Some(pb::list_offsets_request::Spec::TimestampMs(ts)) => offset_for_timestamp(svc, &replica, ts).await?,
-        None => return Err(ApiError::new(ErrorCode::InvalidRequest, "list-offsets needs earliest, latest or a timestamp")),
+        Some(pb::list_offsets_request::Spec::TimestampMs(ts)) => {
+            offset_for_timestamp(svc, &replica, ts).await?
+        }
+        None => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "list-offsets needs earliest, latest or a timestamp",
+            ));
+        }
     };
-    Ok(pb::ListOffsetsResponse { offset, timestamp_ms, log_start_offset: start, high_watermark: hw })
+    Ok(pb::ListOffsetsResponse {
+        offset,
+        timestamp_ms,
+        log_start_offset: start,
+        high_watermark: hw,
+    })
 }

@@ -32,23 +32,47 @@ pub struct LogService {
 
 #[tonic::async_trait]
 impl Log for LogService {
-    async fn produce(&self, req: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
-        Ok(Response::new(produce::produce(self, req.into_inner()).await?))
+    async fn produce(
+        &self,
+        req: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        Ok(Response::new(
+            produce::produce(self, req.into_inner()).await?,
+        ))
     }
 
-    async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+    async fn fetch(
+        &self,
+        req: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
         Ok(Response::new(fetch::fetch(self, req.into_inner()).await?))
     }
 
-    async fn list_offsets(&self, req: Request<pb::ListOffsetsRequest>) -> Result<Response<pb::ListOffsetsResponse>, Status> {
-        Ok(Response::new(fetch::list_offsets(self, req.into_inner()).await?))
+    async fn list_offsets(
+        &self,
+        req: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        Ok(Response::new(
+            fetch::list_offsets(self, req.into_inner()).await?,
+        ))
     }
 
     type ReplicateStream = replicate::ChunkStream;
 
-    async fn replicate(&self, req: Request<Streaming<pb::ReplicaAck>>) -> Result<Response<Self::ReplicateStream>, Status> {
+    async fn replicate(
+        &self,
+        req: Request<Streaming<pb::ReplicaAck>>,
+    ) -> Result<Response<Self::ReplicateStream>, Status> {
         let view = self.cache.view();
-        let stream = replicate::open(self.node_id, &view, &self.partitions, self.log.clone(), self.faults.clone(), req.into_inner()).await?;
+        let stream = replicate::open(
+            self.node_id,
+            &view,
+            &self.partitions,
+            self.log.clone(),
+            self.faults.clone(),
+            req.into_inner(),
+        )
+        .await?;
         Ok(Response::new(stream))
     }
 }

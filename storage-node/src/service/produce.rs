@@ -23,22 +23,39 @@ const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn append_error(e: AppendError, r: &Replica) -> ApiError {
     match e {
-        AppendError::Deleted => ApiError::new(ErrorCode::UnknownTopic, format!("topic '{}' was deleted", r.topic)),
-        AppendError::Stopped => ApiError::new(ErrorCode::NotLeader, "storage node is shutting down; retry on the new leader"),
+        AppendError::Deleted => ApiError::new(
+            ErrorCode::UnknownTopic,
+            format!("topic '{}' was deleted", r.topic),
+        ),
+        AppendError::Stopped => ApiError::new(
+            ErrorCode::NotLeader,
+            "storage node is shutting down; retry on the new leader",
+        ),
         AppendError::NotLeader => ApiError::not_leader(
-            format!("this node stopped leading {}-{}; refresh metadata and retry", r.topic, r.partition()),
+            format!(
+                "this node stopped leading {}-{}; refresh metadata and retry",
+                r.topic,
+                r.partition()
+            ),
             None,
         ),
         AppendError::OutOfOrder { expected } => ApiError::new(
             ErrorCode::OutOfOrderSequence,
-            format!("batch sequence is out of order for {}-{}: expected sequence {expected} next", r.topic, r.partition()),
+            format!(
+                "batch sequence is out of order for {}-{}: expected sequence {expected} next",
+                r.topic,
+                r.partition()
+            ),
         ),
         AppendError::StaleProducerEpoch => ApiError::new(
             ErrorCode::InvalidProducerEpoch,
             "producer epoch is older than this partition has seen: another producer instance took over",
         ),
         e @ (AppendError::Storage(_) | AppendError::Gap { .. } | AppendError::Corrupt(_)) => {
-            ApiError::new(ErrorCode::StorageError, format!("{e}; retry, and check the node's disk"))
+            ApiError::new(
+                ErrorCode::StorageError,
+                format!("{e}; retry, and check the node's disk"),
+            )
         }
     }
 }
@@ -83,20 +100,33 @@ fn not_enough_replicas(r: &Replica, isr: usize) -> ApiError {
 }
 
 /// Waits until the high watermark passes `end` while this node still leads at `epoch`.
-async fn wait_committed(r: &Arc<Replica>, end: Offset, epoch: i32, timeout: Duration) -> Result<(), ApiError> {
+async fn wait_committed(
+    r: &Arc<Replica>,
+    end: Offset,
+    epoch: i32,
+    timeout: Duration,
+) -> Result<(), ApiError> {
     let (mut hw, mut lead) = (r.watch_high_watermark(), r.watch_leadership());
     let wait = async {
         loop {
             let l = *lead.borrow_and_update();
             if l.leader != r.node_id || l.epoch != epoch || r.is_deleted() {
                 return Err(ApiError::not_leader(
-                    format!("leadership of {}-{} moved while the batch awaited replication; retry", r.topic, r.partition()),
+                    format!(
+                        "leadership of {}-{} moved while the batch awaited replication; retry",
+                        r.topic,
+                        r.partition()
+                    ),
                     None,
                 ));
             }
             if *hw.borrow_and_update() >= end {
                 let isr = r.isr().len();
-                return if isr >= r.min_insync() { Ok(()) } else { Err(not_enough_replicas(r, isr)) };
+                return if isr >= r.min_insync() {
+                    Ok(())
+                } else {
+                    Err(not_enough_replicas(r, isr))
+                };
             }
             tokio::select! {
                 _ = hw.changed() => {}
@@ -113,22 +143,40 @@ async fn wait_committed(r: &Arc<Replica>, end: Offset, epoch: i32, timeout: Dura
 }
 
 /// Handles one produce request.
-pub async fn produce(svc: &LogService, req: pb::ProduceRequest) -> Result<pb::ProduceResponse, ApiError> {
+pub async fn produce(
+    svc: &LogService,
+    req: pb::ProduceRequest,
+) -> Result<pb::ProduceResponse, ApiError> {
     if !matches!(req.acks, -1..=1) {
-        return Err(ApiError::new(ErrorCode::InvalidRequest, format!("acks={} is invalid; use 0, 1 or -1 (all)", req.acks)));
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("acks={} is invalid; use 0, 1 or -1 (all)", req.acks),
+        ));
     }
     let replica = {
         let view = svc.cache.view();
-        let target = Target { topic: &req.topic, partition: req.partition, topic_id: &req.topic_id, leader_epoch: req.leader_epoch };
+        let target = Target {
+            topic: &req.topic,
+            partition: req.partition,
+            topic_id: &req.topic_id,
+            leader_epoch: req.leader_epoch,
+        };
         leader_replica(&view, &svc.partitions, svc.node_id, &target)?
     };
     let bytes = match req.payload {
         Some(Payload::Batch(b)) => b,
         Some(Payload::Records(list)) => {
             let compression = to_compression(req.compression)?;
-            tokio::task::spawn_blocking(move || encode_records(&list, compression)).await.map_err(internal)??
+            tokio::task::spawn_blocking(move || encode_records(&list, compression))
+                .await
+                .map_err(internal)??
         }
-        None => return Err(ApiError::new(ErrorCode::InvalidRequest, "produce request has no payload; send a batch or records")),
+        None => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "produce request has no payload; send a batch or records",
+            ));
+        }
     };
     let (bytes, header) = check_batch(bytes, &replica).await?;
     let epoch = replica.leadership().epoch;
@@ -138,7 +186,9 @@ pub async fn produce(svc: &LogService, req: pb::ProduceRequest) -> Result<pb::Pr
             return Err(not_enough_replicas(&replica, isr));
         }
     }
-    let batch = bytes.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..]));
+    let batch = bytes
+        .try_into_mut()
+        .unwrap_or_else(|b| BytesMut::from(&b[..]));
     let response = |a: Option<Appended>| pb::ProduceResponse {
         base_offset: a.map_or(-1, |a| a.base_offset),
         log_append_time_ms: -1,
@@ -147,7 +197,11 @@ pub async fn produce(svc: &LogService, req: pb::ProduceRequest) -> Result<pb::Pr
     };
     if req.acks == 0 {
         // Admitted to the writer's queue (backpressure), not waited for.
-        let pending = svc.writer.submit(replica.clone(), batch, header).await.map_err(|e| append_error(e, &replica))?;
+        let pending = svc
+            .writer
+            .submit(replica.clone(), batch, header)
+            .await
+            .map_err(|e| append_error(e, &replica))?;
         let r = replica.clone();
         tokio::spawn(async move {
             if let Ok(Err(error)) = pending.await {
@@ -156,14 +210,25 @@ pub async fn produce(svc: &LogService, req: pb::ProduceRequest) -> Result<pb::Pr
         });
         return Ok(response(None));
     }
-    let appended = svc.writer.append(replica.clone(), batch, header).await.map_err(|e| append_error(e, &replica))?;
+    let appended = svc
+        .writer
+        .append(replica.clone(), batch, header)
+        .await
+        .map_err(|e| append_error(e, &replica))?;
     if req.acks == -1 {
-        let timeout = if req.timeout_ms > 0 { Duration::from_millis(req.timeout_ms as u64) } else { DEFAULT_ACK_TIMEOUT };
+        let timeout = if req.timeout_ms > 0 {
+            Duration::from_millis(req.timeout_ms as u64)
+        } else {
+            DEFAULT_ACK_TIMEOUT
+        };
         wait_committed(&replica, appended.end_offset, epoch, timeout).await?;
     }
     if svc.faults.take(faults::DROP_PRODUCE_RESPONSE) {
         tracing::warn!(topic = %replica.topic, partition = replica.partition(), "fault injection: dropping a produce answer");
-        return Err(ApiError::new(ErrorCode::RequestTimedOut, "fault injection: answer dropped after the append; retry"));
+        return Err(ApiError::new(
+            ErrorCode::RequestTimedOut,
+            "fault injection: answer dropped after the append; retry",
+        ));
     }
     Ok(response(Some(appended)))
 }

@@ -45,7 +45,12 @@ pub async fn open(
         .message()
         .await
         .map_err(|s| ApiError::new(ErrorCode::InvalidRequest, s.message().to_string()))?
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "replication stream opened without a position"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                "replication stream opened without a position",
+            )
+        })?;
     let target = Target {
         topic: &hello.topic,
         partition: hello.partition,
@@ -57,18 +62,30 @@ pub async fn open(
     if hello.leader_epoch != epoch {
         return Err(ApiError::new(
             ErrorCode::FencedLeaderEpoch,
-            format!("follower is at leader epoch {}, the leader at {epoch}", hello.leader_epoch),
+            format!(
+                "follower is at leader epoch {}, the leader at {epoch}",
+                hello.leader_epoch
+            ),
         ));
     }
     if !replica.is_replica(hello.follower_id) || hello.follower_id == node_id {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
-            format!("node {} is not a follower of {}-{}", hello.follower_id, hello.topic, hello.partition),
+            format!(
+                "node {} is not a follower of {}-{}",
+                hello.follower_id, hello.topic, hello.partition
+            ),
         ));
     }
     let (tx, rx) = mpsc::channel(4);
-    let answer = replica.epochs.lock().expect("poisoned").end_offset_for(hello.last_epoch, replica.log_end());
-    if let Some((diverging_epoch, truncate_to)) = divergence(hello.last_epoch, hello.log_end_offset, answer) {
+    let answer = replica
+        .epochs
+        .lock()
+        .expect("poisoned")
+        .end_offset_for(hello.last_epoch, replica.log_end());
+    if let Some((diverging_epoch, truncate_to)) =
+        divergence(hello.last_epoch, hello.log_end_offset, answer)
+    {
         tracing::info!(
             topic = %replica.topic, partition = replica.partition(), follower = hello.follower_id,
             follower_end = hello.log_end_offset, truncate_to, "follower log diverges; asking it to truncate"
@@ -111,7 +128,11 @@ async fn push(
     epoch: i32,
     tx: mpsc::Sender<Result<pb::ReplicaChunk, Status>>,
 ) {
-    let (mut end_rx, mut hw_rx, mut lead_rx) = (r.watch_log_end(), r.watch_high_watermark(), r.watch_leadership());
+    let (mut end_rx, mut hw_rx, mut lead_rx) = (
+        r.watch_log_end(),
+        r.watch_high_watermark(),
+        r.watch_leadership(),
+    );
     let mut sent_hw = -1;
     let mut last_sent = std::time::Instant::now();
     loop {
@@ -125,15 +146,25 @@ async fn push(
         }
         let end = *end_rx.borrow_and_update();
         let hw = *hw_rx.borrow_and_update();
-        let mut chunk = pb::ReplicaChunk { leader_epoch: epoch, high_watermark: hw, log_start_offset: r.log_start(), ..Default::default() };
+        let mut chunk = pb::ReplicaChunk {
+            leader_epoch: epoch,
+            high_watermark: hw,
+            log_start_offset: r.log_start(),
+            ..Default::default()
+        };
         if next < end {
             let (log, uid, from) = (log.clone(), r.uid, next);
-            let batches = match tokio::task::spawn_blocking(move || log.read(uid, from, end, CHUNK_BYTES)).await {
-                Ok(Ok(b)) => b,
-                _ => return,
-            };
+            let batches =
+                match tokio::task::spawn_blocking(move || log.read(uid, from, end, CHUNK_BYTES))
+                    .await
+                {
+                    Ok(Ok(b)) => b,
+                    _ => return,
+                };
             let Some(last) = batches.last() else { return };
-            let Ok(h) = BatchHeader::parse(last) else { return };
+            let Ok(h) = BatchHeader::parse(last) else {
+                return;
+            };
             next = h.next_offset();
             chunk.batches = concat(&batches);
         } else if hw == sent_hw && last_sent.elapsed() < HEARTBEAT {

@@ -138,6 +138,7 @@ pub async fn run_election(
                     let mut view = cache.subscribe();
                     tokio::select! {
                         _ = until(&mut view, |v| v.controller.is_none()) => {}
+                        _ = watch_controller_alive(store.as_ref(), &keys, &cache) => {}
                         _ = until(&mut lost, |l| *l) => break,
                         _ = until(&mut shutdown, |s| *s) => {
                             let _ = lease.revoke().await;
@@ -169,4 +170,38 @@ pub fn now_ms() -> i64 {
 /// guard across later awaits.
 async fn until<T>(rx: &mut watch::Receiver<T>, f: impl FnMut(&T) -> bool) {
     let _ = rx.wait_for(f).await;
+}
+
+/// Probes the active controller's port while this coordinator stands by; when it refuses
+/// connections [`crate::liveness::REFUSALS`] times in a row (the process is gone), revokes the
+/// controller's lease so the election runs now instead of after the lease TTL. Returns after
+/// revoking; never returns while the controller answers.
+async fn watch_controller_alive(store: &dyn MetaStore, keys: &Keys, cache: &MetadataCache) {
+    let mut strikes = 0;
+    loop {
+        tokio::time::sleep(crate::liveness::PROBE_INTERVAL).await;
+        let Some(address) = cache
+            .view()
+            .controller
+            .as_ref()
+            .map(|c| c.record.address.clone())
+        else {
+            return;
+        };
+        if !crate::liveness::refused(&address).await {
+            strikes = 0;
+            continue;
+        }
+        strikes += 1;
+        if strikes < crate::liveness::REFUSALS {
+            continue;
+        }
+        if let Ok(Some(v)) = store.get(&keys.controller()).await
+            && v.lease != 0
+            && store.revoke_lease(v.lease).await.is_ok()
+        {
+            tracing::warn!(%address, "active controller refuses connections; revoked its lease");
+        }
+        return;
+    }
 }

@@ -28,7 +28,7 @@ pub const REFUSALS: u32 = 2;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Whether a connection attempt to `address` was refused (nothing listens there).
-async fn refused(address: &str) -> bool {
+pub async fn refused(address: &str) -> bool {
     match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
         Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
         _ => false,

@@ -122,7 +122,9 @@ pub struct ProducerConfig {
     /// Stamp every batch with a producer id and per-partition sequence numbers, so a retried
     /// batch the leader already stored is acknowledged again instead of appended twice. Needs
     /// `acks` [`Acks::All`]: a leader-only ack can be lost with the leader, and with it the
-    /// de-duplication state.
+    /// de-duplication state. Without it, any retry of a batch whose outcome is unknown may store
+    /// it twice, as in Kafka; that includes the resend of a batch whose request was abandoned
+    /// because its leader hung and a new leader was elected meanwhile.
     pub enable_idempotence: bool,
     /// How long a partition's batch waits for more records before it is sent, trading latency
     /// for fewer, larger requests.

@@ -16,6 +16,11 @@ pub enum ClientError {
     /// No answer within the configured timeout.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A request was abandoned unanswered because the partition's leader changed while it was
+    /// in flight (the old leader hung rather than refused). Retriable, and its outcome is
+    /// unknown: the old leader may have appended a produce before it stopped answering.
+    #[error("leader moved: {0}")]
+    LeaderMoved(String),
     /// The client was configured in a way no request can succeed with.
     #[error("invalid client configuration: {0}")]
     Config(String),
@@ -32,7 +37,9 @@ impl ClientError {
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Api(e) => e.is_retriable(),
-            ClientError::Transport(_) | ClientError::Timeout(_) => true,
+            ClientError::Transport(_) | ClientError::Timeout(_) | ClientError::LeaderMoved(_) => {
+                true
+            }
             ClientError::Config(_) | ClientError::Closed => false,
         }
     }
@@ -64,7 +71,8 @@ impl ClientError {
                     | ErrorCode::RequestTimedOut
             ),
             ClientError::Transport(_) | ClientError::Timeout(_) => true,
-            ClientError::Config(_) | ClientError::Closed => false,
+            // The cache already names the new leader.
+            ClientError::LeaderMoved(_) | ClientError::Config(_) | ClientError::Closed => false,
         }
     }
 
@@ -91,8 +99,11 @@ impl ClientError {
                     | ErrorCode::OutOfOrderSequence
                     | ErrorCode::InvalidProducerEpoch
             ),
-            // The request may have arrived and been applied before the answer was lost.
-            ClientError::Transport(_) | ClientError::Timeout(_) => true,
+            // The request may have arrived and been applied before the answer was lost (or,
+            // for an abandoned one, before the leader stopped answering).
+            ClientError::Transport(_) | ClientError::Timeout(_) | ClientError::LeaderMoved(_) => {
+                true
+            }
             ClientError::Config(_) | ClientError::Closed => false,
         }
     }

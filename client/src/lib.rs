@@ -5,7 +5,10 @@
 //! All three start from a [`ClientConfig`] naming one or more coordinators. Partition leaders
 //! are learnt from coordinator metadata, kept current by a metadata watch stream, and corrected
 //! by the `NOT_LEADER` hints storage nodes return, so data never passes through a coordinator
-//! and a leader failover costs the producer and consumer a retry or two, not an error.
+//! and a leader failover costs the producer and consumer a retry or two, not an error. A request
+//! still waiting on a leader that hung (paused, or cut off with its connections open) is
+//! abandoned and sent to the new leader as soon as the metadata names one, rather than at its
+//! timeout.
 //!
 //! The producer is idempotent by default (`acks=all` plus a producer id and per-partition
 //! sequence numbers), so the retries a failover causes never duplicate a record.

@@ -251,3 +251,136 @@ async fn a_restarted_node_is_reached_again_through_the_cached_connection() {
         .unwrap();
     assert_eq!(md.offset, 1);
 }
+
+/// Client settings under which a request to a hung node waits 30 s before it times out, so only
+/// following the leader move can deliver within a couple of seconds.
+fn patient(cluster: &FakeCluster) -> ClientConfig {
+    ClientConfig {
+        request_timeout: Duration::from_secs(30),
+        ..cluster.client_config()
+    }
+}
+
+#[tokio::test]
+async fn a_produce_hung_on_a_paused_leader_is_resent_to_the_new_leader_once_the_watch_names_it() {
+    let cluster = FakeCluster::start(2).await;
+    cluster.create_topic("t", 1, 1);
+    let producer = Producer::new(ProducerConfig {
+        client: patient(&cluster),
+        delivery_timeout: Duration::from_secs(60),
+        ..producer_config(&cluster)
+    })
+    .await
+    .unwrap();
+    cluster.pause_node(1);
+    let first = send(&producer, "a".into()).await;
+    cluster
+        .eventually("node 1 holds the first batch", |c| {
+            c.stalled() == vec![(1, "produce")]
+        })
+        .await;
+    cluster
+        .eventually("a watch is open", |c| c.open_watches() == 1)
+        .await;
+    // One batch in flight per partition: these wait behind the hung one.
+    let later = [
+        send(&producer, "b".into()).await,
+        send(&producer, "c".into()).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(cluster.accepted().is_empty());
+
+    let moved = Instant::now();
+    cluster.move_leader("t", 2);
+    let md = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("acknowledged by the new leader")
+        .unwrap();
+    let took = moved.elapsed();
+    assert_eq!(md.offset, 0);
+    assert!(
+        took < Duration::from_secs(2),
+        "acknowledged {took:?} after the move"
+    );
+    for (i, d) in later.into_iter().enumerate() {
+        assert_eq!(
+            d.await.unwrap().offset,
+            1 + i as i64,
+            "later records follow"
+        );
+    }
+
+    let producer_id = producer.producer_id().unwrap();
+    let st = cluster.state.lock().unwrap();
+    let first = &st.accepted[0];
+    assert_eq!(
+        (
+            first.node,
+            first.producer_id,
+            first.base_sequence,
+            first.records
+        ),
+        (2, producer_id, 0, 1),
+        "the same batch, resent to node 2"
+    );
+    assert!(st.accepted.iter().all(|a| a.node == 2));
+    assert_eq!(st.topics["t"].logs[0].end, 3, "each record stored once");
+    assert_eq!(st.duplicates, 0);
+    assert_eq!(st.init_calls, 1, "the resend kept its producer id");
+    assert_eq!(
+        st.stalled,
+        vec![(1, "produce")],
+        "nothing else went to node 1"
+    );
+}
+
+#[tokio::test]
+async fn a_fetch_hung_on_a_paused_leader_is_abandoned_and_the_new_leaders_records_arrive_promptly()
+{
+    let cluster = FakeCluster::start(2).await;
+    cluster.create_topic("t", 1, 1);
+    let producer = Producer::new(ProducerConfig {
+        client: patient(&cluster),
+        delivery_timeout: Duration::from_secs(60),
+        ..producer_config(&cluster)
+    })
+    .await
+    .unwrap();
+    send(&producer, "a".into()).await.await.unwrap();
+    let mut consumer = Consumer::new(ConsumerConfig {
+        client: patient(&cluster),
+        ..consumer_config(&cluster)
+    })
+    .await
+    .unwrap();
+    consumer
+        .assign(vec![("t".into(), 0)], SeekTo::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(consumer.next().await.unwrap().unwrap().offset, 0);
+    cluster
+        .eventually("both watches are open", |c| c.open_watches() == 2)
+        .await;
+
+    cluster.pause_node(1);
+    cluster
+        .eventually("node 1 holds a fetch", |c| {
+            c.stalled().contains(&(1, "fetch"))
+        })
+        .await;
+    let moved = Instant::now();
+    cluster.move_leader("t", 2);
+    let md = send(&producer, "b".into()).await.await.unwrap();
+    assert_eq!(md.offset, 1);
+    let record = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("the consumer follows the new leader")
+        .unwrap()
+        .unwrap();
+    let took = moved.elapsed();
+    assert_eq!((record.offset, record.value.unwrap()), (1, "b".into()));
+    assert!(
+        took < Duration::from_secs(2),
+        "read {took:?} after the move"
+    );
+}

@@ -5,6 +5,9 @@
 //! Retriable errors (leader moved, node unreachable) are retried for as long as the partition
 //! stays assigned, following `NOT_LEADER` hints and metadata refreshes. Anything else (notably
 //! `OFFSET_OUT_OF_RANGE`) is handed to the application once and stops the task until it seeks.
+//! A fetch long-polling a leader the metadata cache has since seen replaced is abandoned and
+//! sent to the new leader at once (see `metadata::leadership`), so a hung leader costs the
+//! consumer the election, not a request timeout.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,6 +80,11 @@ impl Fetcher {
                 }
                 Err(e) => e,
             };
+            if let ClientError::LeaderMoved(_) = &err {
+                // A long poll on a deposed leader: refetch from the new one at once.
+                tracing::debug!(topic = %self.topic, partition = self.partition, error = %err, "fetch abandoned; refetching from the new leader");
+                continue;
+            }
             if !err.is_retriable() {
                 tracing::warn!(topic = %self.topic, partition = self.partition, position = self.position, error = %err, "fetch stopped");
                 let _ = self
@@ -118,13 +126,19 @@ impl Fetcher {
             max_wait_ms: i32::try_from(self.cfg.max_wait.as_millis()).unwrap_or(i32::MAX),
             min_bytes: self.cfg.min_bytes,
             leader_epoch: leader.epoch,
-            topic_id: leader.topic_id,
+            topic_id: leader.topic_id.clone(),
             decode: false,
             replica_read: false,
         };
         let timeout = self.cfg.client.request_timeout + self.cfg.max_wait;
-        let resp = with_timeout(timeout, "fetch", client.fetch(request(req, timeout))).await?;
-        Ok(resp.into_inner())
+        let attempt = async {
+            let resp = with_timeout(timeout, "fetch", client.fetch(request(req, timeout))).await?;
+            Ok(resp.into_inner())
+        };
+        // A leader that hangs would hold the partition until the timeout; a move cuts it short.
+        self.meta
+            .unless_leader_moves(&self.topic, self.partition, &leader, attempt)
+            .await
     }
 
     /// Pushes the records at or after the position into the queue, advancing the position past

@@ -2,12 +2,14 @@
 //! addresses and topic ids. Three sources feed it: a `WatchMetadata` stream that pushes every
 //! change ([`watch`]), `GetMetadata` refreshes when a request fails or the view is old, and the
 //! `NOT_LEADER` hints storage nodes return. None of them may move a leader back to an older
-//! epoch ([`snapshot::keep_newer_leaders`]).
+//! epoch ([`snapshot::keep_newer_leaders`]). Every change is also published to the requests in
+//! flight, which give up on a leader the cache has seen replaced ([`leadership`]).
 //!
 //! Only topics the client has used are kept. Refreshes are debounced: callers pass the snapshot
 //! version they saw fail, and an answer installed since then (refresh or watch message) counts
 //! for them, so a burst of errors from many partitions costs one `GetMetadata`.
 
+mod leadership;
 mod snapshot;
 mod watch;
 
@@ -23,6 +25,7 @@ use tokio::task::AbortHandle;
 use crate::config::ClientConfig;
 use crate::connection::{Coordinators, Pool, request};
 use crate::error::{ClientError, Result};
+use leadership::Leadership;
 pub(crate) use snapshot::TopicInfo;
 use snapshot::{PartitionInfo, Snapshot, build_snapshot, hint_is_news, keep_newer_leaders};
 
@@ -51,6 +54,8 @@ pub(crate) struct Metadata {
     background_refresh: AtomicBool,
     /// The watch task, started with the first topic in use and aborted on drop.
     watch: OnceLock<AbortHandle>,
+    /// Leaders of the partitions with requests in flight, so those follow a move at once.
+    leadership: Leadership,
 }
 
 impl Drop for Metadata {
@@ -77,6 +82,7 @@ impl Metadata {
             last_error: Mutex::new(None),
             background_refresh: AtomicBool::new(false),
             watch: OnceLock::new(),
+            leadership: Leadership::default(),
         }))
     }
 
@@ -228,11 +234,21 @@ impl Metadata {
     /// Replaces the view with `resp` (the `asked` topics of it) under the next version, keeping
     /// any leader the current view knows at a newer epoch.
     fn install(&self, asked: &[String], resp: pb::GetMetadataResponse) -> Arc<Snapshot> {
-        let mut state = self.state.write().unwrap();
-        let mut snap = build_snapshot(state.version + 1, asked, resp);
-        keep_newer_leaders(&state, &mut snap);
-        *state = Arc::new(snap);
-        state.clone()
+        let snap = {
+            let mut state = self.state.write().unwrap();
+            let mut snap = build_snapshot(state.version + 1, asked, resp);
+            keep_newer_leaders(&state, &mut snap);
+            *state = Arc::new(snap);
+            state.clone()
+        };
+        self.publish_leadership();
+        snap
+    }
+
+    /// Tells requests in flight about the cache's current leaders (see [`leadership`]). Called
+    /// after every change, with the state lock released.
+    fn publish_leadership(&self) {
+        self.leadership.publish(|| self.snapshot());
     }
 
     fn spawn_refresh(self: &Arc<Self>, seen_version: u64) {
@@ -292,6 +308,8 @@ impl Metadata {
                 epoch: hint.leader_epoch,
             };
         }
+        drop(state);
+        self.publish_leadership();
         tracing::debug!(
             topic,
             partition,

@@ -35,6 +35,14 @@ pub(super) struct Snapshot {
     pub(super) unknown: HashSet<String>,
 }
 
+impl Snapshot {
+    /// Who leads the partition, if the topic and partition are cached.
+    pub(super) fn partition(&self, topic: &str, partition: i32) -> Option<PartitionInfo> {
+        let i = usize::try_from(partition).ok()?;
+        self.topics.get(topic)?.partitions.get(i).copied()
+    }
+}
+
 /// The new cache from a metadata answer: only the topics asked for (a full listing is
 /// filtered), partitions laid out by id.
 pub(super) fn build_snapshot(

@@ -7,6 +7,16 @@
 //! `LEADER_NOT_AVAILABLE`, `PARTITION_OFFLINE`, `NOT_ENOUGH_REPLICAS` and `REQUEST_TIMED_OUT`: all
 //! retriable, so the same batch is resent (same bytes, same sequence) after a backoff and a
 //! metadata refresh, until the delivery timeout, before any later batch of its partition.
+//!
+//! A leader that hangs instead (a paused process, sockets open but nothing answering) would hold
+//! its partition until the request timeout. So a request in flight is abandoned as soon as the
+//! metadata cache names a newer leader for its partition (a watch message, a refresh, another
+//! request's `NOT_LEADER` hint), and the batch is resent to that leader at once, same bytes,
+//! still ahead of every later batch of its partition ([`ClientError::LeaderMoved`]). Its outcome
+//! counts as unknown. With idempotence the resend is safe: the new leader de-duplicates it if
+//! the old one had appended and replicated it, and an append the old one never replicated is
+//! truncated away when it rejoins. Without idempotence the resend may duplicate the batch, as
+//! any retry of an unanswered produce may (Kafka behaves the same).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +34,7 @@ use super::identity::{self, Granted};
 use crate::config::Acks;
 use crate::connection::{MAX_MESSAGE_BYTES, request, with_timeout};
 use crate::error::{ClientError, Result};
+use crate::metadata::Leader;
 use crate::retry::{RetryDecision, RetryPolicy};
 
 /// Requests from the [`super::Producer`] handle.
@@ -202,8 +213,17 @@ async fn send_batch(shared: Arc<Shared>, mut batch: ProducerBatch) -> Completion
     };
     let meta = &shared.metadata;
     let seen = meta.version();
-    let result = produce(&shared, &batch.topic, batch.partition, payload).await;
+    let result = match meta.leader(&batch.topic, batch.partition).await {
+        Ok(leader) => {
+            let attempt = produce(&shared, &batch.topic, batch.partition, &leader, payload);
+            meta.unless_leader_moves(&batch.topic, batch.partition, &leader, attempt)
+                .await
+        }
+        Err(e) => Err(e),
+    };
     let rerouted = match &result {
+        // The cache already names the leader to resend to.
+        Err(ClientError::LeaderMoved(_)) => true,
         Err(e) if e.is_retriable() => {
             meta.handle_error(&batch.topic, batch.partition, e, seen)
                 .await
@@ -221,10 +241,10 @@ async fn produce(
     shared: &Shared,
     topic: &str,
     partition: i32,
+    leader: &Leader,
     payload: bytes::Bytes,
 ) -> Result<pb::ProduceResponse> {
     let cfg = &shared.cfg;
-    let leader = shared.metadata.leader(topic, partition).await?;
     let channel = shared.metadata.pool.channel(&leader.address)?;
     let mut client = LogClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -238,7 +258,7 @@ async fn produce(
         payload: Some(Payload::Batch(payload)),
         compression: pb::Compression::None as i32,
         leader_epoch: leader.epoch,
-        topic_id: leader.topic_id,
+        topic_id: leader.topic_id.clone(),
     };
     // The leader gives up waiting for replicas at `timeout_ms`; allow its answer to arrive.
     let timeout = server_timeout + Duration::from_secs(1);

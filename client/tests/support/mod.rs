@@ -1,6 +1,7 @@
 //! An in-process fake cluster: one coordinator (Metadata) and storage nodes (Log) sharing one
 //! in-memory state, with knobs to inject faults — a stale advertised leader, queued produce
-//! errors before or after the append, a gate that stalls produce, stopped and restarted nodes —
+//! errors before or after the append, a gate that stalls produce, paused nodes that hold every
+//! request unanswered with their connections open, stopped and restarted nodes —
 //! so the client's routing, retry, idempotence and fetch logic is exercised over real gRPC
 //! without the real servers.
 //!
@@ -13,7 +14,7 @@
 mod coordinator;
 mod node;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -105,6 +106,8 @@ pub struct State {
     /// Errors the next InitProducerId calls fail with, in order.
     pub init_faults: VecDeque<ApiError>,
     pub init_calls: usize,
+    /// Requests a paused node held: (node, "produce" or "fetch"), in arrival order.
+    pub stalled: Vec<(i32, &'static str)>,
 }
 
 impl Default for State {
@@ -122,6 +125,7 @@ impl Default for State {
             next_producer_id: 1000,
             init_faults: VecDeque::new(),
             init_calls: 0,
+            stalled: Vec::new(),
         }
     }
 }
@@ -152,6 +156,8 @@ pub struct FakeCluster {
     pub state: Arc<Mutex<State>>,
     /// Produce handlers take a read lock first; a test holding the write lock stalls them.
     pub produce_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Nodes that hold produce and fetch requests unanswered, as a SIGSTOPped process does.
+    pub paused: Arc<watch::Sender<BTreeSet<i32>>>,
     running: Mutex<BTreeMap<i32, RunningNode>>,
 }
 
@@ -183,6 +189,7 @@ impl FakeCluster {
             watch,
             state,
             produce_gate,
+            paused: Arc::new(watch::channel(BTreeSet::new()).0),
             running: Mutex::new(BTreeMap::new()),
         };
         for id in 1..=nodes {
@@ -199,6 +206,7 @@ impl FakeCluster {
             id,
             state: self.state.clone(),
             gate: self.produce_gate.clone(),
+            paused: self.paused.clone(),
         };
         let (shutdown, signal) = oneshot::channel();
         let server = node::serve(listener, svc, signal);
@@ -220,6 +228,27 @@ impl FakeCluster {
         {
             abort.abort();
         }
+    }
+
+    /// Pauses node `id` as SIGSTOP would: its connections stay open, but the produce and fetch
+    /// requests it gets from now on are held unanswered (and listed in `State::stalled`) until
+    /// `resume_node`.
+    pub fn pause_node(&self, id: i32) {
+        self.paused.send_modify(|p| {
+            p.insert(id);
+        });
+    }
+
+    /// Lets a paused node carry on with the requests it held, as SIGCONT would.
+    pub fn resume_node(&self, id: i32) {
+        self.paused.send_modify(|p| {
+            p.remove(&id);
+        });
+    }
+
+    /// Requests held by paused nodes so far.
+    pub fn stalled(&self) -> Vec<(i32, &'static str)> {
+        self.state.lock().unwrap().stalled.clone()
     }
 
     /// Serves node `id` again on its old address.

@@ -2,6 +2,7 @@
 //! appends produced batches (de-duplicating idempotent resends), and serves fetch and
 //! list-offsets from the shared logs.
 
+use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use sluice_proto::pb::{
     self, ErrorCode, LeaderHint, list_offsets_request::Spec, log_server, produce_request::Payload,
 };
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
@@ -25,6 +26,7 @@ pub(super) struct FakeNode {
     pub(super) id: i32,
     pub(super) state: Arc<Mutex<State>>,
     pub(super) gate: Arc<tokio::sync::RwLock<()>>,
+    pub(super) paused: Arc<watch::Sender<BTreeSet<i32>>>,
 }
 
 /// Serves `svc` until `shutdown` fires.
@@ -70,6 +72,17 @@ fn check_sequence(last: Option<&LastBatch>, h: &BatchHeader) -> SequenceCheck {
 }
 
 impl FakeNode {
+    /// While this node is paused, holds the request (`call`) unanswered, as a stopped process
+    /// would, and lists it in `State::stalled`.
+    async fn hold_while_paused(&self, call: &'static str) {
+        let mut rx = self.paused.subscribe();
+        if !rx.borrow_and_update().contains(&self.id) {
+            return;
+        }
+        self.state.lock().unwrap().stalled.push((self.id, call));
+        let _ = rx.wait_for(|p| !p.contains(&self.id)).await;
+    }
+
     /// The partition's log if this node leads it, else the error a real node gives.
     fn check_leader(&self, st: &State, topic: &str, partition: i32) -> Result<(), Status> {
         let t = st.topics.get(topic).ok_or_else(|| {
@@ -109,6 +122,7 @@ impl log_server::Log for FakeNode {
         &self,
         req: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
+        self.hold_while_paused("produce").await;
         let _gate = self.gate.read().await;
         let req = req.into_inner();
         let mut st = self.state.lock().unwrap();
@@ -185,6 +199,7 @@ impl log_server::Log for FakeNode {
         &self,
         req: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
+        self.hold_while_paused("fetch").await;
         let req = req.into_inner();
         let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
         loop {

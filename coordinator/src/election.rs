@@ -100,6 +100,7 @@ pub async fn run_election(
                 Ok(Some(fence)) => {
                     tracing::info!(coordinator = %cfg.me.coordinator_id, fence, "became the active controller");
                     role.send_replace(Role::Active { fence });
+                    metrics::gauge!("sluice_controller_active").set(1.0);
                     let mut view = cache.subscribe();
                     let deposed = async {
                         loop {
@@ -131,6 +132,7 @@ pub async fn run_election(
                         }
                     }
                     role.send_replace(Role::Standby);
+                    metrics::gauge!("sluice_controller_active").set(0.0);
                     break;
                 }
                 Ok(None) => {

@@ -88,6 +88,36 @@ fn bump(epoch: i32) -> i32 {
     epoch.saturating_add(1)
 }
 
+/// Controlled shutdown: when the leader is draining (shutting down on SIGTERM) and another
+/// in-sync replica is live and not draining, hand leadership to the first such replica in
+/// `replicas` order, bumping the leader epoch; otherwise `None` (the leader stays until it stops,
+/// then [`decide`] handles it as a failure). The draining node stays in the ISR while it still
+/// replicates; its lease ends that when it stops.
+///
+/// | leader draining | other live, non-draining ISR member | result |
+/// |---|---|---|
+/// | no | - | `None` |
+/// | yes | none | `None` (nowhere safe to move) |
+/// | yes | some | leader := first of them; leader epoch + 1; partition epoch + 1 |
+pub fn move_off_draining(
+    state: &PartitionStateRecord,
+    live: &BTreeSet<NodeId>,
+    draining: &BTreeSet<NodeId>,
+) -> Option<PartitionStateRecord> {
+    if state.leader == NO_LEADER || !draining.contains(&state.leader) {
+        return None;
+    }
+    let target = state.replicas.iter().copied().find(|r| {
+        *r != state.leader && state.isr.contains(r) && live.contains(r) && !draining.contains(r)
+    })?;
+    Some(PartitionStateRecord {
+        leader: target,
+        leader_epoch: bump(state.leader_epoch),
+        partition_epoch: bump(state.partition_epoch),
+        ..state.clone()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,5 +303,39 @@ mod tests {
             prop_assert_eq!(&d.replicas, &s.replicas);
             prop_assert_eq!(decide(&d, &live, unclean), None, "decide is idempotent");
         }
+    }
+
+    #[test]
+    fn a_draining_leader_hands_over_to_the_first_live_in_sync_replica() {
+        let state = PartitionStateRecord {
+            replicas: vec![0, 1, 2],
+            leader: 0,
+            leader_epoch: 4,
+            isr: vec![0, 2],
+            partition_epoch: 9,
+            ..Default::default()
+        };
+        let live: BTreeSet<NodeId> = [0, 1, 2].into();
+        assert_eq!(move_off_draining(&state, &live, &BTreeSet::new()), None);
+        let moved = move_off_draining(&state, &live, &[0].into()).unwrap();
+        assert_eq!(
+            (
+                moved.leader,
+                moved.leader_epoch,
+                moved.partition_epoch,
+                moved.isr.clone()
+            ),
+            (2, 5, 10, vec![0, 2])
+        );
+        assert_eq!(
+            move_off_draining(&state, &live, &[0, 2].into()),
+            None,
+            "no safe target: stay"
+        );
+        assert_eq!(
+            move_off_draining(&moved, &live, &[0].into()),
+            None,
+            "idempotent"
+        );
     }
 }

@@ -33,6 +33,9 @@ struct Args {
     /// Election lease TTL in milliseconds (at least 100).
     #[arg(long, env = "SLUICE_LEASE_TTL_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..))]
     lease_ttl_ms: u64,
+    /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9100); off when unset.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Replication factor for topics created without one.
     #[arg(long, env = "SLUICE_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
     default_replication_factor: i32,
@@ -46,6 +49,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if let Some(addr) = args.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ])?
+            .install()
+            .context("starting the metrics listener")?;
+    }
     sluice_metadata::keys::validate_cluster_name(&args.cluster).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

@@ -54,6 +54,12 @@ pub struct Change {
 /// partition count, live nodes from the view, unclean election from each topic's config.
 pub fn plan(view: &ClusterView) -> Vec<Change> {
     let live: BTreeSet<NodeId> = view.nodes.keys().copied().collect();
+    let draining: BTreeSet<NodeId> = view
+        .nodes
+        .values()
+        .filter(|n| n.draining)
+        .map(|n| n.node_id)
+        .collect();
     let mut changes = Vec::new();
     for t in view.topics.values() {
         let Ok(topic_id) = TopicId::from_slice(&t.record.topic_id) else {
@@ -68,7 +74,9 @@ pub fn plan(view: &ClusterView) -> Vec<Change> {
             if p.record.partition >= t.record.partition_count {
                 continue;
             }
-            if let Some(new) = failover::decide(&p.record, &live, unclean) {
+            let new = failover::decide(&p.record, &live, unclean)
+                .or_else(|| failover::move_off_draining(&p.record, &live, &draining));
+            if let Some(new) = new {
                 changes.push(Change {
                     topic: t.record.name.clone(),
                     topic_id,
@@ -249,6 +257,7 @@ fn log_change(c: &Change) {
             ?isr,
             "partition leader changed"
         );
+        metrics::counter!("sluice_leader_changes_total").increment(1);
     }
 }
 

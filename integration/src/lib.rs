@@ -117,6 +117,8 @@ impl TestCluster {
                 self.etcd.endpoint(),
                 "--lease-ttl-ms".into(),
                 self.spec.lease_ttl.as_millis().to_string(),
+                "--metrics-listen".into(),
+                format!("127.0.0.1:{}", free_port()?),
             ],
             self.dir.path().join(format!("coordinator-{i}.log")),
             port,
@@ -144,6 +146,8 @@ impl TestCluster {
                 self.spec.lease_ttl.as_millis().to_string(),
                 "--faults-dir".into(),
                 self.faults_dir(id).display().to_string(),
+                "--metrics-listen".into(),
+                format!("127.0.0.1:{}", free_port()?),
             ],
             self.dir.path().join(format!("node-{id}.log")),
             port,
@@ -323,6 +327,29 @@ impl TestCluster {
         self.coordinators[i].kill();
         self.coordinators[i] = self.spawn_coordinator_on(i, self.coordinators[i].port)?;
         Ok(())
+    }
+
+    /// The Prometheus text a process serves (`node` or `coordinator`, by index).
+    pub async fn scrape(&self, process: &ManagedProcess) -> anyhow::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = process
+            .arg_after("--metrics-listen")
+            .context("metrics not enabled")?;
+        let mut conn = tokio::net::TcpStream::connect(&addr).await?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut out = String::new();
+        conn.read_to_string(&mut out).await?;
+        Ok(out)
+    }
+
+    /// SIGTERMs a storage node and waits for its graceful exit (controlled shutdown).
+    pub fn stop_node_gracefully(
+        &mut self,
+        id: usize,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        self.nodes[id].terminate(timeout)
     }
 
     /// SIGKILLs a storage node.

@@ -19,6 +19,7 @@ pub struct ManagedProcess {
     pub port: u16,
     /// Its log file.
     pub log: PathBuf,
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -46,8 +47,18 @@ impl ManagedProcess {
             name: name.to_string(),
             port,
             log,
+            args,
             child: Some(child),
         })
+    }
+
+    /// The value that followed `flag` on its command line.
+    pub fn arg_after(&self, flag: &str) -> Option<String> {
+        self.args
+            .iter()
+            .position(|a| a == flag)
+            .and_then(|i| self.args.get(i + 1))
+            .cloned()
     }
 
     /// `127.0.0.1:<port>`.
@@ -71,6 +82,26 @@ impl ManagedProcess {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the process to exit by itself (a graceful
+    /// shutdown); SIGKILLs it when it does not. Returns the exit status, if it exited in time.
+    pub fn terminate(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let _ = self.signal("TERM");
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.kill();
+        None
     }
 
     /// Sends a signal by name (`STOP`, `CONT`, `TERM`) with the system `kill`.

@@ -66,7 +66,11 @@ impl EtcdStore {
         what: &'static str,
         request: impl Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<Result<T, etcd_client::Error>, StoreError> {
-        bounded(self.timeout, what, request).await
+        let start = std::time::Instant::now();
+        let result = bounded(self.timeout, what, request).await;
+        metrics::histogram!("sluice_metadata_store_duration_seconds", "op" => what)
+            .record(start.elapsed().as_secs_f64());
+        result
     }
 
     /// Runs one request under the store's timeout and maps its error.

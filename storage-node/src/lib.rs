@@ -7,12 +7,14 @@
 
 pub mod faults;
 pub mod follower;
+pub mod health;
 pub mod isr_manager;
 pub mod log;
 pub mod partitions;
 pub mod registration;
 pub mod replica;
 pub mod service;
+pub mod telemetry;
 pub mod writer;
 
 use std::future::Future;
@@ -34,6 +36,9 @@ use crate::log::LogStore;
 use crate::log::rocks::RocksLog;
 use crate::partitions::Partitions;
 use crate::writer::Writer;
+
+/// Longest a SIGTERMed node waits for its leaderships to move before it stops anyway.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest gRPC message a node accepts or sends (a produce batch plus framing).
 pub const MAX_MESSAGE_SIZE: usize = 80 << 20;
@@ -107,7 +112,8 @@ pub async fn run(
         partitions.clone(),
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (registered_tx, _registered_rx) = watch::channel(false);
+    let (registered_tx, registered_rx) = watch::channel(false);
+    let (draining_tx, draining_rx) = watch::channel(false);
     let registration = tokio::spawn(registration::run_registration(
         store,
         keys,
@@ -120,15 +126,40 @@ pub async fn run(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
+            draining: false,
         },
         cfg.lease_ttl,
         registered_tx,
+        draining_rx,
         stop_rx,
     ));
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<pb::log_server::LogServer<service::log::LogService>>()
         .await;
+    let gauges = tokio::spawn(telemetry::run_gauges(
+        partitions_for_shutdown.clone(),
+        log.clone(),
+    ));
+    let readiness = tokio::spawn(health::run_readiness(
+        health.clone(),
+        cfg.node_id,
+        cache.clone(),
+        registered_rx,
+        draining_tx.subscribe(),
+    ));
+    let drain = {
+        let (cache, node_id) = (cache.clone(), cfg.node_id);
+        async move {
+            shutdown.await;
+            tracing::info!(
+                node_id,
+                "shutdown requested: handing leaderships to in-sync followers"
+            );
+            draining_tx.send_replace(true);
+            health::wait_drained(&cache, node_id, DRAIN_TIMEOUT).await;
+        }
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -149,11 +180,14 @@ pub async fn run(
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
         .await
         .context("storage node gRPC server")?;
     reconcile.abort();
     isr_manager.abort();
+    readiness.abort();
+    gauges.abort();
+    let _ = gauges.await;
     let _ = reconcile.await;
     let _ = isr_manager.await;
     partitions_for_shutdown.stop_followers();

@@ -40,6 +40,9 @@ struct Args {
     /// Registration lease TTL in milliseconds (at least 100).
     #[arg(long, env = "SLUICE_LEASE_TTL_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..))]
     lease_ttl_ms: u64,
+    /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9100); off when unset.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Fsync the write-ahead log before acknowledging appends (survives power loss, slower).
     #[arg(long, env = "SLUICE_FSYNC")]
     fsync: bool,
@@ -56,6 +59,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if let Some(addr) = args.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ])?
+            .install()
+            .context("starting the metrics listener")?;
+    }
     sluice_metadata::keys::validate_cluster_name(&args.cluster).map_err(anyhow::Error::msg)?;
     if args.node_id < 0 {
         anyhow::bail!("--node-id must be 0 or more (got {})", args.node_id);

@@ -13,13 +13,16 @@ use sluice_proto::pb::NodeRecord;
 use tokio::sync::watch;
 
 /// Keeps `nodes/<id>` registered until `shutdown` flips, then revokes the lease so the node
-/// disappears from the cluster at once. `registered` reports whether the key is ours now.
+/// disappears from the cluster at once. `registered` reports whether the key is ours now. When
+/// `draining` flips to true (controlled shutdown) the record is rewritten with `draining` set,
+/// so the controller moves this node's leaderships away.
 pub async fn run_registration(
     store: Arc<dyn MetaStore>,
     keys: Keys,
-    record: NodeRecord,
+    mut record: NodeRecord,
     ttl: Duration,
     registered: watch::Sender<bool>,
+    mut draining: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let key = keys.node(record.node_id);
@@ -33,6 +36,7 @@ pub async fn run_registration(
                 continue;
             }
         };
+        record.draining = *draining.borrow();
         let txn = Txn::new()
             .when(Compare::ModRevision(key.clone(), 0))
             .then(Op::Put {
@@ -45,7 +49,32 @@ pub async fn run_registration(
                 tracing::info!(node_id = record.node_id, address = %record.address, "registered");
                 registered.send_replace(true);
                 let mut lost = lease.lost();
+                let mark_draining = async {
+                    if !record.draining {
+                        until(&mut draining, |d| *d).await;
+                        let marked = NodeRecord {
+                            draining: true,
+                            ..record.clone()
+                        };
+                        let put = Txn::new().then(Op::Put {
+                            key: key.clone(),
+                            value: marked.encode_to_vec().into(),
+                            lease: lease.id(),
+                        });
+                        match store.txn(put).await {
+                            Ok(_) => tracing::info!(
+                                node_id = record.node_id,
+                                "draining: asked the controller to move leaderships away"
+                            ),
+                            Err(error) => {
+                                tracing::warn!(%error, "could not mark the node draining")
+                            }
+                        }
+                    }
+                    std::future::pending::<()>().await
+                };
                 tokio::select! {
+                    _ = mark_draining => {}
                     _ = until(&mut lost, |l| *l) => {
                         tracing::warn!(node_id = record.node_id, "registration lease lost; registering again");
                         registered.send_replace(false);

@@ -113,6 +113,10 @@ pub trait LogStore: Send + Sync + 'static {
     fn delete(&self, key: PartitionKey) -> Result<(), LogError>;
     /// Makes every acknowledged append durable on disk (fsync of the write-ahead log).
     fn sync(&self) -> Result<(), LogError>;
+    /// Engine statistics for monitoring, as (metric suffix, value).
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// Encodes an epoch history for the meta column family: `(epoch i32 BE, start i64 BE)*`.

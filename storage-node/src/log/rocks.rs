@@ -280,6 +280,29 @@ impl LogStore for RocksLog {
         self.db.write(wb).map_err(err)
     }
 
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        let cf = self.cf(CF_LOG);
+        [
+            ("live_data_bytes", "rocksdb.estimate-live-data-size"),
+            ("memtable_bytes", "rocksdb.cur-size-all-mem-tables"),
+            ("sst_files_bytes", "rocksdb.total-sst-files-size"),
+            ("running_compactions", "rocksdb.num-running-compactions"),
+            (
+                "pending_compaction_bytes",
+                "rocksdb.estimate-pending-compaction-bytes",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, prop)| {
+            self.db
+                .property_int_value_cf(cf, prop)
+                .ok()
+                .flatten()
+                .map(|v| (name, v))
+        })
+        .collect()
+    }
+
     fn sync(&self) -> Result<(), LogError> {
         self.db.flush_wal(true).map_err(err)
     }

@@ -335,6 +335,11 @@ impl Replica {
         })
     }
 
+    /// Number of assigned replicas (the replication factor).
+    pub fn replica_count(&self) -> usize {
+        lock(&self.role).replicas.len()
+    }
+
     /// Whether `id` is an assigned replica.
     pub fn is_replica(&self, id: NodeId) -> bool {
         lock(&self.role).replicas.contains(&id)

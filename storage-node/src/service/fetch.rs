@@ -121,6 +121,8 @@ pub async fn fetch(svc: &LogService, req: pb::FetchRequest) -> Result<pb::FetchR
         let size: usize = batches.iter().map(Bytes::len).sum();
         let now = Instant::now();
         if size >= (req.min_bytes.max(1) as usize) || now >= deadline {
+            metrics::counter!("sluice_fetch_bytes_total", "topic" => replica.topic.clone())
+                .increment(size as u64);
             return fetch_response(
                 batches,
                 req.decode,

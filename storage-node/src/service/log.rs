@@ -12,6 +12,7 @@ use super::{fetch, produce, replicate};
 use crate::faults::Faults;
 use crate::log::LogStore;
 use crate::partitions::Partitions;
+use crate::telemetry::observe;
 use crate::writer::Writer;
 
 /// Serves `Log` for one storage node.
@@ -37,7 +38,7 @@ impl Log for LogService {
         req: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         Ok(Response::new(
-            produce::produce(self, req.into_inner()).await?,
+            observe("produce", produce::produce(self, req.into_inner())).await?,
         ))
     }
 
@@ -45,7 +46,9 @@ impl Log for LogService {
         &self,
         req: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
-        Ok(Response::new(fetch::fetch(self, req.into_inner()).await?))
+        Ok(Response::new(
+            observe("fetch", fetch::fetch(self, req.into_inner())).await?,
+        ))
     }
 
     async fn list_offsets(
@@ -53,7 +56,7 @@ impl Log for LogService {
         req: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
         Ok(Response::new(
-            fetch::list_offsets(self, req.into_inner()).await?,
+            observe("list_offsets", fetch::list_offsets(self, req.into_inner())).await?,
         ))
     }
 

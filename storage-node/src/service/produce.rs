@@ -186,6 +186,8 @@ pub async fn produce(
             return Err(not_enough_replicas(&replica, isr));
         }
     }
+    metrics::counter!("sluice_produce_bytes_total", "topic" => replica.topic.clone())
+        .increment(bytes.len() as u64);
     let batch = bytes
         .try_into_mut()
         .unwrap_or_else(|b| BytesMut::from(&b[..]));

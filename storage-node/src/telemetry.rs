@@ -1,0 +1,72 @@
+//! Prometheus metrics of a storage node (exported by the binary's `--metrics-listen`; without
+//! an installed recorder every call here is a no-op).
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `sluice_requests_total` | counter | `api`, `code` (`OK` or the error code) |
+//! | `sluice_request_duration_seconds` | histogram | `api` |
+//! | `sluice_produce_bytes_total`, `sluice_fetch_bytes_total` | counter | `topic` |
+//! | `sluice_partition_log_end_offset`, `sluice_partition_high_watermark`, `sluice_partition_isr_size` | gauge | `topic`, `partition` (leaders only) |
+//! | `sluice_under_replicated_partitions`, `sluice_leader_partitions` | gauge | - |
+//! | `sluice_rocksdb_*` | gauge | - |
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_proto::error::ApiError;
+
+use crate::log::LogStore;
+use crate::partitions::Partitions;
+
+/// Runs one API call, counting it by outcome and timing it.
+pub async fn observe<T>(
+    api: &'static str,
+    call: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let start = Instant::now();
+    let result = call.await;
+    let code = match &result {
+        Ok(_) => "OK",
+        Err(e) => e.code.as_str_name(),
+    };
+    metrics::counter!("sluice_requests_total", "api" => api, "code" => code).increment(1);
+    metrics::histogram!("sluice_request_duration_seconds", "api" => api)
+        .record(start.elapsed().as_secs_f64());
+    result
+}
+
+/// Publishes per-partition and storage gauges every second until aborted.
+pub async fn run_gauges(partitions: Arc<Partitions>, log: Arc<dyn LogStore>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let (mut leaders, mut under) = (0u64, 0u64);
+        for r in partitions.all() {
+            if !r.is_leader() {
+                continue;
+            }
+            leaders += 1;
+            let isr = r.isr().len();
+            if isr < r.replica_count() {
+                under += 1;
+            }
+            let labels = [
+                ("topic", r.topic.clone()),
+                ("partition", r.partition().to_string()),
+            ];
+            metrics::gauge!("sluice_partition_log_end_offset", &labels).set(r.log_end() as f64);
+            metrics::gauge!("sluice_partition_high_watermark", &labels)
+                .set(r.high_watermark() as f64);
+            metrics::gauge!("sluice_partition_isr_size", &labels).set(isr as f64);
+        }
+        metrics::gauge!("sluice_leader_partitions").set(leaders as f64);
+        metrics::gauge!("sluice_under_replicated_partitions").set(under as f64);
+        let log = log.clone();
+        if let Ok(stats) = tokio::task::spawn_blocking(move || log.stats()).await {
+            for (name, value) in stats {
+                metrics::gauge!(format!("sluice_rocksdb_{name}")).set(value as f64);
+            }
+        }
+    }
+}

@@ -128,6 +128,11 @@ pub async fn run(
     health
         .set_serving::<pb::admin_server::AdminServer<service::admin::AdminService>>()
         .await;
+    // A coordinator is ready once its view is loaded (done above): standbys serve reads and
+    // forward writes, so every coordinator can take client traffic.
+    health
+        .set_service_status("readiness", tonic_health::ServingStatus::Serving)
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;

@@ -191,6 +191,7 @@ pub async fn run(
     let _ = reconcile.await;
     let _ = isr_manager.await;
     partitions_for_shutdown.stop_followers();
+    let replicas = partitions_for_shutdown.all();
     drop(partitions_for_shutdown);
     // The service, the loops and the follower tasks (the writer's handles) are gone: the writer
     // drains its queue and stops.
@@ -200,6 +201,9 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("writer did not drain within 10 s");
+    }
+    if let Err(error) = writer::checkpoint_high_watermarks(log.as_ref(), &replicas) {
+        tracing::error!(%error, "final high-watermark checkpoint failed");
     }
     if let Err(error) = log.sync() {
         tracing::error!(%error, "final WAL sync failed");

@@ -169,22 +169,14 @@ impl Partitions {
                         opened.log_start,
                         opened.log_end,
                     )?;
-                    let r = Replica::new(
-                        self.node_id,
-                        d.topic,
-                        key,
-                        opened.uid,
-                        opened.log_start,
-                        opened.log_end,
-                        opened.epochs,
-                        d.assignment,
-                        d.config,
-                    );
+                    let log_end = opened.log_end;
+                    let r =
+                        Replica::new(self.node_id, d.topic, key, opened, d.assignment, d.config);
                     *r.producers.lock().expect("poisoned") = producers;
                     let l = r.leadership();
                     tracing::info!(
                         topic = %r.topic, partition = key.partition, epoch = l.epoch,
-                        leader = l.leader, log_end = opened.log_end, "replica opened"
+                        leader = l.leader, log_end, "replica opened"
                     );
                     self.replicas
                         .write()

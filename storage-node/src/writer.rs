@@ -432,6 +432,13 @@ fn write_group(log: &dyn LogStore, group: &mut Vec<Job>) {
     for (uid, epochs) in &epoch_lists {
         ops.push(LogOp::PutEpochs { uid: *uid, epochs });
     }
+    // Checkpoint each touched replica's commit point with its data (it lags by one group at most).
+    for p in pending.values() {
+        ops.push(LogOp::PutHighWatermark {
+            uid: p.replica.uid,
+            offset: p.replica.high_watermark(),
+        });
+    }
     let result = if ops.is_empty() {
         Ok(())
     } else {
@@ -521,6 +528,25 @@ fn truncate(
     *r.producers.lock().expect("poisoned") = rebuild_producers(log, r.uid, r.log_start(), from)?;
     r.set_log_end(from);
     Ok(from)
+}
+
+/// Checkpoints every replica's high watermark (at shutdown, after the last appends).
+pub fn checkpoint_high_watermarks(
+    log: &dyn LogStore,
+    replicas: &[Arc<Replica>],
+) -> Result<(), LogError> {
+    let ops: Vec<LogOp<'_>> = replicas
+        .iter()
+        .map(|r| LogOp::PutHighWatermark {
+            uid: r.uid,
+            offset: r.high_watermark(),
+        })
+        .collect();
+    if ops.is_empty() {
+        Ok(())
+    } else {
+        log.write(&ops)
+    }
 }
 
 /// Producer state from the batch headers of the last [`PRODUCER_STATE_SCAN_OFFSETS`] offsets.

@@ -21,10 +21,7 @@ fn replica(log: &dyn LogStore, p: i32, leader: i32, epoch: i32) -> Arc<Replica> 
         0,
         "t".into(),
         key,
-        o.uid,
-        o.log_start,
-        o.log_end,
-        o.epochs,
+        o,
         Assignment {
             leadership: Leadership { leader, epoch },
             replicas: vec![0],
@@ -193,4 +190,26 @@ async fn truncation_drops_the_divergent_tail_its_epochs_and_its_producers() {
         "the truncated producer is forgotten"
     );
     drop(b);
+}
+
+#[tokio::test]
+async fn the_high_watermark_is_checkpointed_with_the_log_and_restored_on_open() {
+    let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
+    let (writer, _h) = Writer::spawn(log.clone());
+    let r = replica(log.as_ref(), 0, 0, 0);
+    for _ in 0..2 {
+        let (bytes, h) = produced(2);
+        writer.append(r.clone(), bytes, h).await.unwrap();
+    }
+    assert_eq!(r.high_watermark(), 4);
+    // Each group checkpoints the commit point it saw; the shutdown checkpoint has the last one.
+    checkpoint_high_watermarks(log.as_ref(), std::slice::from_ref(&r)).unwrap();
+    let reopened = log.open(r.key).unwrap();
+    assert_eq!(reopened.high_watermark, 4);
+    let follower = replica(log.as_ref(), 0, 7, 1);
+    assert_eq!(
+        follower.high_watermark(),
+        4,
+        "a restarted replica starts from its checkpoint, not 0"
+    );
 }

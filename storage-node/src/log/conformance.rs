@@ -260,5 +260,30 @@ macro_rules! log_store_conformance {
                 ]
             );
         }
+
+        #[test]
+        fn high_watermark_checkpoints_persist_and_are_capped_at_the_log_end() {
+            let (log, _g) = ($factory)();
+            let uid = log.open(key(1, 0)).unwrap().uid;
+            assert_eq!(log.open(key(1, 0)).unwrap().high_watermark, 0);
+            let b = batch(0, 3);
+            log.write(&[
+                LogOp::Append(Append {
+                    uid,
+                    base_offset: 0,
+                    batch: &b,
+                }),
+                LogOp::PutHighWatermark { uid, offset: 2 },
+            ])
+            .unwrap();
+            assert_eq!(log.open(key(1, 0)).unwrap().high_watermark, 2);
+            log.write(&[LogOp::PutHighWatermark { uid, offset: 9 }])
+                .unwrap();
+            assert_eq!(
+                log.open(key(1, 0)).unwrap().high_watermark,
+                3,
+                "never above the log end"
+            );
+        }
     };
 }

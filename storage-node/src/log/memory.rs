@@ -17,6 +17,7 @@ struct Inner {
     uids: HashMap<PartitionKey, Uid>,
     batches: BTreeMap<(Uid, Offset), Bytes>,
     epochs: HashMap<Uid, Vec<EpochEntry>>,
+    high_watermarks: HashMap<Uid, Offset>,
 }
 
 /// A [`LogStore`] in a mutex-guarded map.
@@ -64,11 +65,18 @@ impl LogStore for MemoryLog {
                     .map(|(_, b)| b.as_ref()),
             ),
         };
+        let high_watermark = g
+            .high_watermarks
+            .get(&uid)
+            .copied()
+            .unwrap_or(0)
+            .min(log_end);
         Ok(OpenedLog {
             uid,
             log_start,
             log_end,
             epochs,
+            high_watermark,
         })
     }
 
@@ -96,6 +104,9 @@ impl LogStore for MemoryLog {
                     for k in doomed {
                         g.batches.remove(&k);
                     }
+                }
+                LogOp::PutHighWatermark { uid, offset } => {
+                    g.high_watermarks.insert(*uid, *offset);
                 }
                 LogOp::PutEpochs { uid, epochs } => {
                     g.epochs.insert(*uid, epochs.to_vec());
@@ -133,6 +144,7 @@ impl LogStore for MemoryLog {
         let mut g = self.inner.lock().expect("poisoned");
         if let Some(uid) = g.uids.remove(&key) {
             g.epochs.remove(&uid);
+            g.high_watermarks.remove(&uid);
             let keys: Vec<_> = g
                 .batches
                 .range((uid, 0)..=(uid, Offset::MAX))

@@ -46,6 +46,8 @@ pub struct OpenedLog {
     pub log_end: Offset,
     /// The leader-epoch history as last written with the log.
     pub epochs: Vec<EpochEntry>,
+    /// The last high-watermark checkpoint (0 when none was written).
+    pub high_watermark: Offset,
 }
 
 /// One change to the log store; a [`LogStore::write`] applies several atomically, in order.
@@ -59,6 +61,14 @@ pub enum LogOp<'a> {
         uid: Uid,
         /// First removed offset.
         from: Offset,
+    },
+    /// Checkpoints the replica's high watermark, so a restarted leader does not report a lower
+    /// commit point (e.g. to a consumer seeking to the end) while its followers reconnect.
+    PutHighWatermark {
+        /// Target replica.
+        uid: Uid,
+        /// The high watermark.
+        offset: Offset,
     },
     /// Replaces the replica's stored leader-epoch history.
     PutEpochs {

@@ -24,6 +24,8 @@ const CF_META: &str = "meta";
 const META_PARTITION: u8 = b'p';
 /// `meta` key prefix of leader-epoch histories: `e | uid (8 BE)`.
 const META_EPOCHS: u8 = b'e';
+/// `meta` key prefix of high-watermark checkpoints: `h | uid (8 BE)`.
+const META_HW: u8 = b'h';
 /// `meta` key holding the last uid handed out.
 const META_LAST_UID: &[u8] = b"last_uid";
 
@@ -62,6 +64,13 @@ fn meta_key(key: &PartitionKey) -> Vec<u8> {
 fn epochs_key(uid: Uid) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = META_EPOCHS;
+    k[1..].copy_from_slice(&uid.to_be_bytes());
+    k
+}
+
+fn hw_key(uid: Uid) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = META_HW;
     k[1..].copy_from_slice(&uid.to_be_bytes());
     k
 }
@@ -175,11 +184,16 @@ impl LogStore for RocksLog {
         };
         let (log_start, log_end) = self.bounds(uid)?;
         let epochs = self.load_epochs(uid, log_start, log_end)?;
+        let high_watermark = match self.db.get_cf(self.cf(CF_META), hw_key(uid)).map_err(err)? {
+            Some(v) => i64::from_be_bytes(v.as_slice().try_into().map_err(err)?).min(log_end),
+            None => 0,
+        };
         Ok(OpenedLog {
             uid,
             log_start,
             log_end,
             epochs,
+            high_watermark,
         })
     }
 
@@ -216,6 +230,9 @@ impl LogStore for RocksLog {
                 LogOp::Append(a) => wb.put_cf(cf, log_key(a.uid, a.base_offset), a.batch),
                 LogOp::TruncateFrom { uid, from } => {
                     wb.delete_range_cf(cf, log_key(*uid, *from), log_key(uid + 1, 0))
+                }
+                LogOp::PutHighWatermark { uid, offset } => {
+                    wb.put_cf(meta, hw_key(*uid), offset.to_be_bytes())
                 }
                 LogOp::PutEpochs { uid, epochs } => {
                     wb.put_cf(meta, epochs_key(*uid), encode_epochs(epochs))
@@ -277,6 +294,7 @@ impl LogStore for RocksLog {
         wb.delete_range_cf(self.cf(CF_LOG), log_key(uid, 0), log_key(uid + 1, 0));
         wb.delete_cf(meta, meta_key(&key));
         wb.delete_cf(meta, epochs_key(uid));
+        wb.delete_cf(meta, hw_key(uid));
         self.db.write(wb).map_err(err)
     }
 

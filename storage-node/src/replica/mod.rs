@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use sluice_proto::model::{LeaderEpoch, NodeId, Offset, PartitionId, TopicId};
 use tokio::sync::watch;
 
-use crate::log::{EpochEntry, PartitionKey, Uid};
+use crate::log::{OpenedLog, PartitionKey, Uid};
 use epochs::EpochHistory;
 use isr::{FollowerView, IsrInputs};
 use producers::ProducerState;
@@ -101,19 +101,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Replica {
-    /// A replica whose log holds `[log_start, log_end)` with the given epoch history.
-    #[allow(clippy::too_many_arguments)]
+    /// A replica over the log `open` recovered.
     pub fn new(
         node_id: NodeId,
         topic: String,
         key: PartitionKey,
-        uid: Uid,
-        log_start: Offset,
-        log_end: Offset,
-        epochs: Vec<EpochEntry>,
+        opened: OpenedLog,
         assignment: Assignment,
         config: ReplicaConfig,
     ) -> Arc<Self> {
+        let OpenedLog {
+            uid,
+            log_start,
+            log_end,
+            epochs,
+            high_watermark,
+        } = opened;
         let r = Arc::new(Self {
             node_id,
             topic,
@@ -132,9 +135,9 @@ impl Replica {
             }),
             log_start: AtomicU64::new(log_start as u64),
             log_end: watch::Sender::new(log_end),
-            // Nothing is known committed until the leader (or the ISR) says so; a lone leader
-            // moves it to its log end at once.
-            high_watermark: watch::Sender::new(0),
+            // The last checkpoint: never more than what the ISR had committed. A lone leader
+            // moves it to its log end at once; otherwise followers' reports move it on.
+            high_watermark: watch::Sender::new(high_watermark.min(log_end)),
             epochs: Mutex::new(EpochHistory::new(epochs)),
             producers: Mutex::new(ProducerState::default()),
             max_batch_bytes: AtomicUsize::new(config.max_batch_bytes),

@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/sluice/v1/metadata_records.proto",
         "proto/sluice/v1/admin.proto",
         "proto/sluice/v1/log.proto",
+        "proto/sluice/v1/groups.proto",
     ];
     tonic_prost_build::configure()
         .bytes(".")

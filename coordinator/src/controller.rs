@@ -112,7 +112,59 @@ impl Controller {
         fence: i64,
         req: pb::CreateTopicRequest,
     ) -> Result<pb::TopicDescription, ApiError> {
-        let name = TopicName::parse(&req.name, false)?;
+        self.create(fence, req, false).await
+    }
+
+    /// Creates [`model::OFFSETS_TOPIC`] when it does not exist yet (first use of consumer
+    /// groups): compacted, `offsets_partitions` partitions, replication factor 3 or the number of
+    /// live nodes if smaller. Returns its description.
+    pub async fn ensure_offsets_topic(
+        &self,
+        fence: i64,
+        offsets_partitions: i32,
+    ) -> Result<pb::TopicDescription, ApiError> {
+        if let Ok(t) = describe::topic(&self.cache.view(), model::OFFSETS_TOPIC) {
+            return Ok(t);
+        }
+        let live = self.cache.view().nodes.len() as i32;
+        if live == 0 {
+            return Err(ApiError::new(
+                ErrorCode::LeaderNotAvailable,
+                "no storage node is registered yet to host the offsets topic; retry shortly",
+            ));
+        }
+        let rf = live.min(3);
+        let config = [
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "min.insync.replicas".to_string(),
+                if rf >= 3 { "2" } else { "1" }.to_string(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let req = pb::CreateTopicRequest {
+            name: model::OFFSETS_TOPIC.to_string(),
+            partitions: offsets_partitions,
+            replication_factor: rf,
+            config,
+            validate_only: false,
+        };
+        match self.create(fence, req, true).await {
+            Err(e) if e.code == ErrorCode::TopicAlreadyExists => {
+                describe::topic(&self.cache.view(), model::OFFSETS_TOPIC)
+            }
+            other => other,
+        }
+    }
+
+    async fn create(
+        &self,
+        fence: i64,
+        req: pb::CreateTopicRequest,
+        internal: bool,
+    ) -> Result<pb::TopicDescription, ApiError> {
+        let name = TopicName::parse(&req.name, internal)?;
         model::validate_partition_count(req.partitions)?;
         let rf = if req.replication_factor == 0 {
             self.default_replication_factor
@@ -170,7 +222,7 @@ impl Controller {
             replication_factor: rf,
             config: config.into_iter().collect(),
             created_at_ms: crate::election::now_ms(),
-            internal: false,
+            internal,
         };
         // Partition states first, the topic record last: readers only see partitions of a
         // topic whose record exists, so a crash in between leaves invisible garbage, never a

@@ -50,6 +50,8 @@ pub struct CoordinatorConfig {
     pub lease_ttl: Duration,
     /// Replication factor for topics created without one.
     pub default_replication_factor: i32,
+    /// Partitions of the internal offsets topic, created on the first consumer-group use.
+    pub offsets_topic_partitions: i32,
 }
 
 impl Default for CoordinatorConfig {
@@ -60,6 +62,7 @@ impl Default for CoordinatorConfig {
             cluster_name: "sluice".into(),
             lease_ttl: Duration::from_secs(3),
             default_replication_factor: 1,
+            offsets_topic_partitions: 50,
         }
     }
 }
@@ -145,6 +148,7 @@ pub async fn run(
                 controller,
                 role: role_rx,
                 cluster_name: cfg.cluster_name.clone(),
+                offsets_topic_partitions: cfg.offsets_topic_partitions,
             },
         ))
         .add_service(pb::metadata_server::MetadataServer::new(

@@ -36,6 +36,9 @@ struct Args {
     /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9100); off when unset.
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Partitions of the internal offsets topic (created on the first consumer-group use).
+    #[arg(long, env = "SLUICE_OFFSETS_TOPIC_PARTITIONS", default_value_t = 50, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    offsets_topic_partitions: i32,
     /// Replication factor for topics created without one.
     #[arg(long, env = "SLUICE_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
     default_replication_factor: i32,
@@ -77,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         cluster_name: args.cluster,
         lease_ttl: Duration::from_millis(args.lease_ttl_ms),
         default_replication_factor: args.default_replication_factor,
+        offsets_topic_partitions: args.offsets_topic_partitions,
     };
     sluice_coordinator::run(cfg, store, listener, shutdown_signal()).await
 }

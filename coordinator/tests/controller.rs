@@ -203,3 +203,30 @@ async fn duplicate_and_invalid_topics_are_refused() {
         ErrorCode::InvalidTopicName
     );
 }
+
+#[tokio::test]
+async fn the_offsets_topic_is_created_once_internal_and_compacted() {
+    let (c, fence) = setup(2).await;
+    let t = c.ensure_offsets_topic(fence, 10).await.unwrap();
+    assert_eq!(
+        (
+            t.name.as_str(),
+            t.partitions.len(),
+            t.replication_factor,
+            t.internal
+        ),
+        ("__sluice_offsets", 10, 2, true)
+    );
+    assert_eq!(
+        t.config.get("cleanup.policy").map(String::as_str),
+        Some("compact")
+    );
+    let again = c.ensure_offsets_topic(fence, 10).await.unwrap();
+    assert_eq!(again.topic_id, t.topic_id, "created once");
+    let err = c.delete_topic(fence, "__sluice_offsets").await.unwrap_err();
+    assert_eq!(
+        err.code,
+        ErrorCode::InvalidRequest,
+        "internal topics cannot be deleted"
+    );
+}

@@ -58,6 +58,7 @@ async fn start() -> Running {
         cluster_name: "t".into(),
         lease_ttl: Duration::from_secs(3),
         default_replication_factor: 3,
+        ..Default::default()
     };
     let task = tokio::spawn(sluice_coordinator::run(
         cfg,

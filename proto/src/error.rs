@@ -42,6 +42,10 @@ pub fn classify(code: ErrorCode) -> (tonic::Code, bool) {
         E::OffsetOutOfRange => (C::OutOfRange, false),
         E::NotLeader | E::NotController | E::FencedLeaderEpoch => (C::FailedPrecondition, true),
         E::ConcurrentModification => (C::Aborted, true),
+        E::NotCoordinator | E::CoordinatorLoadInProgress => (C::Unavailable, true),
+        E::UnknownMemberId | E::FencedMemberEpoch => (C::FailedPrecondition, false),
+        E::UnreleasedInstanceId | E::GroupNotEmpty => (C::FailedPrecondition, false),
+        E::GroupIdNotFound => (C::NotFound, false),
         E::PartitionOffline
         | E::NotEnoughReplicas
         | E::MetadataUnavailable

@@ -316,3 +316,31 @@ mod tests {
         assert!(validate_partition_count(1).is_ok());
     }
 }
+
+/// The internal topic holding consumer-group state and committed offsets.
+pub const OFFSETS_TOPIC: &str = "__sluice_offsets";
+
+/// The partition of [`OFFSETS_TOPIC`] that coordinates `group_id`: Kafka's
+/// `abs(groupId.hashCode()) % partitions`, with Java's `String.hashCode` over UTF-16 units, so
+/// every component (and a Kafka-minded operator) agrees on it.
+pub fn group_partition(group_id: &str, partitions: i32) -> i32 {
+    let mut h: i32 = 0;
+    for unit in group_id.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(i32::from(unit));
+    }
+    (h & 0x7fff_ffff) % partitions.max(1)
+}
+
+#[cfg(test)]
+mod group_partition_tests {
+    use super::group_partition;
+
+    #[test]
+    fn matches_javas_string_hash_code() {
+        // "abc".hashCode() == 96354; "".hashCode() == 0; "polygenelubricants".hashCode() == i32::MIN.
+        assert_eq!(group_partition("abc", 50), 96354 % 50);
+        assert_eq!(group_partition("", 50), 0);
+        assert_eq!(group_partition("polygenelubricants", 50), 0);
+        assert!((0..50).contains(&group_partition("orders-consumers", 50)));
+    }
+}

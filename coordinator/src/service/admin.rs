@@ -31,6 +31,8 @@ pub struct AdminService {
     pub role: watch::Receiver<Role>,
     /// The cluster's name, reported by DescribeCluster.
     pub cluster_name: String,
+    /// Partitions of the offsets topic when the controller creates it.
+    pub offsets_topic_partitions: i32,
 }
 
 /// Where a write must run.
@@ -148,6 +150,45 @@ impl Admin for AdminService {
                         .create_partitions(fence, &msg.name, msg.total_partitions)
                         .await?,
                 ),
+            }
+        })
+    }
+
+    async fn find_coordinator(
+        &self,
+        req: Request<pb::FindCoordinatorRequest>,
+    ) -> Result<Response<pb::FindCoordinatorResponse>, Status> {
+        write_rpc!(self, req, find_coordinator, |fence, msg| {
+            if msg.group_id.is_empty() {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "group id is empty; name the consumer group",
+                )
+                .into());
+            }
+            let topic = self
+                .controller
+                .ensure_offsets_topic(fence, self.offsets_topic_partitions)
+                .await?;
+            let partition =
+                sluice_proto::model::group_partition(&msg.group_id, topic.partitions.len() as i32);
+            let state = topic.partitions.iter().find(|p| p.partition == partition);
+            let view = self.controller.cache.view();
+            let leader = state
+                .filter(|p| p.leader >= 0)
+                .and_then(|p| view.nodes.get(&p.leader).map(|n| (p, n)));
+            let Some((p, node)) = leader else {
+                return Err(ApiError::new(
+                    ErrorCode::NotCoordinator,
+                    format!("partition {partition} of the offsets topic has no leader yet; retry shortly"),
+                )
+                .into());
+            };
+            pb::FindCoordinatorResponse {
+                partition,
+                node_id: p.leader,
+                address: node.address.clone(),
+                leader_epoch: p.leader_epoch,
             }
         })
     }

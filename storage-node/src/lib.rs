@@ -7,6 +7,7 @@
 
 pub mod faults;
 pub mod follower;
+pub mod groups;
 pub mod health;
 pub mod isr_manager;
 pub mod log;
@@ -65,7 +66,7 @@ pub struct StorageNodeConfig {
 }
 
 /// Runs a storage node until `shutdown` resolves. Shutdown order: stop accepting and drain
-/// requests, stop the reconcile loop, drain the writer, sync the WAL, release the registration.
+/// requests, stop the group coordinator, stop the reconcile loop, drain the writer, sync the WAL, release the registration.
 pub async fn run(
     cfg: StorageNodeConfig,
     store: Arc<dyn MetaStore>,
@@ -163,6 +164,18 @@ pub async fn run(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let coordinator = Arc::new(groups::GroupCoordinator::new(
+        cfg.node_id,
+        cache.clone(),
+        partitions.clone(),
+        writer.clone(),
+        log.clone(),
+        sluice_groups::GroupConfig::default(),
+    ));
+    let coordinator_loop = tokio::spawn(coordinator.clone().run());
+    let groups_service = groups::service::GroupsService {
+        coordinator: coordinator.clone(),
+    };
     let log_service = service::log::LogService {
         node_id: cfg.node_id,
         cache: cache.clone(),
@@ -180,9 +193,19 @@ pub async fn run(
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
+        .add_service(
+            pb::groups_server::GroupsServer::new(groups_service)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
         .await
         .context("storage node gRPC server")?;
+    // The group coordinator holds writer handles: stop it before the writer drains.
+    coordinator_loop.abort();
+    let _ = coordinator_loop.await;
+    coordinator.stop().await;
+    drop(coordinator);
     reconcile.abort();
     isr_manager.abort();
     readiness.abort();

@@ -100,7 +100,7 @@ fn not_enough_replicas(r: &Replica, isr: usize) -> ApiError {
 }
 
 /// Waits until the high watermark passes `end` while this node still leads at `epoch`.
-async fn wait_committed(
+pub(crate) async fn wait_committed(
     r: &Arc<Replica>,
     end: Offset,
     epoch: i32,

@@ -32,6 +32,9 @@ enum Command {
     Produce(cmd::produce::ProduceArgs),
     /// Consume records and print them, one per line.
     Consume(cmd::consume::ConsumeArgs),
+    /// List, describe (with lag), reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(cmd::group::GroupCmd),
     /// Cluster-wide information.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCmd),
@@ -62,6 +65,7 @@ async fn main() {
         Command::Produce(a) => cmd::produce::run(a, client).await,
         Command::Consume(a) => cmd::consume::run(a, client).await,
         Command::Cluster(c) => cmd::cluster::run(c, client).await,
+        Command::Group(c) => cmd::group::run(c, client).await,
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,4 +1,5 @@
-//! Topic and cluster administration through the coordinators' `Admin` service.
+//! Topic and cluster administration through the coordinators' `Admin` service (consumer
+//! group administration is in `group::admin`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -8,12 +9,15 @@ use crate::config::ClientConfig;
 use crate::connection::{Coordinators, Pool, request};
 use crate::error::{ClientError, Result};
 
-/// Creates, deletes and describes topics and the cluster. Any coordinator answers (standbys
+/// Creates, deletes and describes topics, the cluster and consumer groups. Any coordinator answers (standbys
 /// forward writes to the active controller); unreachable ones are skipped.
 #[derive(Debug)]
 pub struct Admin {
-    pool: Pool,
-    coordinators: Coordinators,
+    pub(crate) pool: Pool,
+    pub(crate) coordinators: Coordinators,
+    pub(crate) cfg: ClientConfig,
+    /// Leader cache for the group commands' `ListOffsets`, made on first use.
+    pub(crate) meta: std::sync::OnceLock<std::sync::Arc<crate::metadata::Metadata>>,
 }
 
 impl Admin {
@@ -23,6 +27,8 @@ impl Admin {
         Ok(Self {
             pool: Pool::new(cfg.connect_timeout),
             coordinators: Coordinators::new(cfg.bootstrap_uris(), cfg.request_timeout),
+            cfg,
+            meta: std::sync::OnceLock::new(),
         })
     }
 

@@ -1,6 +1,7 @@
 //! The Rust client for Sluice: [`Admin`] for topics and the cluster, [`Producer`] for appending
 //! records in batches straight to partition leaders, [`Consumer`] for reading partitions from a
-//! chosen position.
+//! chosen position, [`GroupConsumer`] for sharing topics' partitions within a consumer group
+//! (coordinator-side assignment, committed offsets; group administration is on [`Admin`]).
 //!
 //! All three start from a [`ClientConfig`] naming one or more coordinators. Partition leaders
 //! are learnt from coordinator metadata, kept current by a metadata watch stream, and corrected
@@ -33,6 +34,7 @@ mod config;
 mod connection;
 mod consumer;
 mod error;
+mod group;
 mod metadata;
 mod partitioner;
 mod producer;
@@ -42,6 +44,10 @@ pub use admin::Admin;
 pub use config::{Acks, ClientConfig, ConsumerConfig, ProducerConfig};
 pub use consumer::{Consumer, ConsumerRecord, SeekTo};
 pub use error::{ClientError, Result};
+pub use group::{
+    GroupConsumer, GroupConsumerConfig, GroupDescription, GroupEvent, OffsetReset, OffsetResetPlan,
+    PartitionLag, lag, reset_target,
+};
 pub use partitioner::{murmur2, partition_for_key, to_positive};
 pub use producer::{DeliveryFuture, Producer, ProducerRecord, RecordMetadata};
 /// Codec choice for [`ProducerConfig::compression`].

@@ -4,16 +4,24 @@ use std::io::Write;
 
 use anyhow::bail;
 use clap::Args;
-use sluice_client::{ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
+use sluice_client::{
+    ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, GroupConsumer, GroupConsumerConfig,
+    OffsetReset, SeekTo,
+};
 
 /// Flags of `sluice consume`.
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     /// Topic to read.
     pub topic: String,
-    /// Start at the earliest offset instead of the end.
+    /// Start at the earliest offset instead of the end (with --group: for partitions the group
+    /// has no committed offset for).
     #[arg(long)]
     pub from_beginning: bool,
+    /// Join this consumer group: read the partitions it assigns, commit as records are printed,
+    /// and leave on Ctrl-C or after --count records.
+    #[arg(long, conflicts_with_all = ["partition", "offset"])]
+    pub group: Option<String>,
     /// Read only this partition.
     #[arg(long)]
     pub partition: Option<i32>,
@@ -54,6 +62,9 @@ pub async fn run(args: ConsumeArgs, client: ClientConfig) -> anyhow::Result<()> 
     if args.count == Some(0) {
         return Ok(());
     }
+    if let Some(group) = args.group.clone() {
+        return run_group(args, group, client).await;
+    }
     let mut consumer = Consumer::new(ConsumerConfig {
         client,
         ..Default::default()
@@ -91,5 +102,51 @@ pub async fn run(args: ConsumeArgs, client: ClientConfig) -> anyhow::Result<()> 
             break;
         }
     }
+    Ok(())
+}
+
+/// `--group`: a group member that prints what it is assigned, commits every 5 s (and once more
+/// when it leaves), and leaves the group at once on Ctrl-C or `--count`.
+async fn run_group(args: ConsumeArgs, group: String, client: ClientConfig) -> anyhow::Result<()> {
+    let mut consumer = GroupConsumer::new(GroupConsumerConfig {
+        client,
+        group_id: group,
+        topics: vec![args.topic.clone()],
+        auto_offset_reset: if args.from_beginning {
+            OffsetReset::Earliest
+        } else {
+            OffsetReset::Latest
+        },
+        ..Default::default()
+    })
+    .await?;
+    let mut printed = 0u64;
+    let stdout = std::io::stdout();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let outcome = loop {
+        let record = tokio::select! {
+            _ = &mut ctrl_c => break Ok(()),
+            r = consumer.next() => r,
+        };
+        let record = match record {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => break Err(e),
+            None => break Ok(()),
+        };
+        let mut out = stdout.lock();
+        if writeln!(out, "{}", render(&args.format, &record)).is_err() {
+            break Ok(()); // stdout closed (e.g. piped into head)
+        }
+        let _ = out.flush();
+        printed += 1;
+        if args.count.is_some_and(|c| printed >= c) {
+            break Ok(());
+        }
+    };
+    // Leaves (committing what was printed) even after an error, so the partitions move at once.
+    let closed = consumer.close().await;
+    outcome?;
+    closed?;
     Ok(())
 }

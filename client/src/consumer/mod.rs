@@ -6,7 +6,7 @@
 //! the partition's fetch task, and records the old task already queued are dropped.
 
 mod fetcher;
-mod offsets;
+pub(crate) mod offsets;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -226,6 +226,41 @@ impl Consumer {
             to,
         )
         .await
+    }
+
+    /// Starts reading one more partition at `position` (a group assignment); a partition
+    /// already being read keeps its position.
+    pub(crate) fn add_partition(&mut self, topic: String, partition: i32, position: i64) {
+        if self.fetch_id(&topic, partition).is_none() {
+            self.start_fetch(topic, partition, position);
+        }
+    }
+
+    /// Stops reading a partition (a group revocation); records of it still queued are dropped.
+    /// Returns its position, if it was being read.
+    pub(crate) fn remove_partition(&mut self, topic: &str, partition: i32) -> Option<i64> {
+        let id = self.fetch_id(topic, partition)?;
+        self.assigned.remove(&id).map(|a| a.position)
+    }
+
+    /// Stops reading every partition.
+    pub(crate) fn clear(&mut self) {
+        self.assigned.clear();
+    }
+
+    /// The metadata cache, shared with the group machinery.
+    pub(crate) fn metadata(&self) -> &Arc<Metadata> {
+        &self.meta
+    }
+
+    /// Resolves a start position for a partition, checking that it exists.
+    pub(crate) async fn resolve_start(
+        &self,
+        topic: &str,
+        partition: i32,
+        to: SeekTo,
+    ) -> Result<i64> {
+        self.resolve(topic, partition, to).await
     }
 
     fn start_fetch(&mut self, topic: String, partition: i32, position: i64) {

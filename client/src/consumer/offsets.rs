@@ -43,7 +43,7 @@ pub(crate) async fn resolve(
 }
 
 /// `ListOffsets` on the leader, following leader moves until `timeout` has passed.
-async fn list_offsets(
+pub(crate) async fn list_offsets(
     meta: &Arc<Metadata>,
     timeout: Duration,
     topic: &str,

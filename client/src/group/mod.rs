@@ -1,0 +1,436 @@
+//! Consumer groups, client side (KIP-848 style: the coordinator assigns partitions; members only
+//! heartbeat, reconcile and commit).
+//!
+//! A [`GroupConsumer`] joins a group, reads the partitions the coordinator assigns it with the
+//! same per-partition fetch tasks as [`crate::Consumer`], and commits its positions to the
+//! group's coordinator (the storage node leading the group's partition of `__sluice_offsets`).
+//!
+//! * A background task heartbeats ([`heartbeat`]) and publishes each assignment.
+//! * `next()` applies a new assignment before handing out more records, revoking before it
+//!   assigns ([`reconcile`]): revoked partitions stop fetching, their positions are committed
+//!   (with auto-commit), and only then are they reported as no longer owned; newly assigned
+//!   ones start at the committed offset, or per `auto_offset_reset` without one.
+//! * Losing the membership (`UNKNOWN_MEMBER_ID`, `FENCED_MEMBER_EPOCH`) drops every partition
+//!   without committing and rejoins with epoch 0.
+//!
+//! Reconciling happens inside `next()`, so an application that stops calling it also stops
+//! releasing partitions; the coordinator then removes it after the rebalance timeout.
+
+mod admin;
+mod config;
+mod coordinator;
+mod heartbeat;
+mod lag;
+mod reconcile;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use sluice_proto::pb;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use admin::{GroupDescription, OffsetResetPlan, PartitionLag};
+pub use config::{GroupConsumerConfig, OffsetReset};
+pub use lag::{lag, reset_target};
+
+use crate::consumer::{Consumer, ConsumerRecord, SeekTo};
+use crate::error::{ClientError, Result};
+use coordinator::GroupCoordinator;
+use heartbeat::Shared;
+use reconcile::{Tp, reconcile};
+
+/// A change of the partitions a [`GroupConsumer`] owns, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupEvent {
+    /// These partitions are now owned and being read.
+    Assigned(Vec<(String, i32)>),
+    /// These partitions were released after their positions were committed (with auto-commit)
+    /// and are no longer owned.
+    Revoked(Vec<(String, i32)>),
+    /// The membership was lost (fenced or removed): these partitions were dropped without a
+    /// commit, and another member may already own them.
+    Lost(Vec<(String, i32)>),
+}
+
+/// A member of a consumer group: reads the partitions the coordinator assigns it, commits its
+/// positions, and follows rebalances.
+///
+/// ```no_run
+/// # async fn demo() -> sluice_client::Result<()> {
+/// use sluice_client::{ClientConfig, GroupConsumer, GroupConsumerConfig};
+/// let mut consumer = GroupConsumer::new(GroupConsumerConfig {
+///     client: ClientConfig::new(["127.0.0.1:9092"]),
+///     group_id: "billing".into(),
+///     topics: vec!["orders".into()],
+///     ..Default::default()
+/// })
+/// .await?;
+/// while let Some(record) = consumer.next().await {
+///     let record = record?;
+///     println!("{}-{}@{}", record.topic, record.partition, record.offset);
+/// }
+/// consumer.close().await
+/// # }
+/// ```
+pub struct GroupConsumer {
+    cfg: Arc<GroupConsumerConfig>,
+    consumer: Consumer,
+    coord: Arc<GroupCoordinator>,
+    shared: Arc<Shared>,
+    heartbeat: JoinHandle<()>,
+    /// Partitions owned after the last reconciliation (read or, with reset `none`, waiting).
+    owned: BTreeSet<Tp>,
+    seen_version: u64,
+    seen_lost: u64,
+    pending: Vec<ClientError>,
+    /// Positions last committed, so auto-commit skips partitions that did not move.
+    committed: HashMap<Tp, i64>,
+    next_auto_commit: Instant,
+    events: broadcast::Sender<GroupEvent>,
+}
+
+impl std::fmt::Debug for GroupConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupConsumer")
+            .field("group_id", &self.cfg.group_id)
+            .field("owned", &self.owned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for GroupConsumer {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
+}
+
+impl GroupConsumer {
+    /// Checks the config and starts joining the group in the background; partitions arrive
+    /// through `next()` once the coordinator has assigned them.
+    pub async fn new(cfg: GroupConsumerConfig) -> Result<Self> {
+        cfg.validate()?;
+        let consumer = Consumer::new(cfg.fetch_config()).await?;
+        let cfg = Arc::new(cfg);
+        let coord = Arc::new(GroupCoordinator::new(
+            cfg.group_id.clone(),
+            consumer.metadata().clone(),
+            cfg.client.request_timeout,
+        ));
+        let shared = Shared::new();
+        let heartbeat = tokio::spawn(heartbeat::run(cfg.clone(), coord.clone(), shared.clone()));
+        let (events, _) = broadcast::channel(1024);
+        Ok(Self {
+            next_auto_commit: Instant::now() + cfg.auto_commit_interval,
+            cfg,
+            consumer,
+            coord,
+            shared,
+            heartbeat,
+            owned: BTreeSet::new(),
+            seen_version: 0,
+            seen_lost: 0,
+            pending: Vec::new(),
+            committed: HashMap::new(),
+            events,
+        })
+    }
+
+    /// The partitions this member owns, sorted.
+    pub fn assignment(&self) -> Vec<(String, i32)> {
+        self.owned.iter().cloned().collect()
+    }
+
+    /// The member id the coordinator gave this member (empty until joined).
+    pub fn member_id(&self) -> String {
+        self.shared.state.lock().unwrap().member_id.clone()
+    }
+
+    /// The member's current epoch (0 until joined).
+    pub fn member_epoch(&self) -> i32 {
+        self.shared.state.lock().unwrap().epoch
+    }
+
+    /// Assignment changes from now on: [`GroupEvent::Revoked`] is sent after the partitions
+    /// stopped and were committed, [`GroupEvent::Assigned`] before their first record. Events are
+    /// produced while `next()` runs; a receiver more than 1024 events behind loses the oldest.
+    pub fn events(&self) -> broadcast::Receiver<GroupEvent> {
+        self.events.subscribe()
+    }
+
+    /// The offset of the next record `next()` returns for an owned partition.
+    pub fn position(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.consumer.position(topic, partition)
+    }
+
+    /// Moves an owned partition's position (e.g. to resume after `OFFSET_OUT_OF_RANGE`), or
+    /// starts an owned partition left unread for want of a committed offset under
+    /// [`OffsetReset::None`]; the next commit stores the new position.
+    pub async fn seek(&mut self, topic: &str, partition: i32, to: SeekTo) -> Result<()> {
+        let owned = self.owned.contains(&(topic.to_string(), partition));
+        if owned && self.consumer.position(topic, partition).is_none() {
+            let offset = self.consumer.resolve_start(topic, partition, to).await?;
+            self.consumer
+                .add_partition(topic.to_string(), partition, offset);
+            return Ok(());
+        }
+        self.consumer.seek(topic, partition, to).await
+    }
+
+    /// The next record of any owned partition, after applying any assignment change. Waits
+    /// while nothing is assigned. Errors: a partition without a committed offset under
+    /// [`OffsetReset::None`], a fetch that stopped (e.g. `OFFSET_OUT_OF_RANGE`), a commit or
+    /// offset lookup that failed, a heartbeat the coordinator refused for good. Never `None`
+    /// before `close()`.
+    pub async fn next(&mut self) -> Option<Result<ConsumerRecord>> {
+        loop {
+            if let Some(e) = self.take_error() {
+                return Some(Err(e));
+            }
+            if let Err(e) = self.reconcile().await {
+                return Some(Err(e));
+            }
+            if self.cfg.auto_commit && Instant::now() >= self.next_auto_commit {
+                self.next_auto_commit = Instant::now() + self.cfg.auto_commit_interval;
+                drop(self.commit_async());
+            }
+            let reading = !self.consumer.assignment().is_empty();
+            let tick = self.next_auto_commit;
+            tokio::select! {
+                biased;
+                _ = self.shared.changed.notified() => continue,
+                item = self.consumer.next(), if reading => match item {
+                    Some(item) => return Some(item),
+                    None => continue,
+                },
+                _ = tokio::time::sleep_until(tick), if self.cfg.auto_commit => continue,
+            }
+        }
+    }
+
+    /// Commits the positions of every owned partition (the offset after the last record
+    /// `next()` returned) and waits for the coordinator to store them.
+    pub async fn commit(&mut self) -> Result<()> {
+        let offsets = self.positions();
+        let (member_id, epoch) = self.member();
+        self.coord
+            .commit(&member_id, epoch, to_commits(&offsets))
+            .await?;
+        self.committed.extend(offsets);
+        Ok(())
+    }
+
+    /// Starts committing the current positions of every owned partition in the background; the
+    /// handle tells how it went (failures are also logged).
+    pub fn commit_async(&mut self) -> JoinHandle<Result<()>> {
+        let offsets: Vec<(Tp, i64)> = self
+            .positions()
+            .into_iter()
+            .filter(|(tp, o)| self.committed.get(tp) != Some(o))
+            .collect();
+        // Counted as committed at once so the next tick does not send the same again; a failed
+        // commit is retried by the commit at revocation or close, which send everything.
+        self.committed.extend(offsets.iter().cloned());
+        let (member_id, epoch) = self.member();
+        let coord = self.coord.clone();
+        tokio::spawn(async move {
+            let result = coord.commit(&member_id, epoch, to_commits(&offsets)).await;
+            if let Err(e) = &result {
+                tracing::warn!(group = %coord.group_id(), error = %e, "asynchronous commit failed");
+            }
+            result
+        })
+    }
+
+    /// Leaves the group: stops heartbeating, commits the positions (with auto-commit), and
+    /// tells the coordinator (epoch -1, or -2 for a static member, whose partitions wait for it
+    /// for the session timeout), so the partitions move at once.
+    pub async fn close(mut self) -> Result<()> {
+        self.heartbeat.abort();
+        let commit = if self.cfg.auto_commit && !self.owned.is_empty() {
+            self.commit().await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = &commit {
+            tracing::warn!(group = %self.cfg.group_id, error = %e, "commit on close failed");
+        }
+        self.consumer.clear();
+        let leave_epoch = if self.cfg.instance_id.is_some() {
+            -2
+        } else {
+            -1
+        };
+        let req = {
+            let mut m = self.shared.state.lock().unwrap();
+            if m.member_id.is_empty() {
+                return commit; // never joined
+            }
+            m.owned.clear();
+            heartbeat::heartbeat_request(&self.cfg, &m, leave_epoch)
+        };
+        let left = self
+            .coord
+            .call("Heartbeat", |mut c, t| {
+                let req = req.clone();
+                async move { c.heartbeat(crate::connection::request(req, t)).await }
+            })
+            .await;
+        if let Err(e) = &left {
+            tracing::warn!(group = %self.cfg.group_id, error = %e, "leaving the group failed; the coordinator removes the member after the session timeout");
+        }
+        commit.and(left.map(|_| ()))
+    }
+
+    fn member(&self) -> (String, i32) {
+        let m = self.shared.state.lock().unwrap();
+        (m.member_id.clone(), m.epoch)
+    }
+
+    fn take_error(&mut self) -> Option<ClientError> {
+        if !self.pending.is_empty() {
+            return Some(self.pending.remove(0));
+        }
+        let mut m = self.shared.state.lock().unwrap();
+        if m.errors.is_empty() {
+            None
+        } else {
+            Some(m.errors.remove(0))
+        }
+    }
+
+    /// Positions of the owned partitions being read.
+    fn positions(&self) -> Vec<(Tp, i64)> {
+        self.owned
+            .iter()
+            .filter_map(|(t, p)| Some(((t.clone(), *p), self.consumer.position(t, *p)?)))
+            .collect()
+    }
+
+    /// Applies a lost membership or a new assignment, revoking before assigning.
+    async fn reconcile(&mut self) -> Result<()> {
+        let (target, version, lost) = {
+            let m = self.shared.state.lock().unwrap();
+            (m.target.clone(), m.target_version, m.lost)
+        };
+        if lost != self.seen_lost {
+            self.seen_lost = lost;
+            self.consumer.clear();
+            self.committed.clear();
+            let dropped: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+            if !dropped.is_empty() {
+                let _ = self.events.send(GroupEvent::Lost(dropped));
+            }
+        }
+        if version == self.seen_version {
+            return Ok(());
+        }
+        let plan = reconcile(&self.owned, &target);
+        if plan.is_empty() {
+            self.seen_version = version;
+            return Ok(());
+        }
+        if !plan.revoke.is_empty() {
+            let mut offsets = Vec::new();
+            for (t, p) in &plan.revoke {
+                if let Some(pos) = self.consumer.remove_partition(t, *p) {
+                    offsets.push(((t.clone(), *p), pos));
+                }
+                self.owned.remove(&(t.clone(), *p));
+                self.committed.remove(&(t.clone(), *p));
+            }
+            if self.cfg.auto_commit {
+                let (member_id, epoch) = self.member();
+                if let Err(e) = self
+                    .coord
+                    .commit(&member_id, epoch, to_commits(&offsets))
+                    .await
+                {
+                    // The partitions are released regardless: holding them would stall the
+                    // rebalance, and their next owner re-reads from the last commit.
+                    tracing::warn!(group = %self.cfg.group_id, error = %e, "commit of revoked partitions failed");
+                }
+            }
+            self.publish_owned(lost);
+            tracing::info!(group = %self.cfg.group_id, revoked = ?plan.revoke, "partitions revoked");
+            let _ = self.events.send(GroupEvent::Revoked(plan.revoke.clone()));
+        }
+        if !plan.assign.is_empty() {
+            let starts = self.start_positions(&plan.assign).await?;
+            for (tp, start) in plan.assign.iter().zip(starts) {
+                match start {
+                    Some(offset) => self.consumer.add_partition(tp.0.clone(), tp.1, offset),
+                    None => self.pending.push(ClientError::api(
+                        sluice_proto::pb::ErrorCode::OffsetOutOfRange,
+                        format!(
+                            "group '{}' has no committed offset for {}-{} and auto_offset_reset is none; the partition stays owned but unread",
+                            self.cfg.group_id, tp.0, tp.1
+                        ),
+                    )),
+                }
+                self.owned.insert(tp.clone());
+            }
+            self.publish_owned(lost);
+            tracing::info!(group = %self.cfg.group_id, assigned = ?plan.assign, "partitions assigned");
+            let _ = self.events.send(GroupEvent::Assigned(plan.assign.clone()));
+        }
+        self.seen_version = version;
+        Ok(())
+    }
+
+    /// Tells the heartbeat task what is owned now, unless the membership was lost meanwhile
+    /// (then nothing is owned until the next reconciliation).
+    fn publish_owned(&self, lost: u64) {
+        let mut m = self.shared.state.lock().unwrap();
+        if m.lost == lost {
+            m.owned = self.owned.clone();
+            drop(m);
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Where each newly assigned partition starts: its committed offset, else per
+    /// `auto_offset_reset` (`None` for reset `none`).
+    async fn start_positions(&self, tps: &[Tp]) -> Result<Vec<Option<i64>>> {
+        let committed: HashMap<Tp, i64> = self
+            .coord
+            .fetch_offsets(coordinator::by_topic(tps))
+            .await?
+            .into_iter()
+            .filter(|c| c.offset >= 0)
+            .map(|c| ((c.topic, c.partition), c.offset))
+            .collect();
+        let mut out = Vec::with_capacity(tps.len());
+        for tp in tps {
+            let start = match (committed.get(tp), self.cfg.auto_offset_reset) {
+                (Some(&o), _) => Some(o),
+                (None, OffsetReset::None) => None,
+                (None, OffsetReset::Earliest) => Some(
+                    self.consumer
+                        .resolve_start(&tp.0, tp.1, SeekTo::Earliest)
+                        .await?,
+                ),
+                (None, OffsetReset::Latest) => Some(
+                    self.consumer
+                        .resolve_start(&tp.0, tp.1, SeekTo::Latest)
+                        .await?,
+                ),
+            };
+            out.push(start);
+        }
+        Ok(out)
+    }
+}
+
+fn to_commits(offsets: &[(Tp, i64)]) -> Vec<pb::OffsetCommit> {
+    offsets
+        .iter()
+        .map(|((topic, partition), offset)| pb::OffsetCommit {
+            topic: topic.clone(),
+            partition: *partition,
+            offset: *offset,
+            metadata: String::new(),
+        })
+        .collect()
+}

@@ -15,6 +15,7 @@ pub mod placement;
 pub mod producer_ids;
 pub mod reconcile;
 pub mod service;
+pub mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -141,6 +142,7 @@ pub async fn run(
         .build_v1()?;
     tracing::info!(id = %cfg.id, address = %cfg.advertised_address, "coordinator serving");
     tonic::transport::Server::builder()
+        .layer(telemetry::MetricsLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(pb::admin_server::AdminServer::new(

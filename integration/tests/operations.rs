@@ -155,10 +155,16 @@ async fn processes_serve_prometheus_metrics_and_grpc_readiness() {
         );
     }
     let coordinator = cluster.scrape(&cluster.coordinators[0]).await.unwrap();
-    assert!(
-        coordinator.contains("sluice_controller_active 1"),
-        "{coordinator}"
-    );
+    for needle in [
+        "sluice_controller_active 1",
+        "sluice_requests_total{api=\"CreateTopic\"} 1",
+        "sluice_request_duration_seconds_bucket{api=\"GetMetadata\"",
+    ] {
+        assert!(
+            coordinator.contains(needle),
+            "coordinator metrics lack {needle}:\n{coordinator}"
+        );
+    }
     for n in &cluster.nodes {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", n.address()))
             .unwrap()

@@ -82,6 +82,9 @@ pub struct GroupConsumer {
     heartbeat: JoinHandle<()>,
     /// Partitions owned after the last reconciliation (read or, with reset `none`, waiting).
     owned: BTreeSet<Tp>,
+    /// A revocation begun but not yet reported: kept here so that a `next()` cancelled while
+    /// it commits (e.g. by a timeout around `next()`) finishes it on the next call.
+    revoking: Option<Revoking>,
     seen_version: u64,
     seen_lost: u64,
     pending: Vec<ClientError>,
@@ -129,6 +132,7 @@ impl GroupConsumer {
             shared,
             heartbeat,
             owned: BTreeSet::new(),
+            revoking: None,
             seen_version: 0,
             seen_lost: 0,
             pending: Vec::new(),
@@ -248,6 +252,13 @@ impl GroupConsumer {
     /// for the session timeout), so the partitions move at once.
     pub async fn close(mut self) -> Result<()> {
         self.heartbeat.abort();
+        if let Some(commit) = self.revoking.take().and_then(|r| r.commit) {
+            // Let the commit of partitions being revoked land before leaving (failures are
+            // logged as in `next()`: their next owner re-reads from the last commit).
+            if let Ok(Err(e)) = commit.await {
+                tracing::warn!(group = %self.cfg.group_id, error = %e, "commit of revoked partitions failed");
+            }
+        }
         let commit = if self.cfg.auto_commit && !self.owned.is_empty() {
             self.commit().await
         } else {
@@ -309,6 +320,12 @@ impl GroupConsumer {
     }
 
     /// Applies a lost membership or a new assignment, revoking before assigning.
+    ///
+    /// Cancel-safe: every await either leaves the state untouched (looking up start offsets)
+    /// or is recorded in `revoking` first (the commit of revoked partitions runs as its own
+    /// task), so a cancelled call is resumed by the next one. Otherwise partitions taken out
+    /// of `owned` before a cancelled commit would never be reported released: the heartbeat
+    /// would keep reporting them, and the coordinator would keep them from their next owner.
     async fn reconcile(&mut self) -> Result<()> {
         let (target, version, lost) = {
             let m = self.shared.state.lock().unwrap();
@@ -318,11 +335,22 @@ impl GroupConsumer {
             self.seen_lost = lost;
             self.consumer.clear();
             self.committed.clear();
-            let dropped: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+            let mut dropped: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+            if let Some(r) = self.revoking.take() {
+                // Released but never reported: dropped like the rest, uncommitted.
+                if let Some(commit) = r.commit {
+                    commit.abort();
+                }
+                dropped.extend(r.partitions);
+                dropped.sort();
+            }
             if !dropped.is_empty() {
                 let _ = self.events.send(GroupEvent::Lost(dropped));
             }
         }
+        // A revocation a cancelled call left half done comes first: the new plan, computed
+        // from `owned`, no longer contains its partitions.
+        self.finish_revocation(lost).await;
         if version == self.seen_version {
             return Ok(());
         }
@@ -332,29 +360,8 @@ impl GroupConsumer {
             return Ok(());
         }
         if !plan.revoke.is_empty() {
-            let mut offsets = Vec::new();
-            for (t, p) in &plan.revoke {
-                if let Some(pos) = self.consumer.remove_partition(t, *p) {
-                    offsets.push(((t.clone(), *p), pos));
-                }
-                self.owned.remove(&(t.clone(), *p));
-                self.committed.remove(&(t.clone(), *p));
-            }
-            if self.cfg.auto_commit {
-                let (member_id, epoch) = self.member();
-                if let Err(e) = self
-                    .coord
-                    .commit(&member_id, epoch, to_commits(&offsets))
-                    .await
-                {
-                    // The partitions are released regardless: holding them would stall the
-                    // rebalance, and their next owner re-reads from the last commit.
-                    tracing::warn!(group = %self.cfg.group_id, error = %e, "commit of revoked partitions failed");
-                }
-            }
-            self.publish_owned(lost);
-            tracing::info!(group = %self.cfg.group_id, revoked = ?plan.revoke, "partitions revoked");
-            let _ = self.events.send(GroupEvent::Revoked(plan.revoke.clone()));
+            self.start_revocation(plan.revoke.clone());
+            self.finish_revocation(lost).await;
         }
         if !plan.assign.is_empty() {
             let starts = self.start_positions(&plan.assign).await?;
@@ -377,6 +384,57 @@ impl GroupConsumer {
         }
         self.seen_version = version;
         Ok(())
+    }
+
+    /// Stops reading `revoke` and starts committing its positions (with auto-commit), all
+    /// without awaiting; the heartbeat still reports the partitions until
+    /// [`Self::finish_revocation`].
+    fn start_revocation(&mut self, revoke: Vec<Tp>) {
+        let mut offsets = Vec::new();
+        for (t, p) in &revoke {
+            if let Some(pos) = self.consumer.remove_partition(t, *p) {
+                offsets.push(((t.clone(), *p), pos));
+            }
+            self.owned.remove(&(t.clone(), *p));
+            self.committed.remove(&(t.clone(), *p));
+        }
+        let commit = (self.cfg.auto_commit && !offsets.is_empty()).then(|| {
+            let (member_id, epoch) = self.member();
+            let coord = self.coord.clone();
+            tokio::spawn(async move { coord.commit(&member_id, epoch, to_commits(&offsets)).await })
+        });
+        self.revoking = Some(Revoking {
+            partitions: revoke,
+            commit,
+        });
+    }
+
+    /// Waits for the commit of the revocation in progress, if any, then reports its partitions
+    /// released. Cancel-safe: a cancelled wait leaves the revocation for the next call.
+    async fn finish_revocation(&mut self, lost: u64) {
+        let Some(r) = self.revoking.as_mut() else {
+            return;
+        };
+        if let Some(commit) = r.commit.as_mut() {
+            let result = commit.await;
+            // Finished: must not be polled again.
+            r.commit = None;
+            match result {
+                Ok(Ok(())) => {}
+                // The partitions are released regardless: holding them would stall the
+                // rebalance, and their next owner re-reads from the last commit.
+                Ok(Err(e)) => {
+                    tracing::warn!(group = %self.cfg.group_id, error = %e, "commit of revoked partitions failed")
+                }
+                Err(e) => {
+                    tracing::warn!(group = %self.cfg.group_id, error = %e, "commit of revoked partitions did not finish")
+                }
+            }
+        }
+        let r = self.revoking.take().expect("checked above");
+        self.publish_owned(lost);
+        tracing::info!(group = %self.cfg.group_id, revoked = ?r.partitions, "partitions revoked");
+        let _ = self.events.send(GroupEvent::Revoked(r.partitions));
     }
 
     /// Tells the heartbeat task what is owned now, unless the membership was lost meanwhile
@@ -423,6 +481,15 @@ impl GroupConsumer {
     }
 }
 
+/// Partitions being revoked: no longer read nor in `owned`, but still reported to the
+/// coordinator until their positions are committed.
+#[derive(Debug)]
+struct Revoking {
+    partitions: Vec<Tp>,
+    /// The commit of their positions (with auto-commit and something to commit).
+    commit: Option<JoinHandle<Result<()>>>,
+}
+
 fn to_commits(offsets: &[(Tp, i64)]) -> Vec<pb::OffsetCommit> {
     offsets
         .iter()
@@ -433,4 +500,65 @@ fn to_commits(offsets: &[(Tp, i64)]) -> Vec<pb::OffsetCommit> {
             metadata: String::new(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ClientConfig;
+
+    fn tps(ps: &[i32]) -> BTreeSet<Tp> {
+        ps.iter().map(|p| ("t".to_string(), *p)).collect()
+    }
+
+    /// A `next()` cancelled while the commit of revoked partitions is in flight (as a timeout
+    /// around `next()` does) must not lose the revocation: the next call reports the
+    /// partitions released to the heartbeat and sends `Revoked`. Before, the partitions had
+    /// left `owned` already, the next plan was empty, and the heartbeat kept reporting them,
+    /// so the coordinator never gave them to anyone else (the rebalance stalled).
+    #[tokio::test]
+    async fn revocation_interrupted_by_a_cancelled_next_is_finished_by_the_next_call() {
+        let mut client = ClientConfig::new(["127.0.0.1:1"]);
+        client.request_timeout = Duration::from_millis(300);
+        let mut c = GroupConsumer::new(GroupConsumerConfig {
+            client,
+            group_id: "g".into(),
+            topics: vec!["t".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        c.heartbeat.abort();
+        let mut events = c.events();
+        for p in [0, 1, 2] {
+            c.consumer.add_partition("t".into(), p, 5);
+        }
+        c.owned = tps(&[0, 1, 2]);
+        c.seen_version = 1;
+        {
+            let mut m = c.shared.state.lock().unwrap();
+            m.member_id = "m".into();
+            m.epoch = 3;
+            m.owned = tps(&[0, 1, 2]);
+            m.target = tps(&[0]);
+            m.target_version = 2;
+        }
+        // The commit of 1 and 2 cannot reach the (absent) coordinator within 20 ms.
+        let cancelled = tokio::time::timeout(Duration::from_millis(20), c.reconcile()).await;
+        assert!(cancelled.is_err(), "the commit should still be in flight");
+        assert_eq!(c.owned, tps(&[0]));
+        c.reconcile().await.unwrap();
+        assert_eq!(
+            c.shared.state.lock().unwrap().owned,
+            tps(&[0]),
+            "released partitions reported"
+        );
+        assert_eq!(
+            events.try_recv().unwrap(),
+            GroupEvent::Revoked(vec![("t".into(), 1), ("t".into(), 2)])
+        );
+        assert!(c.revoking.is_none());
+    }
 }

@@ -133,6 +133,12 @@ impl From<ApiError> for ClientError {
 
 /// A status with Sluice error details is an API error; one without came from the transport
 /// (connection refused, reset) or a deadline, not from a Sluice handler.
+/// Whether a detail-less status reports a broken HTTP/2 connection rather than a server answer.
+fn is_connection_error(status: &tonic::Status) -> bool {
+    let m = status.message();
+    m.contains("h2 protocol error") || m.contains("connection reset") || m.contains("broken pipe")
+}
+
 impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> Self {
         if status.details().is_empty() {
@@ -142,6 +148,12 @@ impl From<tonic::Status> for ClientError {
                 }
                 tonic::Code::DeadlineExceeded => {
                     return ClientError::Timeout(status.message().to_string());
+                }
+                // A connection torn down under a request (e.g. the server's GOAWAY while it
+                // shuts down) surfaces as INTERNAL with an h2 error and no Sluice details:
+                // a transport failure whose outcome is unknown, so retried like one.
+                tonic::Code::Internal if is_connection_error(&status) => {
+                    return ClientError::Transport(status.message().to_string());
                 }
                 _ => {}
             }
@@ -159,6 +171,15 @@ impl From<tonic::transport::Error> for ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_torn_down_under_a_request_is_a_retriable_transport_error() {
+        let e = ClientError::from(tonic::Status::internal("h2 protocol error: http2 error"));
+        assert!(matches!(e, ClientError::Transport(_)), "{e:?}");
+        assert!(e.is_retriable());
+        let other = ClientError::from(tonic::Status::internal("failed to decode the message"));
+        assert!(!other.is_retriable());
+    }
 
     #[test]
     fn status_without_details_is_transport_or_timeout() {

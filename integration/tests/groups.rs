@@ -548,3 +548,35 @@ async fn group_describe_reports_lag_as_log_end_minus_committed() {
     // 100 records in the log, 30 committed as processed.
     assert_eq!(total, 70, "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_partitions_and_regex_matched_topics_join_a_running_groups_assignment() {
+    let cluster = TestCluster::start(ClusterSpec {
+        coordinators: 1,
+        storage_nodes: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = cluster.admin().await.unwrap();
+    admin
+        .create_topic("metrics-a", 2, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let log: EventLog = Arc::default();
+    let mut cfg = member_config(&cluster, "watchers", "metrics-a");
+    cfg.topics.clear();
+    cfg.topic_regex = Some("metrics-.*".into());
+    let m = spawn_member(cfg, 0, log.clone());
+    wait_counts(&[&m], &[2], "regex subscription").await;
+    admin.create_partitions("metrics-a", 4).await.unwrap();
+    wait_counts(&[&m], &[4], "after adding partitions").await;
+    admin
+        .create_topic("metrics-b", 3, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    wait_counts(&[&m], &[7], "after a matching topic appears").await;
+    m.stop.send(Some(true)).unwrap();
+    m.task.await.unwrap();
+    assert_exclusive(&log);
+}

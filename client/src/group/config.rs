@@ -27,6 +27,10 @@ pub struct GroupConsumerConfig {
     pub group_id: String,
     /// Topics to consume; the coordinator spreads their partitions over the members.
     pub topics: Vec<String>,
+    /// Also subscribe to every topic whose whole name matches this regular expression (evaluated
+    /// by the coordinator, so topics created later join the subscription); internal `__` topics
+    /// never match.
+    pub topic_regex: Option<String>,
     /// Static membership (`group.instance.id`): a member that restarts with the same id within
     /// the session timeout gets its partitions back without a rebalance.
     pub instance_id: Option<String>,
@@ -58,6 +62,7 @@ impl Default for GroupConsumerConfig {
             client: ClientConfig::default(),
             group_id: String::new(),
             topics: Vec::new(),
+            topic_regex: None,
             instance_id: None,
             session_timeout: Duration::from_secs(45),
             rebalance_timeout: Duration::from_secs(300),
@@ -80,8 +85,10 @@ impl GroupConsumerConfig {
         if self.group_id.trim().is_empty() {
             return bad("group_id is empty: name the consumer group");
         }
-        if self.topics.is_empty() {
-            return bad("topics is empty: subscribe to at least one topic");
+        if self.topics.is_empty() && self.topic_regex.as_deref().is_none_or(|r| r.is_empty()) {
+            return bad(
+                "topics is empty and no topic_regex is set: subscribe to at least one topic",
+            );
         }
         if self.session_timeout.is_zero() || self.rebalance_timeout.is_zero() {
             return bad("session_timeout and rebalance_timeout must be positive");

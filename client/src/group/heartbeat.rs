@@ -70,7 +70,7 @@ pub(crate) fn heartbeat_request(
         instance_id: cfg.instance_id.clone().unwrap_or_default(),
         member_epoch: epoch,
         subscribed_topics: cfg.topics.clone(),
-        subscribed_regex: String::new(),
+        subscribed_regex: cfg.topic_regex.clone().unwrap_or_default(),
         owned: by_topic(&m.owned),
         rebalance_timeout_ms: millis(cfg.rebalance_timeout),
         session_timeout_ms: millis(cfg.session_timeout),

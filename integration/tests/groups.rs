@@ -203,6 +203,7 @@ fn spawn_member(cfg: GroupConsumerConfig, idx: usize, log: EventLog) -> Member {
         // below gets round to them: that can be ~50 ms later, enough to misorder a release and
         // the reassignment it allows on another member.
         let mut events = c.events();
+        let closed_log = log.clone();
         let recorder = tokio::spawn(async move {
             loop {
                 match events.recv().await {
@@ -216,9 +217,14 @@ fn spawn_member(cfg: GroupConsumerConfig, idx: usize, log: EventLog) -> Member {
             tokio::select! {
                 _ = stopped.changed() => {
                     let graceful = stopped.borrow().unwrap_or(true);
+                    let owned = c.assignment();
                     if graceful { c.close().await.expect("close") } else { drop(c) }
                     // The sender is gone: the recorder ends once it has logged every event.
                     recorder.await.unwrap();
+                    if graceful && !owned.is_empty() {
+                        // A member that left owns nothing any more.
+                        closed_log.lock().unwrap().push((Instant::now(), idx, GroupEvent::Revoked(owned)));
+                    }
                     return;
                 }
                 _ = tokio::time::timeout(Duration::from_millis(50), c.next()) => {}
@@ -578,5 +584,51 @@ async fn added_partitions_and_regex_matched_topics_join_a_running_groups_assignm
     wait_counts(&[&m], &[7], "after a matching topic appears").await;
     m.stop.send(Some(true)).unwrap();
     m.task.await.unwrap();
+    assert_exclusive(&log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_that_restarts_within_its_session_gets_its_partitions_back() {
+    let cluster = TestCluster::start(ClusterSpec {
+        coordinators: 1,
+        storage_nodes: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    cluster
+        .admin()
+        .await
+        .unwrap()
+        .create_topic("tasks", 6, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let log: EventLog = Arc::default();
+    let cfg = |instance: &str| {
+        let mut c = member_config(&cluster, "statics", "tasks");
+        c.instance_id = Some(instance.into());
+        c.assignor = "sticky".into();
+        c
+    };
+    let a = spawn_member(cfg("a"), 0, log.clone());
+    let b = spawn_member(cfg("b"), 1, log.clone());
+    wait_counts(&[&a, &b], &[3, 3], "two static members").await;
+    let before: Vec<Tp> = a.assignment.lock().unwrap().clone();
+    a.stop.send(Some(true)).unwrap(); // close(): a static leave (epoch -2)
+    a.task.await.unwrap();
+    let again = spawn_member(cfg("a"), 2, log.clone());
+    wait_counts(&[&again, &b], &[3, 3], "restarted static member").await;
+    let mut after = again.assignment.lock().unwrap().clone();
+    let mut before = before;
+    before.sort();
+    after.sort();
+    assert_eq!(
+        after, before,
+        "the same instance gets the same partitions back"
+    );
+    for m in [again, b] {
+        m.stop.send(Some(true)).unwrap();
+        m.task.await.unwrap();
+    }
     assert_exclusive(&log);
 }

@@ -553,6 +553,19 @@ async fn group_describe_reports_lag_as_log_end_minus_committed() {
         .expect("a total lag line");
     // 100 records in the log, 30 committed as processed.
     assert_eq!(total, 70, "{text}");
+    // The coordinator node exports the same lag as a Prometheus gauge (published every 5 s).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = cluster.scrape(&cluster.nodes[0]).await.unwrap();
+        if metrics.contains("sluice_consumer_group_lag_total{group=\"laggards\"} 70") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no lag gauge of 70 for the group:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

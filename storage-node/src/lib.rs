@@ -173,6 +173,10 @@ pub async fn run(
         sluice_groups::GroupConfig::default(),
     ));
     let coordinator_loop = tokio::spawn(coordinator.clone().run());
+    let group_lag = tokio::spawn(telemetry::run_group_lag(
+        coordinator.clone(),
+        partitions.clone(),
+    ));
     let groups_service = groups::service::GroupsService {
         coordinator: coordinator.clone(),
     };
@@ -203,7 +207,9 @@ pub async fn run(
         .context("storage node gRPC server")?;
     // The group coordinator holds writer handles: stop it before the writer drains.
     coordinator_loop.abort();
+    group_lag.abort();
     let _ = coordinator_loop.await;
+    let _ = group_lag.await;
     coordinator.stop().await;
     drop(coordinator);
     reconcile.abort();

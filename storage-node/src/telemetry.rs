@@ -70,3 +70,47 @@ pub async fn run_gauges(partitions: Arc<Partitions>, log: Arc<dyn LogStore>) {
         }
     }
 }
+
+/// Publishes `sluice_consumer_group_lag{group, topic, partition}` (high watermark minus the
+/// committed offset) and `sluice_consumer_group_lag_total{group}` every five seconds, for the
+/// groups this node coordinates and the partitions it holds a replica of (with replication
+/// factor 3 on three nodes, all of them). Runs until aborted.
+pub async fn run_group_lag(
+    coordinator: Arc<crate::groups::GroupCoordinator>,
+    partitions: Arc<Partitions>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let replicas = partitions.all();
+        for shard in coordinator.shards() {
+            let Ok(state) = shard.lock().await else {
+                continue;
+            };
+            let Some(state) = state.as_ref() else {
+                continue;
+            };
+            for (group, entry) in &state.groups {
+                let mut total = 0i64;
+                for (tp, committed) in &entry.offsets {
+                    let Some(r) = replicas
+                        .iter()
+                        .find(|r| r.topic == tp.topic && r.partition() == tp.partition)
+                    else {
+                        continue;
+                    };
+                    let lag = (r.high_watermark() - committed.offset).max(0);
+                    total += lag;
+                    let labels = [
+                        ("group", group.clone()),
+                        ("topic", tp.topic.clone()),
+                        ("partition", tp.partition.to_string()),
+                    ];
+                    metrics::gauge!("sluice_consumer_group_lag", &labels).set(lag as f64);
+                }
+                metrics::gauge!("sluice_consumer_group_lag_total", "group" => group.clone())
+                    .set(total as f64);
+            }
+        }
+    }
+}

@@ -533,8 +533,21 @@ async fn group_describe_reports_lag_as_log_end_minus_committed() {
             read += 1;
         }
     }
-    c.commit().await.unwrap();
+    c.commit_with_metadata("checkpoint-30").await.unwrap();
     c.close().await.unwrap();
+    let mut groups = groups_client(&cluster, "laggards").await;
+    let stored = groups
+        .fetch_offsets(pb::FetchOffsetsRequest {
+            group_id: "laggards".into(),
+            partitions: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !stored.offsets.is_empty() && stored.offsets.iter().all(|o| o.metadata == "checkpoint-30"),
+        "{stored:?}"
+    );
     let out = std::process::Command::new(sluice_integration::bin_path("sluice"))
         .args(["group", "describe", "laggards"])
         .env("SLUICE_BOOTSTRAP", cluster.bootstrap().join(","))

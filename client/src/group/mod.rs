@@ -216,11 +216,20 @@ impl GroupConsumer {
     /// Commits the positions of every owned partition (the offset after the last record
     /// `next()` returned) and waits for the coordinator to store them.
     pub async fn commit(&mut self) -> Result<()> {
+        self.commit_with_metadata("").await
+    }
+
+    /// Like [`GroupConsumer::commit`], storing `metadata` with every committed offset (Kafka's
+    /// commit metadata: e.g. which process committed, or an application checkpoint); read it back
+    /// with `FetchOffsets` or `sluice group describe`.
+    pub async fn commit_with_metadata(&mut self, metadata: &str) -> Result<()> {
         let offsets = self.positions();
         let (member_id, epoch) = self.member();
-        self.coord
-            .commit(&member_id, epoch, to_commits(&offsets))
-            .await?;
+        let mut commits = to_commits(&offsets);
+        for c in &mut commits {
+            c.metadata = metadata.to_string();
+        }
+        self.coord.commit(&member_id, epoch, commits).await?;
         self.committed.extend(offsets);
         Ok(())
     }

@@ -337,6 +337,14 @@ impl Controller {
             .topics
             .get(name)
             .ok_or_else(|| describe::unknown_topic(name))?;
+        if t.record.internal {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "topic '{name}' is internal to Sluice; its partition count cannot change (groups would lose their state)"
+                ),
+            ));
+        }
         let current = t.record.partition_count;
         if total <= current {
             return Err(ApiError::new(

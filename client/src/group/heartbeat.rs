@@ -51,7 +51,10 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(Membership::default()),
+            state: Mutex::new(Membership {
+                member_id: fresh_member_id(),
+                ..Membership::default()
+            }),
             changed: Notify::new(),
             wake: Notify::new(),
         })
@@ -153,12 +156,18 @@ pub(crate) fn apply_response(shared: &Shared, resp: pb::GroupHeartbeatResponse) 
     }
 }
 
+/// A member id chosen by the client (KIP-1082): a join whose answer is lost is retried under the
+/// same id, so the coordinator never counts the same consumer twice.
+pub(crate) fn fresh_member_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
 /// Forgets the membership: epoch 0 (and a new member id when the coordinator no longer knows
 /// this one), nothing owned or assigned; the consumer drops its partitions without committing.
 pub(crate) fn lose_membership(shared: &Shared, forget_id: bool) {
     let mut m = shared.state.lock().unwrap();
     if forget_id {
-        m.member_id.clear();
+        m.member_id = fresh_member_id();
     }
     m.epoch = 0;
     m.owned.clear();
@@ -222,7 +231,13 @@ mod tests {
             ..Default::default()
         };
         let req = heartbeat_request(&cfg, &m, m.epoch);
-        assert_eq!((req.member_id.as_str(), req.member_epoch), ("", 0));
+        // Unknown to the coordinator: rejoin at epoch 0 under a fresh client-chosen id.
+        assert_eq!(req.member_epoch, 0);
+        assert!(
+            req.member_id.len() == 32 && req.member_id != "m1",
+            "{}",
+            req.member_id
+        );
         assert_eq!(req.instance_id, "i");
         assert_eq!(req.session_timeout_ms, 45_000);
         assert!(req.owned.is_empty());

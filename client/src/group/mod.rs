@@ -223,6 +223,9 @@ impl GroupConsumer {
     /// commit metadata: e.g. which process committed, or an application checkpoint); read it back
     /// with `FetchOffsets` or `sluice group describe`.
     pub async fn commit_with_metadata(&mut self, metadata: &str) -> Result<()> {
+        if self.membership_lost() {
+            return Err(lost_commit());
+        }
         let offsets = self.positions();
         let (member_id, epoch) = self.member();
         let mut commits = to_commits(&offsets);
@@ -237,6 +240,9 @@ impl GroupConsumer {
     /// Starts committing the current positions of every owned partition in the background; the
     /// handle tells how it went (failures are also logged).
     pub fn commit_async(&mut self) -> JoinHandle<Result<()>> {
+        if self.membership_lost() {
+            return tokio::spawn(async { Err(lost_commit()) });
+        }
         let offsets: Vec<(Tp, i64)> = self
             .positions()
             .into_iter()
@@ -301,6 +307,13 @@ impl GroupConsumer {
             tracing::warn!(group = %self.cfg.group_id, error = %e, "leaving the group failed; the coordinator removes the member after the session timeout");
         }
         commit.and(left.map(|_| ()))
+    }
+
+    /// Whether the heartbeat task lost the membership (fenced or expired) since `next()` last
+    /// applied the assignment: the partitions this member still lists may belong to another
+    /// member now, so their positions must not be committed under the new membership.
+    fn membership_lost(&self) -> bool {
+        self.shared.state.lock().unwrap().lost != self.seen_lost
     }
 
     fn member(&self) -> (String, i32) {
@@ -497,6 +510,14 @@ struct Revoking {
     partitions: Vec<Tp>,
     /// The commit of their positions (with auto-commit and something to commit).
     commit: Option<JoinHandle<Result<()>>>,
+}
+
+/// The refusal of a commit after the membership was lost.
+fn lost_commit() -> ClientError {
+    ClientError::Api(sluice_proto::error::ApiError::new(
+        sluice_proto::pb::ErrorCode::FencedMemberEpoch,
+        "this member lost its partitions (fenced or expired) before the commit; call next() to rejoin",
+    ))
 }
 
 fn to_commits(offsets: &[(Tp, i64)]) -> Vec<pb::OffsetCommit> {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use sluice_groups::{
     GroupDescription, GroupState, HeartbeatRequest, HeartbeatResponse, Partitions, TopicPartition,
-    TopicPartitionCounts,
 };
 use sluice_proto::error::ApiError;
 use sluice_proto::pb::ErrorCode;
@@ -125,12 +124,10 @@ impl Shard {
         } else {
             subscription.resolve(catalog)
         };
-        let counts: TopicPartitionCounts = request
-            .subscribed_topics
-            .iter()
-            .filter_map(|t| catalog.get(t).map(|n| (t.clone(), *n)))
-            .collect();
-        let outcome = match entry.group.heartbeat(now_ms(), request, &counts) {
+        // Every topic's count: the core takes the counts of every member's subscription from it,
+        // so a partial map (this member's topics only) would make members with different
+        // subscriptions undo each other's target at every heartbeat.
+        let outcome = match entry.group.heartbeat(now_ms(), request, catalog) {
             Ok(o) => o,
             Err(e) => {
                 if created {

@@ -258,3 +258,49 @@ async fn a_shard_answers_load_in_progress_until_loaded() {
     shard.load().await;
     assert!(shard.list().await.unwrap().is_empty());
 }
+
+/// Heartbeats of a member subscribed to `topics` (both exist in the catalog).
+async fn beat(shard: &Arc<Shard>, m: &mut Member, topics: &[&str]) {
+    let catalog: TopicCatalog = [("t".to_string(), 12), ("u".to_string(), 4)].into();
+    let input = HeartbeatInput {
+        group_id: "mixed".into(),
+        assignor: "uniform".into(),
+        request: HeartbeatRequest {
+            member_id: m.id.clone(),
+            member_epoch: m.epoch,
+            owned_partitions: m.owned.clone(),
+            ..HeartbeatRequest::default()
+        },
+        subscription: Subscription {
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            pattern: None,
+        },
+    };
+    let r = shard.heartbeat(input, &catalog).await.unwrap();
+    m.id = r.member_id;
+    m.epoch = r.member_epoch;
+    m.owned = r.assignment;
+}
+
+#[tokio::test]
+async fn members_with_different_subscriptions_converge_and_stay_stable() {
+    let f = Fixture::new();
+    let shard = f.shard().await;
+    let (mut a, mut b) = (Member::default(), Member::default());
+    for _ in 0..12 {
+        beat(&shard, &mut a, &["t"]).await;
+        beat(&shard, &mut b, &["t", "u"]).await;
+    }
+    let epochs = (a.epoch, b.epoch);
+    for _ in 0..5 {
+        beat(&shard, &mut a, &["t"]).await;
+        beat(&shard, &mut b, &["t", "u"]).await;
+    }
+    assert_eq!((a.epoch, b.epoch), epochs, "no rebalance without a change");
+    assert!(
+        b.owned.iter().filter(|tp| tp.topic == "u").count() == 4,
+        "only b subscribes to u: {:?}",
+        b.owned
+    );
+    assert_eq!(a.owned.len() + b.owned.len(), 16);
+}

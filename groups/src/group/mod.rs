@@ -30,7 +30,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::{Assignment, AssignmentProblem, Assignor, MemberSubscription, TopicPartitionCounts};
+use crate::{
+    Assignment, AssignmentProblem, Assignor, MemberSubscription, TopicPartition,
+    TopicPartitionCounts,
+};
 use member::{Member, STATIC_LEFT};
 
 pub use describe::{GroupDescription, GroupState, MemberDescription, MemberState};
@@ -159,6 +162,34 @@ impl Group {
                 received: member_epoch,
                 current: m.member_epoch,
             });
+        }
+        Ok(())
+    }
+
+    /// Checks that a member commits only partitions it holds: assigned, or given up but not yet
+    /// reported released (it commits those before releasing them). A zombie that rejoined under
+    /// a new epoch cannot overwrite the progress of a partition's new owner. Administrative
+    /// commits (empty member id) are not checked here.
+    pub fn validate_commit_partitions<'a>(
+        &self,
+        member_id: &str,
+        partitions: impl IntoIterator<Item = &'a TopicPartition>,
+    ) -> Result<(), GroupError> {
+        if member_id.is_empty() {
+            return Ok(());
+        }
+        let m = self
+            .members
+            .get(member_id)
+            .ok_or_else(|| GroupError::UnknownMemberId {
+                member_id: member_id.to_string(),
+            })?;
+        for tp in partitions {
+            if !m.assigned.contains(tp) && !m.pending_revocation.contains(tp) {
+                return Err(GroupError::InvalidRequest(format!(
+                    "member {member_id} does not own {tp}; commit only partitions assigned to this member"
+                )));
+            }
         }
         Ok(())
     }

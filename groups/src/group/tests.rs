@@ -369,3 +369,23 @@ fn static_member_rejoining_under_its_own_id_resumes() {
     clients[0].heartbeat(&mut g, 20, &counts, true).unwrap();
     assert_eq!((clients[0].owned.clone(), g.group_epoch()), (kept, epoch));
 }
+
+#[test]
+fn a_member_commits_only_partitions_it_holds() {
+    let (g, clients, _counts) = three_on_twelve("uniform");
+    let mine: Vec<TopicPartition> = clients[0].owned.iter().cloned().collect();
+    let theirs: Vec<TopicPartition> = clients[1].owned.iter().cloned().collect();
+    assert_eq!(
+        g.validate_commit_partitions(&clients[0].member_id, &mine),
+        Ok(())
+    );
+    assert!(matches!(
+        g.validate_commit_partitions(&clients[0].member_id, &theirs[..1]),
+        Err(GroupError::InvalidRequest(_))
+    ));
+    assert_eq!(
+        g.validate_commit_partitions("", &theirs),
+        Ok(()),
+        "administrative commits are checked elsewhere"
+    );
+}

@@ -161,7 +161,13 @@ impl Shard {
         let mut guard = self.lock().await?;
         let state = guard.as_ref().expect("lock() checked the shard is loaded");
         match state.groups.get(group_id) {
-            Some(e) => e.group.validate_commit(member_id, member_epoch),
+            Some(e) => e
+                .group
+                .validate_commit(member_id, member_epoch)
+                .and_then(|()| {
+                    e.group
+                        .validate_commit_partitions(member_id, offsets.iter().map(|(tp, _)| tp))
+                }),
             None => new_group(group_id, DEFAULT_ASSIGNOR, self.config())
                 .validate_commit(member_id, member_epoch),
         }

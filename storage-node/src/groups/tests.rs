@@ -134,7 +134,13 @@ async fn three_members_share_twelve_partitions_and_a_new_shard_replays_them() {
         offset: 42,
         metadata: "m".into(),
     };
-    let p = TopicPartition::new("t", 3);
+    // A member commits a partition it owns (others' are refused).
+    let p = members[0]
+        .owned
+        .iter()
+        .next()
+        .cloned()
+        .expect("owns partitions");
     shard
         .commit(
             "g",

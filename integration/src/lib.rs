@@ -36,6 +36,14 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+/// Client-side logs of the test process, for post-mortems: set `SLUICE_CLIENT_LOG` (e.g.
+/// `sluice_client=debug`); off otherwise. Server logs go to each process's log file.
+pub fn init_client_logs() {
+    if let Ok(filter) = std::env::var("SLUICE_CLIENT_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    }
+}
+
 /// Settings of a test cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
@@ -74,6 +82,7 @@ impl TestCluster {
     /// Starts etcd, the coordinators and the storage nodes, and waits until the cluster has a
     /// controller and every node is registered.
     pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
+        init_client_logs();
         let etcd = EtcdProcess::start().await.context("starting etcd")?;
         let mut dir = tempfile::Builder::new().prefix("sluice-it-").tempdir()?;
         if std::env::var_os("SLUICE_KEEP_LOGS").is_some() {

@@ -179,10 +179,6 @@ struct Member {
 }
 
 fn member_config(cluster: &TestCluster, group: &str, topic: &str) -> GroupConsumerConfig {
-    // Client-side logs for post-mortems, e.g. SLUICE_CLIENT_LOG=sluice_client=debug.
-    if let Ok(filter) = std::env::var("SLUICE_CLIENT_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
-    }
     GroupConsumerConfig {
         client: cluster.client_config(),
         group_id: group.into(),

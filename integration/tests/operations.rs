@@ -9,13 +9,6 @@ use sluice_client::{Acks, ConsumerConfig, ProducerConfig};
 use sluice_integration::workload::{self, Ledger};
 use sluice_integration::{ClusterSpec, TestCluster};
 
-fn client_logs() {
-    // Client-side logs for post-mortems, e.g. SLUICE_CLIENT_LOG=sluice_client=debug.
-    if let Ok(filter) = std::env::var("SLUICE_CLIENT_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
-    }
-}
-
 async fn full_isr(cluster: &TestCluster) {
     for p in 0..6 {
         cluster
@@ -29,7 +22,6 @@ async fn full_isr(cluster: &TestCluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_with_sigterm_under_acks_all_load_loses_and_fails_nothing() {
-    client_logs();
     let mut cluster = TestCluster::start(ClusterSpec {
         coordinators: 1,
         storage_nodes: 3,

@@ -31,10 +31,6 @@ fn rf3_config(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 async fn cluster3(coordinators: usize) -> TestCluster {
-    // Client-side logs for post-mortems, e.g. SLUICE_CLIENT_LOG=sluice_client=debug.
-    if let Ok(filter) = std::env::var("SLUICE_CLIENT_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
-    }
     TestCluster::start(ClusterSpec {
         coordinators,
         storage_nodes: 3,

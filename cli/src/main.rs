@@ -38,6 +38,9 @@ enum Command {
     /// Cluster-wide information.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCmd),
+    /// Measure throughput and latency: produce, consume, e2e (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCmd),
 }
 
 #[tokio::main]
@@ -66,6 +69,7 @@ async fn main() {
         Command::Consume(a) => cmd::consume::run(a, client).await,
         Command::Cluster(c) => cmd::cluster::run(c, client).await,
         Command::Group(c) => cmd::group::run(c, client).await,
+        Command::Bench(c) => cmd::bench::run(c, client).await,
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -24,6 +24,10 @@ pub struct DevArgs {
     /// Storage node (produce + fetch) address.
     #[arg(long, default_value = "127.0.0.1:9093")]
     pub node: String,
+    /// Fsync the log before acknowledging appends (group commit: one fsync covers every append
+    /// that arrived meanwhile).
+    #[arg(long, env = "SLUICE_FSYNC")]
+    pub fsync: bool,
 }
 
 /// Runs until Ctrl-C or SIGTERM, then shuts both servers down in order.
@@ -68,7 +72,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             rack: String::new(),
             cluster_name: "sluice".into(),
             lease_ttl: Duration::from_secs(2),
-            fsync: false,
+            fsync: args.fsync,
             faults_dir: None,
         },
         store,

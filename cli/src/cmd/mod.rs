@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod cluster;
 pub mod consume;
 pub mod dev;

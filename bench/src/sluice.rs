@@ -93,6 +93,15 @@ impl SluiceOptions {
         }
     }
 
+    /// The fetch-side knobs of a consume run.
+    fn consume_settings(&self, w: &Workload, report: Report) -> Report {
+        report
+            .setting("topic", &w.topic)
+            .setting("record_size", w.record_size)
+            .setting("fetch_max_bytes", self.fetch_max_bytes)
+    }
+
+    /// The producer-side knobs of a produce or e2e run.
     fn settings(&self, w: &Workload, report: Report) -> Report {
         let acks = match self.acks {
             Acks::None => "0",
@@ -268,7 +277,7 @@ pub async fn consume(w: &Workload, o: &SluiceOptions) -> Result<Report> {
     progress.finish();
     let mut report = Report::new("sluice", "consume", records, bytes, elapsed);
     report.failed = w.count.saturating_sub(records);
-    Ok(o.settings(w, report))
+    Ok(o.consume_settings(w, report).setting("partitions", partitions.len()))
 }
 
 /// W3: sends at `w.rate` while a consumer tails the topic, and records each record's

@@ -56,8 +56,10 @@ impl Pool {
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
-            // Large fetch answers need more than HTTP/2's 64 KiB initial window to flow quickly.
-            .http2_adaptive_window(true);
+            // Large fetch answers need far more than HTTP/2's 64 KiB initial window to flow
+            // at loopback speed; fixed windows avoid the adaptive window's slow start.
+            .initial_stream_window_size(8 << 20)
+            .initial_connection_window_size(32 << 20);
         let ch = endpoint.connect_lazy();
         channels.insert(uri, ch.clone());
         Ok(ch)

@@ -28,7 +28,7 @@ use sluice_metadata::keys::Keys;
 use sluice_proto::pb;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::controller::Controller;
 use crate::election::{ElectionConfig, Role};
@@ -142,6 +142,8 @@ pub async fn run(
         .build_v1()?;
     tracing::info!(id = %cfg.id, address = %cfg.advertised_address, "coordinator serving");
     tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .layer(telemetry::MetricsLayer)
         .add_service(health_service)
         .add_service(reflection)
@@ -161,7 +163,7 @@ pub async fn run(
                 shutdown: streams_stop_rx,
             },
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
         .context("coordinator gRPC server")?;
     let _ = stop_tx.send(true);
@@ -187,4 +189,16 @@ pub async fn run(
     }
     tracing::info!(id = %cfg.id, "coordinator stopped");
     Ok(())
+}
+
+/// HTTP/2 receive window per stream: a whole produce batch (256 KiB by default, up to MiBs) can
+/// be in flight without waiting for window updates (h2's default is 64 KiB).
+const STREAM_WINDOW: u32 = 8 << 20;
+/// HTTP/2 receive window per connection, shared by every partition's requests on it.
+const CONNECTION_WINDOW: u32 = 32 << 20;
+
+/// Accepted connections with Nagle off: small answers (produce acks, heartbeats) go out at once
+/// instead of waiting up to 40 ms for the peer's delayed ACK.
+fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }

@@ -92,6 +92,9 @@ async fn follow_once(
         .map_err(|e| e.to_string())?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
+        // Replicated batches stream at disk speed; h2's 64 KiB window would throttle them.
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20)
         .connect()
         .await
         .map_err(|e| format!("connecting to leader {} at {addr}: {e}", l.leader))?;

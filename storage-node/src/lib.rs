@@ -31,7 +31,7 @@ use sluice_proto::model::NodeId;
 use sluice_proto::pb;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::log::LogStore;
 use crate::log::rocks::RocksLog;
@@ -190,6 +190,8 @@ pub async fn run(
     };
     tracing::info!(node_id = cfg.node_id, address = %cfg.advertised_address, data_dir = %cfg.data_dir.display(), "storage node serving");
     tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -202,7 +204,7 @@ pub async fn run(
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
+        .serve_with_incoming_shutdown(incoming(listener), drain)
         .await
         .context("storage node gRPC server")?;
     // The group coordinator holds writer handles: stop it before the writer drains.
@@ -255,4 +257,16 @@ async fn reconcile_loop(cache: Arc<MetadataCache>, partitions: Arc<Partitions>) 
             Err(error) => tracing::error!(%error, "reconcile task panicked"),
         }
     }
+}
+
+/// HTTP/2 receive window per stream: a whole produce batch (256 KiB by default, up to MiBs) can
+/// be in flight without waiting for window updates (h2's default is 64 KiB).
+const STREAM_WINDOW: u32 = 8 << 20;
+/// HTTP/2 receive window per connection, shared by every partition's requests on it.
+const CONNECTION_WINDOW: u32 = 32 << 20;
+
+/// Accepted connections with Nagle off: small answers (produce acks, heartbeats) go out at once
+/// instead of waiting up to 40 ms for the peer's delayed ACK.
+fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }

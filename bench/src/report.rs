@@ -112,8 +112,14 @@ mod tests {
 
     #[test]
     fn rates_follow_from_counts_and_time() {
-        let r = Report::new("sluice", "produce", 1000, 1_024_000, Duration::from_millis(500))
-            .setting("acks", "all");
+        let r = Report::new(
+            "sluice",
+            "produce",
+            1000,
+            1_024_000,
+            Duration::from_millis(500),
+        )
+        .setting("acks", "all");
         assert!((r.records_per_sec - 2000.0).abs() < 1e-6);
         assert!((r.mb_per_sec - 2.048).abs() < 1e-9);
         let json = serde_json::to_value(&r).unwrap();

@@ -114,7 +114,10 @@ impl SluiceOptions {
             .setting("record_size", w.record_size)
             .setting("key_size", w.key_size)
             .setting("acks", acks)
-            .setting("compression", format!("{:?}", self.compression).to_lowercase())
+            .setting(
+                "compression",
+                format!("{:?}", self.compression).to_lowercase(),
+            )
             .setting("linger_ms", self.linger.as_millis())
             .setting("batch_size", self.batch_size)
             .setting("producers", self.producers)
@@ -268,7 +271,10 @@ pub async fn consume(w: &Workload, o: &SluiceOptions) -> Result<Report> {
             Ok(Some(Err(e))) => return Err(e).context("fetch"),
             Ok(None) => break,
             Err(_) => {
-                tracing::warn!(records, "no record for 10 s: the topic holds fewer than --count");
+                tracing::warn!(
+                    records,
+                    "no record for 10 s: the topic holds fewer than --count"
+                );
                 break;
             }
         }
@@ -277,7 +283,8 @@ pub async fn consume(w: &Workload, o: &SluiceOptions) -> Result<Report> {
     progress.finish();
     let mut report = Report::new("sluice", "consume", records, bytes, elapsed);
     report.failed = w.count.saturating_sub(records);
-    Ok(o.consume_settings(w, report).setting("partitions", partitions.len()))
+    Ok(o.consume_settings(w, report)
+        .setting("partitions", partitions.len()))
 }
 
 /// W3: sends at `w.rate` while a consumer tails the topic, and records each record's

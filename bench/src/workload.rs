@@ -79,9 +79,30 @@ mod tests {
     fn refuses_empty_and_tiny_runs() {
         assert!(w().validate().is_ok());
         assert!(Workload { count: 0, ..w() }.validate().is_err());
-        assert!(Workload { record_size: 4, ..w() }.validate().is_err());
-        assert!(Workload { partitions: 0, ..w() }.validate().is_err());
-        assert!(Workload { rate: Some(0), ..w() }.validate().is_err());
+        assert!(
+            Workload {
+                record_size: 4,
+                ..w()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Workload {
+                partitions: 0,
+                ..w()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Workload {
+                rate: Some(0),
+                ..w()
+            }
+            .validate()
+            .is_err()
+        );
     }
 
     #[test]

@@ -49,9 +49,8 @@ fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).expect("utf8")
 }
 
-#[test]
-fn dev_cluster_tour_creates_produces_and_consumes_from_the_shell() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts `sluice dev` on free ports and waits until its node is registered.
+fn start_dev(dir: &std::path::Path) -> (ManagedProcess, String) {
     let (cport, nport) = (free_port().unwrap(), free_port().unwrap());
     let bootstrap = format!("127.0.0.1:{cport}");
     let dev = ManagedProcess::spawn(
@@ -60,13 +59,13 @@ fn dev_cluster_tour_creates_produces_and_consumes_from_the_shell() {
         vec![
             "dev".into(),
             "--data-dir".into(),
-            dir.path().join("data").display().to_string(),
+            dir.join("data").display().to_string(),
             "--coordinator".into(),
             bootstrap.clone(),
             "--node".into(),
             format!("127.0.0.1:{nport}"),
         ],
-        dir.path().join("dev.log"),
+        dir.join("dev.log"),
         cport,
     )
     .unwrap();
@@ -85,6 +84,13 @@ fn dev_cluster_tour_creates_produces_and_consumes_from_the_shell() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    (dev, bootstrap)
+}
+
+#[test]
+fn dev_cluster_tour_creates_produces_and_consumes_from_the_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dev, bootstrap) = start_dev(dir.path());
 
     ok(sluice(
         &bootstrap,
@@ -134,5 +140,79 @@ fn dev_cluster_tour_creates_produces_and_consumes_from_the_shell() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+    drop(dev);
+}
+
+fn json(out: Output) -> serde_json::Value {
+    serde_json::from_str(ok(out).trim()).expect("one JSON report")
+}
+
+#[test]
+fn bench_workloads_report_what_they_sent_and_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dev, bootstrap) = start_dev(dir.path());
+    let common = ["--topic", "bench", "--record-size", "200", "--json"];
+    let mut args = vec!["bench", "produce", "--count", "3000", "--acks", "1"];
+    args.extend(common);
+    let produced = json(sluice(&bootstrap, &args, None));
+    assert_eq!(produced["records"], 3000, "{produced}");
+    assert_eq!(produced["failed"], 0, "{produced}");
+    assert_eq!(produced["bytes"], 600_000, "{produced}");
+    assert_eq!(produced["settings"]["acks"], "1");
+    assert!(produced["mb_per_sec"].as_f64().unwrap() > 0.0);
+
+    let mut args = vec!["bench", "consume", "--count", "3000"];
+    args.extend(common);
+    let consumed = json(sluice(&bootstrap, &args, None));
+    assert_eq!(consumed["records"], 3000, "{consumed}");
+    assert_eq!(consumed["settings"]["partitions"], "8");
+
+    // Asking for more than the topic holds reports the shortfall as a failure.
+    let mut args = vec!["bench", "consume", "--count", "3001"];
+    args.extend(common);
+    let short = sluice(&bootstrap, &args, None);
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("1 of 3001 records failed"));
+
+    let latency = json(sluice(
+        &bootstrap,
+        &[
+            "bench",
+            "e2e",
+            "--topic",
+            "tail",
+            "--rate",
+            "500",
+            "--duration",
+            "2",
+            "--acks",
+            "1",
+            "--json",
+        ],
+        None,
+    ));
+    assert_eq!(latency["records"], 1000, "{latency}");
+    assert_eq!(latency["latency"]["samples"], 1000, "{latency}");
+    let p50 = latency["latency"]["p50_us"].as_f64().unwrap();
+    let max = latency["latency"]["max_us"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 <= max, "{latency}");
+
+    for (bad, says) in [
+        (
+            vec!["bench", "produce", "--acks", "5"],
+            "--acks 5 is invalid",
+        ),
+        (vec!["bench", "produce", "--count", "0"], "--count is 0"),
+        (vec!["bench", "e2e", "--rate", "0"], "--rate is 0"),
+        (
+            vec!["bench", "produce", "--compression", "rar"],
+            "--compression rar",
+        ),
+    ] {
+        let out = sluice(&bootstrap, &bad, None);
+        assert!(!out.status.success(), "{bad:?} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{bad:?}: {err}");
+    }
     drop(dev);
 }

@@ -83,6 +83,12 @@ pub async fn run(cmd: BenchCmd, client: ClientConfig) -> Result<()> {
         ("e2e", None) => Some(10_000),
         (_, r) => r,
     };
+    if rate == Some(0) {
+        bail!("--rate is 0: give records per second, e.g. --rate 10000");
+    }
+    if kind == "e2e" && args.count.is_none() && args.duration == 0 {
+        bail!("--duration is 0: give the seconds to send for, e.g. --duration 20");
+    }
     let count = match (kind, args.count, rate) {
         (_, Some(c), _) => c,
         ("e2e", None, Some(r)) => r * args.duration,
@@ -112,9 +118,7 @@ pub async fn run(cmd: BenchCmd, client: ClientConfig) -> Result<()> {
     if args.producers == 0 {
         bail!("--producers is 0: give at least 1");
     }
-    let linger = args
-        .linger_ms
-        .unwrap_or(if kind == "e2e" { 0 } else { 5 });
+    let linger = args.linger_ms.unwrap_or(if kind == "e2e" { 0 } else { 5 });
     let opts = SluiceOptions {
         client,
         acks,

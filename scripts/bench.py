@@ -1,0 +1,865 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of Sluice, NATS JetStream and Redis Streams on loopback.
+
+What it measures (1 KiB incompressible values, 16-byte keys, 8 partitions / streams / keys):
+  W1 produce  --count records as fast as acknowledgements allow        (MB/s, records/s)
+  W2 consume  every record W1 of the same round wrote, from offset 0   (MB/s, records/s)
+  W3 e2e      --rate records/s for --duration s while a consumer tails  (latency p50/p99/p99.9/max)
+against six set-ups, each started fresh (new data dir) for every round and torn down after it:
+  sluice-rf1    `sluice dev`, one node on the embedded metadata store, acks=1
+  sluice-rf3    etcd + 1 coordinator + 3 storage nodes, acks=all, RF 3, min.insync.replicas=2
+  sluice-fsync  `sluice dev --fsync`, acks=1
+  nats-r1       `nats-server -js`, file storage, 1 replica
+  nats-r3       3-node nats-server cluster with JetStream, 3 replicas
+  redis         `redis-server`, AOF with appendfsync everysec
+Rounds are interleaved (round 1 of every set-up, then round 2, ...) so drift of the machine hits
+every set-up alike; the table shows the median of the rounds. W2 usually reads from the page cache
+(nothing drops it between W1 and W2), as a consumer close behind the producers would.
+Baselines measured in the same run: sequential write with fdatasync and the 4 KiB fsync rate of the
+disk holding the data dirs, loopback TCP throughput (one Python connection), and the servers' RSS
+(idle after start, peak = VmHWM after W1).
+
+Rerun:  scripts/bench                       (builds release binaries, full run, ~15 min)
+        scripts/bench --quick --no-build    (smoke test: 50,000 records, 3 s, one round)
+        scripts/bench --setups sluice-rf1,nats-r1 --workloads produce,consume --repeats 5
+Results: a table on stdout, every raw report plus the medians in bench-results/<timestamp>.json.
+Everything listens on 127.0.0.1; Sluice uses ports 19092+ so a running `sluice dev` can stay up.
+"""
+
+import argparse
+import ctypes
+import datetime
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALL_SETUPS = ["sluice-rf1", "sluice-rf3", "sluice-fsync", "nats-r1", "nats-r3", "redis"]
+ALL_WORKLOADS = ["produce", "consume", "e2e"]
+RECORD_SIZE, KEY_SIZE, PARTITIONS = 1024, 16, 8
+
+HOST = "127.0.0.1"
+SLUICE_COORD_PORT = 19092
+SLUICE_NODE_PORTS = [19093, 19103, 19113]
+ETCD_CLIENT_PORT, ETCD_PEER_PORT = 22379, 22380
+NATS_CLIENT_PORTS = [4222, 4223, 4224]
+NATS_ROUTE_PORTS = [6222, 6223, 6224]
+NATS_MONITOR_PORTS = [8222, 8223, 8224]
+REDIS_PORT = 16379
+
+START_TIMEOUT = 60.0  # seconds a set-up may take to become ready
+STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
+
+
+class BenchError(Exception):
+    """A set-up or a run that could not complete; the message says what and where its log is."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes: every server is registered, so that any exit (error, Ctrl-C, SIGTERM) stops it.
+
+LIVE = []  # every Server still running
+
+
+try:
+    _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:
+    _LIBC = None
+
+
+def _die_with_parent():
+    """Runs in the child before exec: SIGKILL it if this driver dies without cleaning up."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def clean_env():
+    """The environment without SLUICE_* variables: every setting is passed as a flag instead."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+
+
+class Server:
+    """One server process with its log file."""
+
+    def __init__(self, name, argv, log_path):
+        self.name, self.argv, self.log_path = name, argv, log_path
+        with open(log_path, "ab") as log:
+            try:
+                self.proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env=clean_env(), start_new_session=True, preexec_fn=_die_with_parent)
+            except OSError as e:
+                raise BenchError(f"cannot start {name} ({argv[0]}): {e}") from e
+        LIVE.append(self)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def log_tail(self, lines=15):
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self):
+        """SIGTERM, then SIGKILL after STOP_GRACE seconds."""
+        if self.running():
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self in LIVE:
+            LIVE.remove(self)
+
+
+def stop_all():
+    for server in reversed(list(LIVE)):
+        server.stop()
+
+
+def wait_until(what, ready, servers, timeout=START_TIMEOUT):
+    """Polls `ready()` until it is true; fails at once when one of `servers` exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for s in servers:
+            if not s.running():
+                raise BenchError(f"{s.name} exited while waiting for {what}; {s.log_path}:\n"
+                                 f"{s.log_tail()}")
+        try:
+            if ready():
+                return
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what} not ready after {timeout:.0f} s; logs in "
+                             f"{os.path.dirname(servers[0].log_path)}")
+        time.sleep(0.1)
+
+
+def port_busy(port):
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((HOST, port)) == 0
+
+
+def require_free(ports):
+    busy = [p for p in ports if port_busy(p)]
+    if busy:
+        raise BenchError(f"ports {busy} on {HOST} are in use: stop what listens there first")
+
+
+def http_json(url):
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return json.load(r)
+
+
+def rss_mb(pid, field):
+    """VmRSS (current) or VmHWM (peak) of a process in MB (10^6 bytes), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-ups. Each knows how to start fresh in a run directory, which processes hold the data (for
+# RSS), and the command line of one workload against it.
+
+class Setup:
+    name = ""
+    system = ""
+    ports = []
+
+    def __init__(self, bins, run_dir):
+        self.bins, self.run_dir = bins, run_dir
+        self.servers = []  # every process of the set-up, in start order
+        self.data_servers = []  # the ones whose memory is reported
+
+    def spawn(self, name, argv):
+        server = Server(name, argv, os.path.join(self.run_dir, name + ".log"))
+        self.servers.append(server)
+        return server
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self):
+        for server in reversed(self.servers):
+            server.stop()
+
+    def bench_argv(self, workload, topic, count, rate, duration, fresh):
+        raise NotImplementedError
+
+
+class SluiceSetup(Setup):
+    system = "sluice"
+    bench_flags = ["--acks", "1"]
+    node_count = 1
+
+    def sluice(self, *args):
+        return [os.path.join(self.bins, "sluice"), "--bootstrap", f"{HOST}:{SLUICE_COORD_PORT}",
+                *args]
+
+    def wait_ready(self):
+        """Ready once `cluster status` shows a controller and every storage node."""
+        addresses = [f"{HOST}:{p}" for p in SLUICE_NODE_PORTS[:self.node_count]]
+
+        def ready():
+            out = subprocess.run(self.sluice("cluster", "status"), capture_output=True,
+                                 text=True, timeout=10, env=clean_env())
+            return (out.returncode == 0 and "controller none" not in out.stdout
+                    and all(a in out.stdout for a in addresses))
+
+        wait_until(f"{self.name} cluster", ready, self.servers)
+
+    def bench_argv(self, workload, topic, count, rate, duration, fresh):
+        argv = self.sluice("bench", workload, "--topic", topic, "--count", str(count),
+                           "--record-size", str(RECORD_SIZE), "--key-size", str(KEY_SIZE),
+                           "--partitions", str(PARTITIONS), *self.bench_flags, "--json")
+        if workload == "e2e":
+            argv += ["--rate", str(rate), "--duration", str(duration)]
+        return argv
+
+
+class SluiceDev(SluiceSetup):
+    """`sluice dev`: coordinator and storage node in one process on the embedded store."""
+    name = "sluice-rf1"
+    ports = [SLUICE_COORD_PORT, SLUICE_NODE_PORTS[0]]
+    fsync = False
+
+    def start(self):
+        argv = [os.path.join(self.bins, "sluice"), "dev",
+                "--data-dir", os.path.join(self.run_dir, "data"),
+                "--coordinator", f"{HOST}:{SLUICE_COORD_PORT}",
+                "--node", f"{HOST}:{SLUICE_NODE_PORTS[0]}"]
+        if self.fsync:
+            argv.append("--fsync")
+        self.data_servers = [self.spawn("sluice-dev", argv)]
+        self.wait_ready()
+
+
+class SluiceFsync(SluiceDev):
+    name = "sluice-fsync"
+    fsync = True
+
+
+class SluiceRf3(SluiceSetup):
+    """etcd (on /dev/shm) + one coordinator + three storage nodes (data on the real disk)."""
+    name = "sluice-rf3"
+    ports = [ETCD_CLIENT_PORT, ETCD_PEER_PORT, SLUICE_COORD_PORT, *SLUICE_NODE_PORTS]
+    bench_flags = ["--acks", "all", "--replication-factor", "3", "--min-insync-replicas", "2"]
+    node_count = 3
+
+    def start(self):
+        etcd_url = self.start_etcd()
+        self.spawn("coordinator", [
+            os.path.join(self.bins, "sluice-coordinator"), "--id", "coordinator-0",
+            "--listen", f"{HOST}:{SLUICE_COORD_PORT}", "--etcd", etcd_url])
+        for n, port in enumerate(SLUICE_NODE_PORTS):
+            self.data_servers.append(self.spawn(f"node-{n}", [
+                os.path.join(self.bins, "sluice-storage-node"), "--node-id", str(n),
+                "--data-dir", os.path.join(self.run_dir, f"node-{n}"),
+                "--listen", f"{HOST}:{port}", "--etcd", etcd_url]))
+        self.wait_ready()
+
+    def start_etcd(self):
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self.etcd_dir = tempfile.mkdtemp(prefix="sluice-bench-etcd-", dir=shm)
+        client = f"http://{HOST}:{ETCD_CLIENT_PORT}"
+        peer = f"http://{HOST}:{ETCD_PEER_PORT}"
+        etcd = self.spawn("etcd", [
+            "etcd", "--name", "bench", "--data-dir", os.path.join(self.etcd_dir, "data"),
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"bench={peer}",
+            "--heartbeat-interval=10", "--election-timeout=50"])
+        wait_until("etcd", lambda: http_json(client + "/health").get("health") == "true", [etcd])
+        return client
+
+    def stop(self):
+        super().stop()
+        shutil.rmtree(getattr(self, "etcd_dir", ""), ignore_errors=True)
+
+
+class PeerSetup(Setup):
+    """A system driven by `sluice-peer-bench`."""
+    url = ""
+    replicas = None
+
+    def bench_argv(self, workload, topic, count, rate, duration, fresh):
+        argv = [os.path.join(self.bins, "sluice-peer-bench"), self.system, workload,
+                "--url", self.url, "--topic", topic, "--count", str(count),
+                "--record-size", str(RECORD_SIZE), "--key-size", str(KEY_SIZE),
+                "--partitions", str(PARTITIONS), "--json"]
+        if self.replicas is not None:
+            argv += ["--replicas", str(self.replicas)]
+        if workload == "e2e":
+            argv += ["--rate", str(rate), "--duration", str(duration)]
+        if fresh:
+            argv.append("--fresh")
+        return argv
+
+
+class NatsR1(PeerSetup):
+    name, system = "nats-r1", "nats"
+    ports = [NATS_CLIENT_PORTS[0], NATS_MONITOR_PORTS[0]]
+    url = f"nats://{HOST}:{NATS_CLIENT_PORTS[0]}"
+    replicas = 1
+
+    def start(self):
+        server = self.spawn("nats", [
+            "nats-server", "-js", "-a", HOST, "-p", str(NATS_CLIENT_PORTS[0]),
+            "-m", str(NATS_MONITOR_PORTS[0]), "-sd", os.path.join(self.run_dir, "jetstream")])
+        self.data_servers = [server]
+        wait_until("nats-server JetStream", lambda: nats_js_ready(NATS_MONITOR_PORTS[0]),
+                   self.servers)
+
+
+class NatsR3(PeerSetup):
+    name, system = "nats-r3", "nats"
+    ports = NATS_CLIENT_PORTS + NATS_ROUTE_PORTS + NATS_MONITOR_PORTS
+    url = f"nats://{HOST}:{NATS_CLIENT_PORTS[0]}"
+    replicas = 3
+
+    def start(self):
+        for i in range(3):
+            conf = os.path.join(self.run_dir, f"n{i + 1}.conf")
+            with open(conf, "w") as f:
+                f.write(nats_cluster_config(i, self.run_dir))
+            self.data_servers.append(self.spawn(f"n{i + 1}", ["nats-server", "-c", conf]))
+        wait_until("nats JetStream meta leader",
+                   lambda: nats_cluster_ready(NATS_MONITOR_PORTS), self.servers)
+
+
+def nats_cluster_config(i, run_dir):
+    routes = ", ".join(f"nats-route://{HOST}:{p}" for p in NATS_ROUTE_PORTS)
+    store = os.path.join(run_dir, f"n{i + 1}-jetstream")
+    return f"""server_name: n{i + 1}
+listen: {HOST}:{NATS_CLIENT_PORTS[i]}
+http: {HOST}:{NATS_MONITOR_PORTS[i]}
+jetstream {{
+  store_dir: "{store}"
+}}
+cluster {{
+  name: sluice-bench
+  listen: {HOST}:{NATS_ROUTE_PORTS[i]}
+  routes: [{routes}]
+}}
+"""
+
+
+def nats_js_ready(monitor_port):
+    """JetStream is enabled and answers on this server."""
+    jsz = http_json(f"http://{HOST}:{monitor_port}/jsz")
+    return not jsz.get("disabled") and "config" in jsz
+
+
+def nats_cluster_ready(monitor_ports):
+    """Every server agrees on one JetStream meta leader, which sees every other peer current
+    (only the leader lists the replicas)."""
+    metas = [http_json(f"http://{HOST}:{p}/jsz").get("meta_cluster") or {} for p in monitor_ports]
+    leaders = {m.get("leader") for m in metas}
+    if len(leaders) != 1 or not leaders.pop():
+        return False
+    replicas = [r for m in metas for r in m.get("replicas") or []]
+    return len(replicas) == len(monitor_ports) - 1 and all(r.get("current") for r in replicas)
+
+
+class Redis(PeerSetup):
+    name, system = "redis", "redis"
+    ports = [REDIS_PORT]
+    url = f"redis://{HOST}:{REDIS_PORT}"
+
+    def start(self):
+        server = self.spawn("redis", [
+            "redis-server", "--bind", HOST, "--port", str(REDIS_PORT), "--appendonly", "yes",
+            "--appendfsync", "everysec", "--save", "", "--dir", self.run_dir])
+        self.data_servers = [server]
+        wait_until("redis", redis_ping, self.servers)
+
+
+def redis_ping():
+    with socket.create_connection((HOST, REDIS_PORT), timeout=1) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(64).startswith(b"+PONG")
+
+
+SETUPS = {cls.name: cls for cls in [SluiceDev, SluiceRf3, SluiceFsync, NatsR1, NatsR3, Redis]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines: what the hardware gives before any server is involved.
+
+def disk_write_mb_per_sec(dirpath, mib):
+    """`dd` of `mib` MiB of zeros, fdatasync'ed before dd returns; MB = 10^6 bytes."""
+    path = os.path.join(dirpath, "dd.bin")
+    try:
+        t0 = time.monotonic()
+        subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={mib}",
+                        "conv=fdatasync", "status=none"], check=True, timeout=600)
+        return mib * 1024 * 1024 / (time.monotonic() - t0) / 1e6
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def fsync_rate(dirpath, seconds=2.0):
+    """Appends of 4 KiB, each followed by fsync, for `seconds`: operations/s and mean ms."""
+    path = os.path.join(dirpath, "fsync.bin")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    block, ops = os.urandom(4096), 0
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            os.write(fd, block)
+            os.fsync(fd)
+            ops += 1
+        elapsed = time.monotonic() - t0
+    finally:
+        os.close(fd)
+        os.remove(path)
+    return {"ops_per_sec": ops / elapsed, "mean_ms": elapsed / ops * 1000}
+
+
+TCP_SENDER = """
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+buf, end = b"\\0" * (1 << 20), time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    s.sendall(buf)
+s.close()
+"""
+
+
+def loopback_tcp_mb_per_sec(seconds=2.0):
+    """One TCP connection on 127.0.0.1, a separate sender process, 1 MiB writes and reads."""
+    with socket.socket() as listener:
+        listener.bind((HOST, 0))
+        listener.listen(1)
+        sender = subprocess.Popen([sys.executable, "-c", TCP_SENDER,
+                                   str(listener.getsockname()[1]), str(seconds)])
+        try:
+            listener.settimeout(10)
+            conn, _ = listener.accept()
+            with conn:
+                buf, total, t0 = bytearray(1 << 20), 0, None
+                while True:
+                    n = conn.recv_into(buf)
+                    if n == 0:
+                        break
+                    if t0 is None:
+                        t0 = time.monotonic()
+                    total += n
+                elapsed = time.monotonic() - t0
+        finally:
+            sender.kill()
+            sender.wait()
+    return total / elapsed / 1e6
+
+
+def measure_baselines(disk_dir, quick):
+    print("baselines: disk write, fsync rate, loopback TCP ...", flush=True)
+    return {
+        "disk_dir": disk_dir,
+        "disk_fs": filesystem_of(disk_dir),
+        "disk_seq_write_fdatasync_mb_per_sec": disk_write_mb_per_sec(disk_dir,
+                                                                     256 if quick else 1024),
+        "fsync_4k": fsync_rate(disk_dir),
+        "loopback_tcp_mb_per_sec": loopback_tcp_mb_per_sec(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine facts.
+
+def command_output(argv):
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, cwd=ROOT)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except Exception as e:  # a missing tool is a fact too
+        return f"unavailable ({e.__class__.__name__})"
+
+
+def filesystem_of(path):
+    """The type of the filesystem holding `path` (longest matching mount point)."""
+    path, best, fstype = os.path.realpath(path), "", "?"
+    with open("/proc/mounts") as f:
+        for line in f:
+            _, mount, kind = line.split()[:3]
+            if (path == mount or path.startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
+                best, fstype = mount, kind
+    return f"{fstype} at {best}"
+
+
+def machine_facts():
+    def meminfo_gb():
+        with open("/proc/meminfo") as f:
+            return round(int(f.readline().split()[1]) / 1024 / 1024, 1)
+
+    def cpu_model():
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+        return "?"
+
+    dirty = command_output(["git", "status", "--porcelain", "--untracked-files=no"])
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gib": meminfo_gb(),
+        "cpu": cpu_model(),
+        "kernel": os.uname().release,
+        "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
+        "nats_server": command_output(["nats-server", "--version"]),
+        "redis_server": command_output(["redis-server", "--version"]),
+        "etcd": command_output(["etcd", "--version"]),
+        "rustc": command_output(["rustc", "--version"]),
+        "git_commit": command_output(["git", "rev-parse", "HEAD"])
+                      + ("" if dirty.startswith("unavailable") or not dirty else " (dirty)"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs.
+
+def run_bench(argv, timeout):
+    """Runs one bench command; returns its report (the last JSON line) or an error."""
+    t0 = time.monotonic()
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                             env=clean_env(), preexec_fn=_die_with_parent)
+    except subprocess.TimeoutExpired as e:
+        return {"error": f"timed out after {timeout} s", "argv": argv,
+                "stderr_tail": tail(e.stderr)}
+    result = {"argv": argv, "rc": out.returncode, "wall_seconds": time.monotonic() - t0}
+    for line in reversed(out.stdout.splitlines()):
+        if line.startswith("{"):
+            try:
+                result["report"] = json.loads(line)
+                result["raw"] = line
+                break
+            except json.JSONDecodeError:
+                pass
+    if out.returncode != 0 or "report" not in result:
+        result["error"] = (out.stderr.strip().splitlines() or ["no output"])[-1][:500]
+        result["stderr_tail"] = tail(out.stderr)
+    return result
+
+
+def tail(output, lines=20):
+    """The last lines of a captured output (bytes after a timeout, str otherwise)."""
+    if isinstance(output, bytes):
+        output = output.decode(errors="replace")
+    return "\n".join((output or "").splitlines()[-lines:])
+
+
+def run_round(setup_cls, round_no, opts, bins, work_dir, doc):
+    """Starts one fresh set-up, runs the selected workloads on it, stops it. Appends to
+    doc["runs"] and doc["memory"] as it goes, so an interrupted round keeps what it measured.
+    Returns whether everything succeeded."""
+    run_dir = os.path.join(work_dir, f"{setup_cls.name}-r{round_no}")
+    os.makedirs(run_dir)
+    setup = setup_cls(bins, run_dir)
+    memory = {"setup": setup.name, "round": round_no}
+    doc["memory"].append(memory)
+
+    def record(workload, result):
+        doc["runs"].append(dict(result, setup=setup.name, round=round_no, workload=workload))
+        print_run(doc["runs"][-1])
+        return "error" not in result
+
+    try:
+        require_free(setup.ports)
+        setup.start()
+        memory["idle_rss_mb"] = data_rss(setup, "VmRSS")
+        return run_workloads(setup, round_no, opts, record, memory)
+    except BenchError as e:
+        return record("start", {"error": str(e)})
+    finally:
+        setup.stop()
+        remove_data(run_dir)
+
+
+def run_workloads(setup, round_no, opts, record, memory):
+    """W1, W2, W3 (those selected) against a running set-up; W2 reads W1's topic."""
+    topic, produced, all_ok = f"bench-r{round_no}", opts.count, True
+    for workload in opts.workloads:
+        if workload == "consume" and produced == 0:
+            all_ok &= record(workload, {"error": "skipped: produce wrote nothing"})
+            continue
+        count = {"produce": opts.count, "consume": produced,
+                 "e2e": opts.rate * opts.duration}[workload]
+        argv = setup.bench_argv(workload, f"{topic}-e2e" if workload == "e2e" else topic,
+                                count, opts.rate, opts.duration, fresh=workload != "consume")
+        result = run_bench(argv, opts.timeout + (opts.duration if workload == "e2e" else 0))
+        all_ok &= record(workload, result)
+        if workload == "produce":
+            produced = result.get("report", {}).get("records", 0)
+            memory["peak_rss_after_produce_mb"] = data_rss(setup, "VmHWM")
+    memory["peak_rss_end_mb"] = data_rss(setup, "VmHWM")
+    return all_ok
+
+
+def data_rss(setup, field):
+    return [rss_mb(s.pid, field) for s in setup.data_servers]
+
+
+def remove_data(run_dir):
+    """Deletes everything but the logs of a finished run (its data may be gigabytes)."""
+    for entry in os.listdir(run_dir):
+        path = os.path.join(run_dir, entry)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif not entry.endswith((".log", ".conf")):
+            os.remove(path)
+
+
+def print_run(r):
+    rep = r.get("report")
+    if rep:
+        line = (f"  {r['setup']:<13} r{r['round']} {r['workload']:<8} "
+                f"{rep['mb_per_sec']:8.1f} MB/s {rep['records_per_sec']:10.0f} rec/s")
+        lat = rep.get("latency")
+        if lat:
+            line += f"  p50 {lat['p50_us'] / 1000:.2f} ms p99 {lat['p99_us'] / 1000:.2f} ms"
+        if rep.get("failed"):
+            line += f"  FAILED {rep['failed']}"
+        print(line, flush=True)
+    if r.get("error"):
+        print(f"  {r['setup']:<13} r{r['round']} {r['workload']:<8} ERROR {r['error']}",
+              flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Medians and the table.
+
+METRICS = [
+    ("mb_per_sec", lambda rep: rep["mb_per_sec"]),
+    ("records_per_sec", lambda rep: rep["records_per_sec"]),
+    ("p50_ms", lambda rep: rep["latency"]["p50_us"] / 1000),
+    ("p99_ms", lambda rep: rep["latency"]["p99_us"] / 1000),
+    ("p999_ms", lambda rep: rep["latency"]["p999_us"] / 1000),
+    ("max_ms", lambda rep: rep["latency"]["max_us"] / 1000),
+]
+
+
+def ok(run):
+    rep = run.get("report")
+    return rep is not None and "error" not in run and not rep.get("failed")
+
+
+def medians(runs, memory, setups, workloads):
+    out = {}
+    for setup in setups:
+        out[setup] = {}
+        for workload in workloads:
+            good = [r["report"] for r in runs
+                    if r.get("setup") == setup and r.get("workload") == workload and ok(r)]
+            tried = [r for r in runs if r.get("setup") == setup and r.get("workload") == workload]
+            m = {"runs_ok": len(good), "runs": len(tried)}
+            for key, get in METRICS:
+                values = [get(rep) for rep in good if key.endswith("per_sec") or rep.get("latency")]
+                if values:
+                    m[key] = statistics.median(values)
+            out[setup][workload] = m
+        out[setup]["memory"] = memory_medians([m for m in memory if m["setup"] == setup])
+    return out
+
+
+def memory_medians(rows):
+    """Median over rounds of the largest data process (one node of three, one nats-server)."""
+    out = {}
+    for key in ["idle_rss_mb", "peak_rss_after_produce_mb", "peak_rss_end_mb"]:
+        values = [max(v for v in row[key] if v is not None)
+                  for row in rows if any(v is not None for v in row.get(key, []))]
+        if values:
+            out[key] = statistics.median(values)
+    return out
+
+
+def fmt(value, digits=1):
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def print_table(med, setups, workloads):
+    print()
+    print(f"{'set-up':<13} {'workload':<8} {'MB/s':>8} {'records/s':>11} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>8}  runs ok")
+    for setup in setups:
+        for workload in workloads:
+            m = med[setup][workload]
+            print(f"{setup:<13} {workload:<8} {fmt(m.get('mb_per_sec')):>8} "
+                  f"{fmt(m.get('records_per_sec'), 0):>11} {fmt(m.get('p50_ms'), 2):>8} "
+                  f"{fmt(m.get('p99_ms'), 2):>8} {fmt(m.get('p999_ms'), 2):>9} "
+                  f"{fmt(m.get('max_ms'), 2):>8}  {m['runs_ok']}/{m['runs']}")
+    print()
+    print(f"{'set-up':<13} {'idle RSS MB':>12} {'peak RSS after W1 MB':>21} {'peak RSS end MB':>16}"
+          "   (largest data process)")
+    for setup in setups:
+        m = med[setup]["memory"]
+        print(f"{setup:<13} {fmt(m.get('idle_rss_mb')):>12} "
+              f"{fmt(m.get('peak_rss_after_produce_mb')):>21} {fmt(m.get('peak_rss_end_mb')):>16}")
+
+
+def print_header(machine, baselines):
+    print(f"machine: {machine['nproc']} CPUs ({machine['cpu']}), {machine['memory_gib']} GiB, "
+          f"kernel {machine['kernel']}, load {' '.join(machine['loadavg_at_start'])}, "
+          f"commit {machine['git_commit']}")
+    print(f"versions: {machine['rustc']}; {machine['nats_server']}; "
+          f"{machine['redis_server'].split(' sha=')[0]}; {machine['etcd']}")
+    print(f"disk ({baselines['disk_fs']}): sequential write + fdatasync "
+          f"{baselines['disk_seq_write_fdatasync_mb_per_sec']:.0f} MB/s, 4 KiB append+fsync "
+          f"{baselines['fsync_4k']['ops_per_sec']:.0f}/s ({baselines['fsync_4k']['mean_ms']:.2f} ms)")
+    print(f"loopback TCP (one Python connection): {baselines['loopback_tcp_mb_per_sec']:.0f} MB/s")
+    print()
+
+
+# ---------------------------------------------------------------------------------------------
+# Main.
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 1)[1])
+    p.add_argument("--setups", default=",".join(ALL_SETUPS),
+                   help="comma-separated subset of " + ",".join(ALL_SETUPS))
+    p.add_argument("--workloads", default=",".join(ALL_WORKLOADS),
+                   help="comma-separated subset of produce,consume,e2e")
+    p.add_argument("--repeats", type=int, help="rounds per set-up (default 3)")
+    p.add_argument("--count", type=int, help="records of W1 and W2 (default 1,000,000)")
+    p.add_argument("--duration", type=int, help="seconds of W3 (default 20)")
+    p.add_argument("--rate", type=int, default=10_000, help="records/s of W3")
+    p.add_argument("--timeout", type=int, default=300, help="seconds per bench command")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: --count 50000 --duration 3 --repeats 1 (as defaults)")
+    p.add_argument("--no-build", action="store_true", help="(handled by scripts/bench)")
+    p.add_argument("--work-dir", default=os.environ.get("SLUICE_BENCH_DIR", "/var/tmp"),
+                   help="where the data dirs go; must be on the disk under test "
+                        "(default /var/tmp, or $SLUICE_BENCH_DIR)")
+    p.add_argument("--keep", action="store_true", help="keep the work dir (logs) afterwards")
+    p.add_argument("--out", help="result file (default bench-results/<timestamp>.json)")
+    opts = p.parse_args(argv)
+    defaults = (50_000, 3, 1) if opts.quick else (1_000_000, 20, 3)
+    for key, default in zip(["count", "duration", "repeats"], defaults):
+        if getattr(opts, key) is None:
+            setattr(opts, key, default)
+    opts.setups = split_choices(p, "--setups", opts.setups, ALL_SETUPS)
+    opts.workloads = split_choices(p, "--workloads", opts.workloads, ALL_WORKLOADS)
+    if "consume" in opts.workloads and "produce" not in opts.workloads:
+        p.error("consume reads what produce wrote in the same round: select produce too")
+    if min(opts.repeats, opts.count, opts.duration, opts.rate) < 1:
+        p.error("--repeats, --count, --duration and --rate must be positive")
+    return opts
+
+
+def split_choices(parser, flag, value, allowed):
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in allowed]
+    if unknown or not chosen:
+        parser.error(f"{flag}: unknown {unknown}; choose from {','.join(allowed)}")
+    return [v for v in allowed if v in chosen]  # canonical order
+
+
+def check_binaries(bins, setups):
+    needed = {"sluice"} if any(s.startswith("sluice") for s in setups) else set()
+    if "sluice-rf3" in setups:
+        needed |= {"sluice-coordinator", "sluice-storage-node"}
+    if any(not s.startswith("sluice") for s in setups):
+        needed.add("sluice-peer-bench")
+    missing = [b for b in sorted(needed) if not os.access(os.path.join(bins, b), os.X_OK)]
+    tools = {"sluice-rf3": "etcd", "nats-r1": "nats-server", "nats-r3": "nats-server",
+             "redis": "redis-server"}
+    missing += [t for s, t in tools.items() if s in setups and not shutil.which(t)]
+    if missing:
+        raise BenchError(f"missing {', '.join(sorted(set(missing)))} (binaries from {bins}; "
+                         "run scripts/bench without --no-build, or set SLUICE_BIN_DIR)")
+
+
+def default_out():
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join(ROOT, "bench-results", f"{stamp}.json")
+
+
+def write_results(path, doc):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+
+
+def raise_on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def measure(opts, bins, work_dir, doc):
+    """Baselines, then every round of every set-up; returns whether every run succeeded."""
+    all_ok = True
+    doc["machine"] = machine_facts()
+    doc["baselines"] = measure_baselines(work_dir, opts.quick)
+    print_header(doc["machine"], doc["baselines"])
+    for round_no in range(1, opts.repeats + 1):
+        for name in opts.setups:
+            print(f"round {round_no}/{opts.repeats}: {name}", flush=True)
+            all_ok &= run_round(SETUPS[name], round_no, opts, bins, work_dir, doc)
+    return all_ok
+
+
+def main(argv):
+    opts = parse_args(argv)
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
+    signal.signal(signal.SIGHUP, raise_on_sigterm)
+    bins = os.environ.get("SLUICE_BIN_DIR") or os.path.join(
+        os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release")
+    try:
+        check_binaries(bins, opts.setups)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out_path = opts.out or default_out()
+    os.makedirs(opts.work_dir, exist_ok=True)
+    work_dir = tempfile.mkdtemp(prefix="sluice-bench-", dir=opts.work_dir)
+    doc = {"started": datetime.datetime.now().isoformat(timespec="seconds"),
+           "options": {k: v for k, v in vars(opts).items() if k not in ("no_build", "keep")},
+           "record_size": RECORD_SIZE, "key_size": KEY_SIZE, "partitions": PARTITIONS,
+           "bin_dir": bins, "runs": [], "memory": [], "interrupted": True}
+    all_ok = False
+    try:
+        all_ok = measure(opts, bins, work_dir, doc)
+        doc["interrupted"] = False
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping servers, writing what was measured", file=sys.stderr)
+    finally:
+        # Whatever happened, no server outlives the driver and what was measured is kept.
+        stop_all()
+        doc["medians"] = medians(doc["runs"], doc["memory"], opts.setups, opts.workloads)
+        write_results(out_path, doc)
+        if all_ok and not opts.keep:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    print_table(doc["medians"], opts.setups, opts.workloads)
+    print(f"\nresults: {out_path}")
+    if not all_ok:
+        print(f"some runs failed or were interrupted; server logs in {work_dir}", file=sys.stderr)
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

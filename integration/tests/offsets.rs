@@ -98,20 +98,30 @@ async fn structured_records_round_trip_without_a_client_side_codec() {
             },
         ],
     };
-    let produced = log
-        .produce(pb::ProduceRequest {
-            topic: "plain".into(),
-            partition: 0,
-            acks: -1,
-            timeout_ms: 5_000,
-            payload: Some(pb::produce_request::Payload::Records(records)),
-            compression: pb::Compression::Zstd as i32,
-            leader_epoch: -1,
-            topic_id: Bytes::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let request = pb::ProduceRequest {
+        topic: "plain".into(),
+        partition: 0,
+        acks: -1,
+        timeout_ms: 5_000,
+        payload: Some(pb::produce_request::Payload::Records(records)),
+        compression: pb::Compression::Zstd as i32,
+        leader_epoch: -1,
+        topic_id: Bytes::new(),
+    };
+    // A raw gRPC caller sees what a client library hides: the new partition may still be opening
+    // on its leader (LEADER_NOT_AVAILABLE, retriable) for a moment after creation.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let produced = loop {
+        match log.produce(request.clone()).await {
+            Ok(r) => break r.into_inner(),
+            Err(s)
+                if s.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(s) => panic!("produce failed: {s}"),
+        }
+    };
     assert_eq!(produced.base_offset, 0);
     let fetched = log
         .fetch(pb::FetchRequest {

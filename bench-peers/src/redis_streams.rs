@@ -15,7 +15,7 @@ use sluice_bench::payload::{now_ns, read_stamp};
 use sluice_bench::{LatencyRecorder, Payloads, Progress, Report, Workload};
 
 use crate::common::{PeerOptions, Quota, Router, share};
-use crate::window::{AckWindow, Outcome, Tally};
+use crate::window::{self, AckWindow, Outcome};
 
 /// How long one XREAD waits for new entries before the tail checks its deadline again.
 const BLOCK_MS: u64 = 200;
@@ -183,19 +183,7 @@ pub async fn produce(w: &Workload, o: &PeerOptions) -> Result<Report> {
             acks.finish().await
         }));
     }
-    let (mut acked, mut failed, mut end, mut why) = (0, 0, start, None);
-    for t in tasks {
-        let Tally {
-            ok,
-            failed: bad,
-            last,
-            first_error,
-        } = t.await?;
-        acked += ok;
-        failed += bad;
-        end = end.max(last);
-        why = why.or(first_error);
-    }
+    let (acked, failed, end, why) = window::combine(tasks, start).await?;
     progress.finish();
     if let Some(e) = why {
         tracing::warn!(error = %e, failed, "some records were not stored");

@@ -131,6 +131,23 @@ impl AckWindow {
     }
 }
 
+/// Adds up the producers' tallies: (acknowledged, failed, time of the last answer, first error).
+/// The last answer is `start` when nothing was answered.
+pub async fn combine(
+    tasks: Vec<tokio::task::JoinHandle<Tally>>,
+    start: Instant,
+) -> anyhow::Result<(u64, u64, Instant, Option<String>)> {
+    let (mut acked, mut failed, mut end, mut why) = (0, 0, start, None);
+    for t in tasks {
+        let tally = t.await?;
+        acked += tally.ok;
+        failed += tally.failed;
+        end = end.max(tally.last);
+        why = why.or(tally.first_error);
+    }
+    Ok((acked, failed, end, why))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -379,3 +379,23 @@ impl TestCluster {
         self.coordinators[i].kill();
     }
 }
+
+/// Produces over raw gRPC, retrying while a freshly created partition is still opening on its
+/// leader: LEADER_NOT_AVAILABLE is retriable and a client library hides it, a raw caller sees it.
+/// Any other refusal, or the same one after `timeout`, is returned as is.
+pub async fn produce_when_open(
+    log: &mut sluice_proto::pb::log_client::LogClient<tonic::transport::Channel>,
+    request: sluice_proto::pb::ProduceRequest,
+    timeout: Duration,
+) -> Result<sluice_proto::pb::ProduceResponse, tonic::Status> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match log.produce(request.clone()).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(s) => return Err(s),
+        }
+    }
+}

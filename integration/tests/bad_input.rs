@@ -2,10 +2,11 @@
 //! code, no process panics, and nothing already written is lost or changed.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_client::ClientError;
-use sluice_integration::{ClusterSpec, TestCluster};
+use sluice_integration::{ClusterSpec, TestCluster, produce_when_open};
 use sluice_proto::batch::{BatchBuilder, Compression, Record};
 use sluice_proto::error::ApiError;
 use sluice_proto::pb::{self, ErrorCode, log_client::LogClient};
@@ -122,11 +123,14 @@ async fn bad_requests_are_refused_with_specific_codes_and_change_nothing() {
     };
     let p0 = &topic.partitions[0];
     let mut leader = log_client(&address(p0.leader)).await;
-    let good = leader
-        .produce(produce("guarded", 0, batch_of(&[b"kept"])))
-        .await
-        .unwrap()
-        .into_inner();
+    // The new partition may still be opening on its leader for a moment after creation.
+    let good = produce_when_open(
+        &mut leader,
+        produce("guarded", 0, batch_of(&[b"kept"])),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     assert_eq!(good.base_offset, 0);
 
     // Corrupt CRC: flip a byte inside the records.

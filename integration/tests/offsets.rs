@@ -8,7 +8,7 @@ use bytes::Bytes;
 use sluice_client::{
     Acks, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
-use sluice_integration::{ClusterSpec, TestCluster};
+use sluice_integration::{ClusterSpec, TestCluster, produce_when_open};
 use sluice_proto::pb::{self, log_client::LogClient};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,20 +108,10 @@ async fn structured_records_round_trip_without_a_client_side_codec() {
         leader_epoch: -1,
         topic_id: Bytes::new(),
     };
-    // A raw gRPC caller sees what a client library hides: the new partition may still be opening
-    // on its leader (LEADER_NOT_AVAILABLE, retriable) for a moment after creation.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let produced = loop {
-        match log.produce(request.clone()).await {
-            Ok(r) => break r.into_inner(),
-            Err(s)
-                if s.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(s) => panic!("produce failed: {s}"),
-        }
-    };
+    // The new partition may still be opening on its leader for a moment after creation.
+    let produced = produce_when_open(&mut log, request, Duration::from_secs(10))
+        .await
+        .expect("produce");
     assert_eq!(produced.base_offset, 0);
     let fetched = log
         .fetch(pb::FetchRequest {

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use sluice_proto::transport;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::normalize_address;
@@ -56,10 +57,9 @@ impl Pool {
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
-            // Large fetch answers need far more than HTTP/2's 64 KiB initial window to flow
-            // at loopback speed; fixed windows avoid the adaptive window's slow start.
-            .initial_stream_window_size(8 << 20)
-            .initial_connection_window_size(32 << 20);
+            .initial_stream_window_size(transport::STREAM_WINDOW)
+            .initial_connection_window_size(transport::CONNECTION_WINDOW)
+            .max_frame_size(transport::MAX_FRAME_SIZE);
         let ch = endpoint.connect_lazy();
         channels.insert(uri, ch.clone());
         Ok(ch)

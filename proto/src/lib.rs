@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod error;
 pub mod model;
+pub mod transport;
 
 /// Generated protobuf and gRPC code. Domain code converts to [`model`] types at the boundary.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use sluice_metadata::cache::MetadataCache;
 use sluice_proto::model::NodeId;
 use sluice_proto::pb::{self, log_client::LogClient};
+use sluice_proto::transport;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -92,9 +93,10 @@ async fn follow_once(
         .map_err(|e| e.to_string())?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
-        // Replicated batches stream at disk speed; h2's 64 KiB window would throttle them.
-        .initial_stream_window_size(8 << 20)
-        .initial_connection_window_size(32 << 20)
+        // Replicated batches stream at disk speed; h2's defaults would throttle them.
+        .initial_stream_window_size(transport::STREAM_WINDOW)
+        .initial_connection_window_size(transport::CONNECTION_WINDOW)
+        .max_frame_size(transport::MAX_FRAME_SIZE)
         .connect()
         .await
         .map_err(|e| format!("connecting to leader {} at {addr}: {e}", l.leader))?;

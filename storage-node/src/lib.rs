@@ -28,7 +28,7 @@ use sluice_metadata::MetaStore;
 use sluice_metadata::cache::MetadataCache;
 use sluice_metadata::keys::Keys;
 use sluice_proto::model::NodeId;
-use sluice_proto::pb;
+use sluice_proto::{pb, transport};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
@@ -190,8 +190,9 @@ pub async fn run(
     };
     tracing::info!(node_id = cfg.node_id, address = %cfg.advertised_address, data_dir = %cfg.data_dir.display(), "storage node serving");
     tonic::transport::Server::builder()
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_stream_window_size(transport::STREAM_WINDOW)
+        .initial_connection_window_size(transport::CONNECTION_WINDOW)
+        .max_frame_size(transport::MAX_FRAME_SIZE)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -258,12 +259,6 @@ async fn reconcile_loop(cache: Arc<MetadataCache>, partitions: Arc<Partitions>) 
         }
     }
 }
-
-/// HTTP/2 receive window per stream: a whole produce batch (256 KiB by default, up to MiBs) can
-/// be in flight without waiting for window updates (h2's default is 64 KiB).
-const STREAM_WINDOW: u32 = 8 << 20;
-/// HTTP/2 receive window per connection, shared by every partition's requests on it.
-const CONNECTION_WINDOW: u32 = 32 << 20;
 
 /// Accepted connections with Nagle off: small answers (produce acks, heartbeats) go out at once
 /// instead of waiting up to 40 ms for the peer's delayed ACK.

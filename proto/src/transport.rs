@@ -1,0 +1,14 @@
+//! HTTP/2 settings every Sluice server and client shares, so batches flow at loopback speed
+//! instead of at h2's defaults (64 KiB windows, 16 KiB frames).
+
+/// Receive window per stream: a whole produce batch (256 KiB by default, up to MiBs) or fetch
+/// answer can be in flight without waiting for window updates. Fixed, not adaptive: the
+/// adaptive window's slow start costs the first megabytes of every connection.
+pub const STREAM_WINDOW: u32 = 8 << 20;
+
+/// Receive window per connection, shared by every partition's requests on it.
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
+
+/// Largest HTTP/2 frame a peer may send: 1 MiB frames carry a fetch answer in a few frames
+/// instead of one per 16 KiB, which cuts per-frame work and read syscalls on both sides.
+pub const MAX_FRAME_SIZE: u32 = 1 << 20;

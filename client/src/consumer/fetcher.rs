@@ -1,6 +1,7 @@
 //! One task per assigned partition: long-polls the partition's leader from the fetch position,
-//! decodes the returned batches and pushes records into the consumer's bounded queue (so a slow
-//! application pauses fetching instead of growing memory).
+//! decodes the returned batches and hands each answer's records to the consumer as one chunk.
+//! The queue is bounded in records by a semaphore (so a slow application pauses fetching instead
+//! of growing memory); a chunk's permits return when the consumer has handed all of it out.
 //!
 //! Retriable errors (leader moved, node unreachable) are retried for as long as the partition
 //! stays assigned, following `NOT_LEADER` hints and metadata refreshes. Anything else (notably
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use sluice_proto::batch::{BatchIter, decode_records_shared};
 use sluice_proto::error::ApiError;
 use sluice_proto::pb::{self, log_client::LogClient};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::ConsumerRecord;
 use crate::config::ConsumerConfig;
@@ -24,12 +25,19 @@ use crate::error::{ClientError, Result};
 use crate::metadata::Metadata;
 use crate::retry::RetryPolicy;
 
-/// A record (or a final error) from the fetch task with id `fetch_id`; the consumer drops events
-/// of tasks it replaced (after a seek or re-assign).
+/// The records of one fetch answer (or a final error) from the fetch task with id `fetch_id`;
+/// the consumer drops events of tasks it replaced (after a seek or re-assign).
 #[derive(Debug)]
 pub(crate) struct FetchEvent {
     pub(crate) fetch_id: u64,
-    pub(crate) item: Result<ConsumerRecord>,
+    pub(crate) item: Result<Chunk>,
+}
+
+/// Records in offset order, holding their share of the queue bound until dropped.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    pub(crate) records: std::collections::VecDeque<ConsumerRecord>,
+    pub(crate) _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Backoff between failed fetches while a partition has no reachable leader.
@@ -51,7 +59,9 @@ pub(crate) struct Fetcher {
     pub(crate) position: i64,
     pub(crate) meta: Arc<Metadata>,
     pub(crate) cfg: Arc<ConsumerConfig>,
-    pub(crate) tx: mpsc::Sender<FetchEvent>,
+    pub(crate) tx: mpsc::UnboundedSender<FetchEvent>,
+    /// Free room in the consumer's queue, in records.
+    pub(crate) room: Arc<Semaphore>,
 }
 
 impl Fetcher {
@@ -87,13 +97,10 @@ impl Fetcher {
             }
             if !err.is_retriable() {
                 tracing::warn!(topic = %self.topic, partition = self.partition, position = self.position, error = %err, "fetch stopped");
-                let _ = self
-                    .tx
-                    .send(FetchEvent {
-                        fetch_id: self.fetch_id,
-                        item: Err(err),
-                    })
-                    .await;
+                let _ = self.tx.send(FetchEvent {
+                    fetch_id: self.fetch_id,
+                    item: Err(err),
+                });
                 return;
             }
             failures += 1;
@@ -141,24 +148,25 @@ impl Fetcher {
             .await
     }
 
-    /// Pushes the records at or after the position into the queue, advancing the position past
+    /// Queues the records at or after the position as one chunk, advancing the position past
     /// each batch. Returns how many records were delivered.
     async fn deliver(&mut self, resp: pb::FetchResponse) -> std::result::Result<usize, Stop> {
-        let mut delivered = 0;
+        let mut records = std::collections::VecDeque::new();
         for item in BatchIter::new(resp.batches) {
             let (header, batch) = item.map_err(|e| Stop::Corrupt(corrupt(e)))?;
             if header.next_offset() <= self.position {
                 continue;
             }
             if !header.is_control() {
-                let records =
+                let decoded =
                     decode_records_shared(&batch).map_err(|e| Stop::Corrupt(corrupt(e)))?;
-                for r in records {
+                records.reserve(decoded.len());
+                for r in decoded {
                     if r.offset < self.position {
                         continue;
                     }
                     self.position = r.offset + 1;
-                    let record = ConsumerRecord {
+                    records.push_back(ConsumerRecord {
                         topic: self.topic.clone(),
                         partition: self.partition,
                         offset: r.offset,
@@ -166,18 +174,34 @@ impl Fetcher {
                         key: r.key,
                         value: r.value,
                         headers: r.headers,
-                    };
-                    let event = FetchEvent {
-                        fetch_id: self.fetch_id,
-                        item: Ok(record),
-                    };
-                    self.tx.send(event).await.map_err(|_| Stop::QueueClosed)?;
-                    delivered += 1;
+                    });
                 }
             }
             // Compaction and control batches leave offset gaps; the next fetch starts after them.
             self.position = self.position.max(header.next_offset());
         }
+        let delivered = records.len();
+        if delivered == 0 {
+            return Ok(0);
+        }
+        // A chunk larger than the whole queue takes all of it (and waits for an empty queue).
+        let wanted = delivered.min(self.cfg.queue_records) as u32;
+        let permit = self
+            .room
+            .clone()
+            .acquire_many_owned(wanted)
+            .await
+            .map_err(|_| Stop::QueueClosed)?;
+        let chunk = Chunk {
+            records,
+            _permit: Some(permit),
+        };
+        self.tx
+            .send(FetchEvent {
+                fetch_id: self.fetch_id,
+                item: Ok(chunk),
+            })
+            .map_err(|_| Stop::QueueClosed)?;
         Ok(delivered)
     }
 }

@@ -4,6 +4,9 @@
 //!
 //! Positions are the offsets of the next record `next()` returns, per partition; a seek replaces
 //! the partition's fetch task, and records the old task already queued are dropped.
+//!
+//! Records travel from a fetch task to `next()` a whole fetch answer at a time (one channel send
+//! per answer, not per record); the queue's bound is kept in records by a semaphore.
 
 mod fetcher;
 pub(crate) mod offsets;
@@ -16,13 +19,13 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use futures::Stream;
 use sluice_proto::pb::ErrorCode;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::config::ConsumerConfig;
 use crate::error::{ClientError, Result};
 use crate::metadata::Metadata;
-use fetcher::{FetchEvent, Fetcher};
+use fetcher::{Chunk, FetchEvent, Fetcher};
 
 /// Where to start or resume reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +79,12 @@ impl Drop for Assigned {
 pub struct Consumer {
     cfg: Arc<ConsumerConfig>,
     meta: Arc<Metadata>,
-    tx: mpsc::Sender<FetchEvent>,
-    rx: mpsc::Receiver<FetchEvent>,
+    tx: mpsc::UnboundedSender<FetchEvent>,
+    rx: mpsc::UnboundedReceiver<FetchEvent>,
+    /// Free room in the queue, in records (`queue_records` when empty).
+    room: Arc<Semaphore>,
+    /// The chunk `next()` is handing out, and the fetch task it came from.
+    current: Option<(u64, Chunk)>,
     /// Assigned partitions by the id of their current fetch task.
     assigned: HashMap<u64, Assigned>,
     next_fetch_id: u64,
@@ -102,8 +109,11 @@ impl Consumer {
     pub async fn new(cfg: ConsumerConfig) -> Result<Self> {
         cfg.validate()?;
         let meta = Metadata::new(&cfg.client)?;
-        let (tx, rx) = mpsc::channel(cfg.queue_records);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let room = Arc::new(Semaphore::new(cfg.queue_records));
         Ok(Self {
+            room,
+            current: None,
             cfg: Arc::new(cfg),
             meta,
             tx,
@@ -183,19 +193,30 @@ impl Consumer {
     fn poll_record(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<ConsumerRecord>>> {
         loop {
             if self.assigned.is_empty() {
+                self.current = None;
                 return Poll::Ready(None);
+            }
+            if let Some((fetch_id, chunk)) = &mut self.current {
+                // Records of replaced fetch tasks are stale.
+                if let Some(assigned) = self.assigned.get_mut(fetch_id)
+                    && let Some(record) = chunk.records.pop_front()
+                {
+                    assigned.position = record.offset + 1;
+                    return Poll::Ready(Some(Ok(record)));
+                }
+                // Drained or stale: dropping it gives its room back to the fetch tasks.
+                self.current = None;
             }
             let Some(event) = ready!(self.rx.poll_recv(cx)) else {
                 return Poll::Ready(None);
             };
-            // Events of replaced fetch tasks are stale.
-            let Some(assigned) = self.assigned.get_mut(&event.fetch_id) else {
+            if !self.assigned.contains_key(&event.fetch_id) {
                 continue;
-            };
-            if let Ok(record) = &event.item {
-                assigned.position = record.offset + 1;
             }
-            return Poll::Ready(Some(event.item));
+            match event.item {
+                Ok(chunk) => self.current = Some((event.fetch_id, chunk)),
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
         }
     }
 
@@ -275,6 +296,7 @@ impl Consumer {
             meta: self.meta.clone(),
             cfg: self.cfg.clone(),
             tx: self.tx.clone(),
+            room: self.room.clone(),
         };
         let task = tokio::spawn(fetcher.run());
         self.assigned.insert(

@@ -35,6 +35,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::log::LogStore;
 use crate::log::rocks::RocksLog;
+use crate::log::tail::TailCachedLog;
 use crate::partitions::Partitions;
 use crate::writer::Writer;
 
@@ -63,6 +64,9 @@ pub struct StorageNodeConfig {
     pub fsync: bool,
     /// Directory of fault-injection switches (tests only; `None` in production).
     pub faults_dir: Option<PathBuf>,
+    /// Bytes of recently written batches kept in memory across all replicas, so tailing
+    /// consumers and followers read them without touching RocksDB (0 turns the cache off).
+    pub tail_cache_bytes: usize,
 }
 
 /// Runs a storage node until `shutdown` resolves. Shutdown order: stop accepting and drain
@@ -77,7 +81,7 @@ pub async fn run(
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let rocks = RocksLog::open(&cfg.data_dir.join("rocksdb"), cfg.fsync)
         .with_context(|| format!("opening RocksDB under {}", cfg.data_dir.display()))?;
-    let log: Arc<dyn LogStore> = Arc::new(rocks);
+    let log: Arc<dyn LogStore> = Arc::new(TailCachedLog::new(rocks, cfg.tail_cache_bytes));
     let keys = Keys::for_cluster(&cfg.cluster_name);
     let cache = Arc::new(
         MetadataCache::start(store.clone(), keys.clone())

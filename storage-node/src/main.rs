@@ -46,6 +46,9 @@ struct Args {
     /// Fsync the write-ahead log before acknowledging appends (survives power loss, slower).
     #[arg(long, env = "SLUICE_FSYNC")]
     fsync: bool,
+    /// MiB of recently written batches kept in memory for tailing consumers and followers.
+    #[arg(long, env = "SLUICE_TAIL_CACHE_MB", default_value_t = 64)]
+    tail_cache_mb: usize,
     /// Directory of fault-injection switch files (integration tests only).
     #[arg(long, hide = true)]
     faults_dir: Option<PathBuf>,
@@ -92,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
         cluster_name: args.cluster,
         lease_ttl: Duration::from_millis(args.lease_ttl_ms),
         fsync: args.fsync,
+        tail_cache_bytes: args.tail_cache_mb << 20,
         faults_dir: args.faults_dir,
     };
     sluice_storage_node::run(cfg, store, listener, shutdown_signal()).await

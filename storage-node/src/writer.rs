@@ -268,7 +268,7 @@ enum Planned {
         base: Offset,
         end: Offset,
         reply: Reply<Appended>,
-        batch: BytesMut,
+        batch: Bytes,
         uid: u64,
     },
     Duplicate {
@@ -346,7 +346,7 @@ fn plan(job: Job, pending: &mut HashMap<u64, Pending>) -> Planned {
                 base,
                 end: p.end,
                 reply,
-                batch,
+                batch: batch.freeze(),
                 uid: replica.uid,
             }
         }

@@ -74,6 +74,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             lease_ttl: Duration::from_secs(2),
             fsync: args.fsync,
             faults_dir: None,
+            tail_cache_bytes: sluice_storage_node::log::tail::DEFAULT_TAIL_CACHE_BYTES,
         },
         store,
         node_listener,

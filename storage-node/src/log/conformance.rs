@@ -232,6 +232,7 @@ macro_rules! log_store_conformance {
             let uid = log.open(key(1, 0)).unwrap().uid;
             let mut later = batch(2, 2).to_vec();
             sluice_proto::batch::set_partition_leader_epoch(&mut later, 5);
+            let later = bytes::Bytes::from(later);
             let first = batch(0, 2);
             log.append(&[
                 Append {

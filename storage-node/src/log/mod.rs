@@ -3,11 +3,12 @@
 //! ([`memory::MemoryLog`]) for unit tests; both pass the [`conformance`] suite.
 //!
 //! The store is synchronous (RocksDB calls block): the group-commit writer runs on its own
-//! thread and reads go through `spawn_blocking`.
+//! thread; reads are answered from the in-memory tail ([`tail`]) or go through `spawn_blocking`.
 
 pub mod conformance;
 pub mod memory;
 pub mod rocks;
+pub mod tail;
 
 use bytes::Bytes;
 use sluice_proto::model::{Offset, PartitionId, TopicId};
@@ -86,8 +87,8 @@ pub struct Append<'a> {
     pub uid: Uid,
     /// Base offset of the batch (already written into `batch`).
     pub base_offset: Offset,
-    /// The whole encoded batch.
-    pub batch: &'a [u8],
+    /// The whole encoded batch (shared, so a cache can keep it without a copy).
+    pub batch: &'a Bytes,
 }
 
 /// Failures of the log store; they surface to clients as `STORAGE_ERROR`.
@@ -119,6 +120,17 @@ pub trait LogStore: Send + Sync + 'static {
         limit: Offset,
         max_bytes: usize,
     ) -> Result<Vec<Bytes>, LogError>;
+    /// The answer [`LogStore::read`] would give, when it is in memory and needs no blocking
+    /// I/O; `None` sends the caller to `read` (on a blocking thread).
+    fn read_cached(
+        &self,
+        _uid: Uid,
+        _from: Offset,
+        _limit: Offset,
+        _max_bytes: usize,
+    ) -> Option<Vec<Bytes>> {
+        None
+    }
     /// Deletes a replica's log and its uid mapping.
     fn delete(&self, key: PartitionKey) -> Result<(), LogError>;
     /// Makes every acknowledged append durable on disk (fsync of the write-ahead log).
@@ -127,6 +139,24 @@ pub trait LogStore: Send + Sync + 'static {
     fn stats(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+}
+
+/// Reads from an async context: from memory when the store can answer there, else on a
+/// blocking thread (a RocksDB read must not stall the runtime's workers).
+pub async fn read_async(
+    log: &std::sync::Arc<dyn LogStore>,
+    uid: Uid,
+    from: Offset,
+    limit: Offset,
+    max_bytes: usize,
+) -> Result<Vec<Bytes>, LogError> {
+    if let Some(batches) = log.read_cached(uid, from, limit, max_bytes) {
+        return Ok(batches);
+    }
+    let log = log.clone();
+    tokio::task::spawn_blocking(move || log.read(uid, from, limit, max_bytes))
+        .await
+        .map_err(|e| LogError(format!("log read task failed: {e}")))?
 }
 
 /// Encodes an epoch history for the meta column family: `(epoch i32 BE, start i64 BE)*`.

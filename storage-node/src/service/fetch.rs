@@ -32,10 +32,8 @@ async fn read(
     limit: Offset,
     max_bytes: usize,
 ) -> Result<Vec<Bytes>, ApiError> {
-    let (log, uid) = (svc.log.clone(), r.uid);
-    tokio::task::spawn_blocking(move || log.read(uid, from, limit, max_bytes))
+    crate::log::read_async(&svc.log, r.uid, from, limit, max_bytes)
         .await
-        .map_err(internal)?
         .map_err(|e| ApiError::new(ErrorCode::StorageError, e.to_string()))
 }
 

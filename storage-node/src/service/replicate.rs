@@ -153,14 +153,10 @@ async fn push(
             ..Default::default()
         };
         if next < end {
-            let (log, uid, from) = (log.clone(), r.uid, next);
-            let batches =
-                match tokio::task::spawn_blocking(move || log.read(uid, from, end, CHUNK_BYTES))
-                    .await
-                {
-                    Ok(Ok(b)) => b,
-                    _ => return,
-                };
+            let Ok(batches) = crate::log::read_async(&log, r.uid, next, end, CHUNK_BYTES).await
+            else {
+                return;
+            };
             let Some(last) = batches.last() else { return };
             let Ok(h) = BatchHeader::parse(last) else {
                 return;

@@ -391,6 +391,75 @@ async fn consumer_skips_records_below_its_position_in_the_first_batch() {
     assert_eq!(consumer.position("t", 0), Some(10));
 }
 
+/// Produces `values` on partition 0 of `t` as one batch.
+async fn produce_batch(cluster: &FakeCluster, values: std::ops::Range<i32>) {
+    let producer = Producer::new(ProducerConfig {
+        linger: Duration::from_millis(50),
+        ..producer_config(&cluster)
+    })
+    .await
+    .unwrap();
+    for i in values {
+        producer
+            .send(ProducerRecord::new("t", format!("{i}")).partition(0))
+            .await
+            .unwrap();
+    }
+    producer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn pushed_batches_larger_than_the_queue_arrive_whole_and_in_order() {
+    let cluster = FakeCluster::start(1).await;
+    cluster.create_topic("t", 1, 1);
+    let mut consumer = Consumer::new(consumer_config(&cluster)).await.unwrap();
+    consumer
+        .assign(vec![("t".into(), 0)], SeekTo::Earliest)
+        .await
+        .unwrap();
+    // Two batches of 40 records against a queue of 16: each push waits for room.
+    produce_batch(&cluster, 0..40).await;
+    produce_batch(&cluster, 40..80).await;
+    for i in 0..80 {
+        let r = next_record(&mut consumer).await.unwrap();
+        assert_eq!(
+            (r.offset, r.value.unwrap()),
+            (i, Bytes::from(i.to_string()))
+        );
+    }
+    assert_eq!(
+        cluster.state.lock().unwrap().subscribes,
+        1,
+        "one subscription served all"
+    );
+}
+
+#[tokio::test]
+async fn a_node_without_subscribe_is_long_polled_instead() {
+    let cluster = FakeCluster::start(1).await;
+    cluster.create_topic("t", 1, 1);
+    cluster.state.lock().unwrap().no_subscribe = true;
+    produce_batch(&cluster, 0..5).await;
+    let mut consumer = Consumer::new(consumer_config(&cluster)).await.unwrap();
+    consumer
+        .assign(vec![("t".into(), 0)], SeekTo::Earliest)
+        .await
+        .unwrap();
+    for i in 0..5 {
+        assert_eq!(next_record(&mut consumer).await.unwrap().offset, i);
+    }
+    // Records produced while the consumer waits arrive through its long polls.
+    produce_batch(&cluster, 5..10).await;
+    for i in 5..10 {
+        assert_eq!(next_record(&mut consumer).await.unwrap().offset, i);
+    }
+    assert_eq!(
+        cluster.state.lock().unwrap().subscribes,
+        1,
+        "asked once, then polled"
+    );
+}
+
 #[tokio::test]
 async fn offset_out_of_range_surfaces_from_next_and_seek_recovers() {
     let cluster = FakeCluster::start(1).await;

@@ -153,6 +153,7 @@ pub async fn run(
         registered_rx,
         draining_tx.subscribe(),
     ));
+    let (closing_tx, closing_rx) = watch::channel(false);
     let drain = {
         let (cache, node_id) = (cache.clone(), cfg.node_id);
         async move {
@@ -163,6 +164,8 @@ pub async fn run(
             );
             draining_tx.send_replace(true);
             health::wait_drained(&cache, node_id, DRAIN_TIMEOUT).await;
+            // Long-lived streams would hold the graceful shutdown open: end them.
+            closing_tx.send_replace(true);
         }
     };
     let reflection = tonic_reflection::server::Builder::configure()
@@ -191,6 +194,7 @@ pub async fn run(
         writer,
         log: log.clone(),
         faults: faults::Faults::new(cfg.faults_dir.clone()),
+        closing: closing_rx,
     };
     tracing::info!(node_id = cfg.node_id, address = %cfg.advertised_address, data_dir = %cfg.data_dir.display(), "storage node serving");
     tonic::transport::Server::builder()

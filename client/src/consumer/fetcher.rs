@@ -1,5 +1,7 @@
-//! One task per assigned partition: long-polls the partition's leader from the fetch position,
-//! decodes the returned batches and hands each answer's records to the consumer as one chunk.
+//! One task per assigned partition: subscribes to the partition's leader from the fetch position
+//! (the leader pushes batches as they commit; a node without `Subscribe` is long-polled with
+//! `Fetch` instead), decodes the batches and hands each push's records to the consumer as one
+//! chunk.
 //! The queue is bounded in records by a semaphore (so a slow application pauses fetching instead
 //! of growing memory); a chunk's permits return when the consumer has handed all of it out.
 //!
@@ -22,7 +24,7 @@ use super::ConsumerRecord;
 use crate::config::ConsumerConfig;
 use crate::connection::{MAX_MESSAGE_BYTES, request, with_timeout};
 use crate::error::{ClientError, Result};
-use crate::metadata::Metadata;
+use crate::metadata::{Leader, Metadata};
 use crate::retry::RetryPolicy;
 
 /// The records of one fetch answer (or a final error) from the fetch task with id `fetch_id`;
@@ -62,6 +64,9 @@ pub(crate) struct Fetcher {
     pub(crate) tx: mpsc::UnboundedSender<FetchEvent>,
     /// Free room in the consumer's queue, in records.
     pub(crate) room: Arc<Semaphore>,
+    /// Whether to subscribe (push) rather than long-poll; cleared when a leader does not
+    /// implement `Subscribe` (an older node during a rolling upgrade).
+    pub(crate) push: bool,
 }
 
 impl Fetcher {
@@ -70,25 +75,37 @@ impl Fetcher {
         let mut failures = 0u32;
         loop {
             let seen = self.meta.version();
-            let started = Instant::now();
-            let result = self.fetch_once().await;
-            let err = match result {
-                Ok(resp) => {
-                    failures = 0;
-                    match self.deliver(resp).await {
-                        Ok(0) => {
-                            let elapsed = started.elapsed();
-                            if elapsed < MIN_EMPTY_FETCH {
-                                tokio::time::sleep(MIN_EMPTY_FETCH - elapsed).await;
-                            }
-                            continue;
-                        }
-                        Ok(_) => continue,
-                        Err(Stop::QueueClosed) => return,
-                        Err(Stop::Corrupt(e)) => e,
+            let err = if self.push {
+                match self.subscribe_once(&mut failures).await {
+                    Stop::QueueClosed => return,
+                    Stop::Unsupported => {
+                        tracing::debug!(topic = %self.topic, partition = self.partition, "the leader cannot push; long-polling instead");
+                        self.push = false;
+                        continue;
                     }
+                    Stop::Corrupt(e) | Stop::Failed(e) => e,
                 }
-                Err(e) => e,
+            } else {
+                let started = Instant::now();
+                match self.fetch_once().await {
+                    Ok(resp) => {
+                        failures = 0;
+                        match self.deliver(resp).await {
+                            Ok(0) => {
+                                let elapsed = started.elapsed();
+                                if elapsed < MIN_EMPTY_FETCH {
+                                    tokio::time::sleep(MIN_EMPTY_FETCH - elapsed).await;
+                                }
+                                continue;
+                            }
+                            Ok(_) => continue,
+                            Err(Stop::QueueClosed) => return,
+                            Err(Stop::Corrupt(e) | Stop::Failed(e)) => e,
+                            Err(Stop::Unsupported) => continue,
+                        }
+                    }
+                    Err(e) => e,
+                }
             };
             if let ClientError::LeaderMoved(_) = &err {
                 // A long poll on a deposed leader: refetch from the new one at once.
@@ -119,13 +136,9 @@ impl Fetcher {
         }
     }
 
-    async fn fetch_once(&self) -> Result<pb::FetchResponse> {
-        let leader = self.meta.leader(&self.topic, self.partition).await?;
-        // At least one whole batch comes back however small `max_bytes` is.
-        let limit = MAX_MESSAGE_BYTES.max(self.cfg.max_bytes as usize + (1 << 20));
-        let mut client = LogClient::new(self.meta.pool.channel(&leader.address)?)
-            .max_decoding_message_size(limit);
-        let req = pb::FetchRequest {
+    /// The request for the next records from the position, to `leader`.
+    fn request(&self, leader: &Leader) -> pb::FetchRequest {
+        pb::FetchRequest {
             topic: self.topic.clone(),
             partition: self.partition,
             offset: self.position,
@@ -136,7 +149,78 @@ impl Fetcher {
             topic_id: leader.topic_id.clone(),
             decode: false,
             replica_read: false,
+        }
+    }
+
+    fn log_client(&self, leader: &Leader) -> Result<LogClient<tonic::transport::Channel>> {
+        // At least one whole batch comes back however small `max_bytes` is.
+        let limit = MAX_MESSAGE_BYTES.max(self.cfg.max_bytes as usize + (1 << 20));
+        Ok(LogClient::new(self.meta.pool.channel(&leader.address)?)
+            .max_decoding_message_size(limit))
+    }
+
+    /// Follows one subscription until it fails; every push resets `failures`. A leader without
+    /// `Subscribe` switches this task to long polls.
+    async fn subscribe_once(&mut self, failures: &mut u32) -> Stop {
+        let leader = match self.meta.leader(&self.topic, self.partition).await {
+            Ok(l) => l,
+            Err(e) => return Stop::Failed(e),
         };
+        let mut client = match self.log_client(&leader) {
+            Ok(c) => c,
+            Err(e) => return Stop::Failed(e),
+        };
+        let req = self.request(&leader);
+        let (meta, topic, partition) = (self.meta.clone(), self.topic.clone(), self.partition);
+        let timeout = self.cfg.client.request_timeout;
+        let follow = async {
+            // No deadline on the call itself: it lasts as long as the assignment. Opening it
+            // is bounded, and HTTP/2 keep-alives notice a dead connection afterwards.
+            let opened = tokio::time::timeout(timeout, client.subscribe(req)).await;
+            let mut stream = match opened {
+                Err(_) => {
+                    return Err(Stop::Failed(ClientError::Timeout(format!(
+                        "subscribe after {timeout:?}"
+                    ))));
+                }
+                Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                    return Err(Stop::Unsupported);
+                }
+                Ok(Err(status)) => return Err(Stop::Failed(status.into())),
+                Ok(Ok(r)) => r.into_inner(),
+            };
+            loop {
+                match stream.message().await {
+                    Ok(Some(resp)) => {
+                        *failures = 0;
+                        self.deliver(resp).await?;
+                    }
+                    Ok(None) => {
+                        return Err(Stop::Failed(ClientError::Transport(
+                            "the leader ended the subscription".into(),
+                        )));
+                    }
+                    Err(status) => return Err(Stop::Failed(status.into())),
+                }
+            }
+        };
+        // A leader that hangs would hold the partition; a move in the metadata cuts it short.
+        let moved = meta.unless_leader_moves(&topic, partition, &leader, async {
+            match follow.await {
+                Err(stop) => Ok(stop),
+                Ok(()) => unreachable!("a subscription only ends in a stop"),
+            }
+        });
+        match moved.await {
+            Ok(stop) => stop,
+            Err(e) => Stop::Failed(e),
+        }
+    }
+
+    async fn fetch_once(&self) -> Result<pb::FetchResponse> {
+        let leader = self.meta.leader(&self.topic, self.partition).await?;
+        let mut client = self.log_client(&leader)?;
+        let req = self.request(&leader);
         let timeout = self.cfg.client.request_timeout + self.cfg.max_wait;
         let attempt = async {
             let resp = with_timeout(timeout, "fetch", client.fetch(request(req, timeout))).await?;
@@ -206,9 +290,13 @@ impl Fetcher {
     }
 }
 
+/// Why records stopped flowing.
 enum Stop {
     QueueClosed,
     Corrupt(ClientError),
+    Failed(ClientError),
+    /// The leader does not implement `Subscribe`.
+    Unsupported,
 }
 
 fn corrupt(e: sluice_proto::batch::BatchError) -> ClientError {

@@ -297,6 +297,7 @@ impl Consumer {
             cfg: self.cfg.clone(),
             tx: self.tx.clone(),
             room: self.room.clone(),
+            push: true,
         };
         let task = tokio::spawn(fetcher.run());
         self.assigned.insert(

@@ -108,6 +108,10 @@ pub struct State {
     pub init_calls: usize,
     /// Requests a paused node held: (node, "produce" or "fetch"), in arrival order.
     pub stalled: Vec<(i32, &'static str)>,
+    /// Nodes answer `Subscribe` with UNIMPLEMENTED, as nodes predating it would.
+    pub no_subscribe: bool,
+    /// `Subscribe` calls received.
+    pub subscribes: usize,
 }
 
 impl Default for State {
@@ -126,6 +130,8 @@ impl Default for State {
             init_faults: VecDeque::new(),
             init_calls: 0,
             stalled: Vec::new(),
+            no_subscribe: false,
+            subscribes: 0,
         }
     }
 }
@@ -202,14 +208,16 @@ impl FakeCluster {
     }
 
     fn serve_node(&self, id: i32, listener: TcpListener) {
+        let (stopping, stopping_rx) = watch::channel(false);
         let svc = FakeNode {
             id,
             state: self.state.clone(),
             gate: self.produce_gate.clone(),
             paused: self.paused.clone(),
+            stopping: stopping_rx,
         };
         let (shutdown, signal) = oneshot::channel();
-        let server = node::serve(listener, svc, signal);
+        let server = node::serve(listener, svc, signal, stopping);
         self.running
             .lock()
             .unwrap()

@@ -22,24 +22,29 @@ use tonic::{Request, Response, Status};
 
 use super::{Accepted, LastBatch, ProduceSeen, State};
 
+#[derive(Clone)]
 pub(super) struct FakeNode {
     pub(super) id: i32,
     pub(super) state: Arc<Mutex<State>>,
     pub(super) gate: Arc<tokio::sync::RwLock<()>>,
     pub(super) paused: Arc<watch::Sender<BTreeSet<i32>>>,
+    /// Turns true when the node stops: its subscriptions end, as a real node's do.
+    pub(super) stopping: watch::Receiver<bool>,
 }
 
-/// Serves `svc` until `shutdown` fires.
+/// Serves `svc` until `shutdown` fires; `stopping` must be the sender of `svc.stopping`.
 pub(super) fn serve(
     listener: TcpListener,
     svc: FakeNode,
     shutdown: oneshot::Receiver<()>,
+    stopping: watch::Sender<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(log_server::LogServer::new(svc))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 let _ = shutdown.await;
+                stopping.send_replace(true);
             })
             .await;
     })
@@ -115,6 +120,7 @@ fn produced(base_offset: i64) -> Response<pb::ProduceResponse> {
 }
 
 type ReplicaStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaChunk, Status>> + Send>>;
+type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl log_server::Log for FakeNode {
@@ -215,11 +221,13 @@ impl log_server::Log for FakeNode {
                     .to_status());
                 }
                 let mut out = Vec::new();
+                let mut next_offset = req.offset;
                 for (_, next, b) in &log.batches {
                     if *next > req.offset
                         && (out.is_empty() || out.len() + b.len() <= req.max_bytes as usize)
                     {
                         out.extend_from_slice(b);
+                        next_offset = *next;
                     }
                 }
                 if !out.is_empty() || Instant::now() >= deadline {
@@ -229,11 +237,61 @@ impl log_server::Log for FakeNode {
                         log_start_offset: log.start,
                         records: vec![],
                         leader_epoch: 1,
+                        next_offset,
                     }));
                 }
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    type SubscribeStream = FetchStream;
+
+    /// Fetches in a loop, pushing every non-empty answer, until a fetch fails.
+    async fn subscribe(
+        &self,
+        req: Request<pb::FetchRequest>,
+    ) -> Result<Response<FetchStream>, Status> {
+        {
+            let mut st = self.state.lock().unwrap();
+            st.subscribes += 1;
+            if st.no_subscribe {
+                return Err(Status::unimplemented("Subscribe"));
+            }
+        }
+        let node = self.clone();
+        let mut stopping = self.stopping.clone();
+        let mut req = req.into_inner();
+        req.max_wait_ms = 200;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            loop {
+                let answer = tokio::select! {
+                    answer = node.fetch(Request::new(req.clone())) => answer,
+                    _ = tx.closed() => return,
+                    _ = async { drop(stopping.wait_for(|s| *s).await) } => {
+                        let _ = tx.send(Err(Status::unavailable("node stopping"))).await;
+                        return;
+                    }
+                };
+                match answer.map(Response::into_inner) {
+                    Ok(resp) if resp.next_offset == req.offset => {}
+                    Ok(resp) => {
+                        req.offset = resp.next_offset;
+                        if tx.send(Ok(resp)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn list_offsets(

@@ -110,6 +110,12 @@ pub async fn fetch_response(
     log_start_offset: Offset,
     leader_epoch: i32,
 ) -> Result<pb::FetchResponse, ApiError> {
+    let next_offset = match batches.last() {
+        Some(last) => batch::BatchHeader::parse(last)
+            .map_err(corrupt)?
+            .next_offset(),
+        None => from,
+    };
     let (records, raw) = if decode {
         let records = tokio::task::spawn_blocking(move || decode_for_client(&batches, from))
             .await
@@ -129,5 +135,6 @@ pub async fn fetch_response(
         log_start_offset,
         records,
         leader_epoch,
+        next_offset,
     })
 }

@@ -2,14 +2,19 @@
 //! uncommitted records), long polls wait on it, and a replica read serves a node's own log up to
 //! its end for consistency checks.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::Stream;
 use sluice_proto::batch;
 use sluice_proto::error::ApiError;
 use sluice_proto::model::{Offset, TopicId};
 use sluice_proto::pb::{self, ErrorCode};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
 
 use super::codec::{corrupt, fetch_response, internal};
 use super::log::LogService;
@@ -134,6 +139,53 @@ pub async fn fetch(svc: &LogService, req: pb::FetchRequest) -> Result<pb::FetchR
         // Long poll: wake on the next high-watermark move or at the deadline.
         let _ = tokio::time::timeout(deadline - now, hw_rx.changed()).await;
     }
+}
+
+/// The pushes of one subscription.
+pub type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Status>> + Send>>;
+
+/// How long each fetch inside a subscription waits before it looks again (nothing is sent for
+/// an empty one; HTTP/2 keep-alives watch the connection meanwhile).
+const SUBSCRIBE_POLL: Duration = Duration::from_secs(5);
+
+/// Serves a subscription: fetches in a loop from `req.offset`, pushing each non-empty answer
+/// and moving on to its `next_offset`, until the client goes away or a fetch fails (the
+/// stream then ends with that error, e.g. NOT_LEADER after a leader change).
+pub fn subscribe(svc: LogService, mut req: pb::FetchRequest) -> FetchStream {
+    // Two answers in flight: the next is read while the last is on the wire.
+    let (tx, rx) = mpsc::channel(2);
+    req.max_wait_ms = SUBSCRIBE_POLL.as_millis() as i32;
+    let mut closing = svc.closing.clone();
+    tokio::spawn(async move {
+        loop {
+            let answer = tokio::select! {
+                answer = fetch(&svc, req.clone()) => answer,
+                _ = tx.closed() => return,
+                _ = async { drop(closing.wait_for(|c| *c).await) } => {
+                    let status = Status::unavailable(format!(
+                        "node {} is shutting down; subscribe to the partition's leader again",
+                        svc.node_id
+                    ));
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
+            match answer {
+                Ok(resp) if resp.next_offset == req.offset => {}
+                Ok(resp) => {
+                    req.offset = resp.next_offset;
+                    if tx.send(Ok(resp)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
 }
 
 /// First offset with a timestamp at or after `ts`, scanning batch headers (max timestamp) and

@@ -15,7 +15,8 @@ use crate::partitions::Partitions;
 use crate::telemetry::observe;
 use crate::writer::Writer;
 
-/// Serves `Log` for one storage node.
+/// Serves `Log` for one storage node; clones share everything (subscriptions run as tasks).
+#[derive(Clone)]
 pub struct LogService {
     /// This node's id.
     pub node_id: NodeId,
@@ -29,6 +30,9 @@ pub struct LogService {
     pub log: Arc<dyn LogStore>,
     /// Test fault switches.
     pub faults: Faults,
+    /// Turns true once the node has drained and is about to stop serving: subscriptions end
+    /// then (a graceful shutdown waits for every open stream).
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 #[tonic::async_trait]
@@ -49,6 +53,19 @@ impl Log for LogService {
         Ok(Response::new(
             observe("fetch", fetch::fetch(self, req.into_inner())).await?,
         ))
+    }
+
+    type SubscribeStream = fetch::FetchStream;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::FetchRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        metrics::counter!("sluice_subscriptions_total").increment(1);
+        Ok(Response::new(fetch::subscribe(
+            self.clone(),
+            req.into_inner(),
+        )))
     }
 
     async fn list_offsets(

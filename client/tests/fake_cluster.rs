@@ -395,7 +395,7 @@ async fn consumer_skips_records_below_its_position_in_the_first_batch() {
 async fn produce_batch(cluster: &FakeCluster, values: std::ops::Range<i32>) {
     let producer = Producer::new(ProducerConfig {
         linger: Duration::from_millis(50),
-        ..producer_config(&cluster)
+        ..producer_config(cluster)
     })
     .await
     .unwrap();

@@ -133,6 +133,22 @@ fn dev_cluster_tour_creates_produces_and_consumes_from_the_shell() {
     assert_eq!(lines[2].split('@').next(), Some("k2=world"));
     assert_eq!(part(lines[0]), part(lines[1]), "same key, same partition");
 
+    // Output into a pipe whose reader has gone (`| head`) ends the command quietly.
+    let mut child = Command::new(bin_path("sluice"))
+        .args(["topic", "describe", "greetings"])
+        .env("SLUICE_BOOTSTRAP", &bootstrap)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&closed.stderr);
+    assert!(
+        closed.status.success() && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+
     let bad = sluice(&bootstrap, &["topic", "create", "__mine"], None);
     assert!(!bad.status.success());
     assert!(

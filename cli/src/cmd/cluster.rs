@@ -22,10 +22,12 @@ pub async fn run(cmd: ClusterCmd, client: ClientConfig) -> anyhow::Result<()> {
         .as_ref()
         .map(|c| format!("{} at {}", c.coordinator_id, c.address))
         .unwrap_or_else(|| "none".into());
-    println!("cluster {}: controller {controller}", c.cluster_name);
-    println!(
+    outln!("cluster {}: controller {controller}", c.cluster_name);
+    outln!(
         "{} topics, {} partitions, {} offline",
-        c.topic_count, c.partition_count, c.offline_partitions
+        c.topic_count,
+        c.partition_count,
+        c.offline_partitions
     );
     let mut coords = table(&["coordinator", "address", "role"]);
     for k in &c.coordinators {
@@ -35,7 +37,7 @@ pub async fn run(cmd: ClusterCmd, client: ClientConfig) -> anyhow::Result<()> {
             if k.active { "active" } else { "standby" }.to_string(),
         ]);
     }
-    println!("{coords}");
+    outln!("{coords}");
     let mut nodes = table(&["node", "address", "rack"]);
     for n in &c.nodes {
         nodes.add_row(vec![
@@ -44,6 +46,6 @@ pub async fn run(cmd: ClusterCmd, client: ClientConfig) -> anyhow::Result<()> {
             n.rack.clone(),
         ]);
     }
-    println!("{nodes}");
+    outln!("{nodes}");
     Ok(())
 }

@@ -80,17 +80,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         node_listener,
         stopped(stop_rx),
     ));
-    println!(
+    outln!(
         "sluice dev is running (data in {})",
         args.data_dir.display()
     );
-    println!("  coordinator (admin, metadata): {coord_addr}");
-    println!("  storage node 0 (produce, fetch): {node_addr}");
-    println!();
-    println!("Try, in another terminal:");
-    println!("  sluice topic create greetings --partitions 3");
-    println!("  echo hello | sluice produce greetings");
-    println!("  sluice consume greetings --from-beginning");
+    outln!("  coordinator (admin, metadata): {coord_addr}");
+    outln!("  storage node 0 (produce, fetch): {node_addr}");
+    outln!();
+    outln!("Try, in another terminal:");
+    outln!("  sluice topic create greetings --partitions 3");
+    outln!("  echo hello | sluice produce greetings");
+    outln!("  sluice consume greetings --from-beginning");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -60,11 +60,11 @@ pub async fn run(cmd: GroupCmd, client: ClientConfig) -> anyhow::Result<()> {
             for g in admin.list_groups().await? {
                 t.add_row(vec![g.group_id, g.state, g.members.to_string()]);
             }
-            println!("{t}");
+            outln!("{t}");
         }
         GroupCmd::Describe { group } => {
             let d = admin.describe_group(&group).await?;
-            println!(
+            outln!(
                 "group {}: state {}, epoch {}, assignor {}, {} members",
                 d.group_id,
                 d.state,
@@ -88,7 +88,7 @@ pub async fn run(cmd: GroupCmd, client: ClientConfig) -> anyhow::Result<()> {
                     assignment,
                 ]);
             }
-            println!("{members}");
+            outln!("{members}");
             let mut parts = table(&[
                 "topic",
                 "partition",
@@ -107,8 +107,8 @@ pub async fn run(cmd: GroupCmd, client: ClientConfig) -> anyhow::Result<()> {
                     p.member_id.clone().unwrap_or_else(|| "-".into()),
                 ]);
             }
-            println!("{parts}");
-            println!("total lag: {}", d.total_lag);
+            outln!("{parts}");
+            outln!("total lag: {}", d.total_lag);
         }
         GroupCmd::Reset {
             group,
@@ -135,16 +135,16 @@ pub async fn run(cmd: GroupCmd, client: ClientConfig) -> anyhow::Result<()> {
                     p.target.to_string(),
                 ]);
             }
-            println!("{t}");
+            outln!("{t}");
             if execute {
-                println!("committed new offsets for group {group}");
+                outln!("committed new offsets for group {group}");
             } else {
-                println!("dry run: nothing committed; add --execute to apply");
+                outln!("dry run: nothing committed; add --execute to apply");
             }
         }
         GroupCmd::Delete { group } => {
             admin.delete_group(&group).await?;
-            println!("deleted group {group}");
+            outln!("deleted group {group}");
         }
     }
     Ok(())

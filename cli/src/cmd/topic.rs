@@ -63,7 +63,7 @@ fn parse_config(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 fn print_description(t: &sluice_proto::pb::TopicDescription) {
-    println!(
+    outln!(
         "topic {} (id {}, replication factor {})",
         t.name,
         hex(&t.topic_id),
@@ -84,14 +84,14 @@ fn print_description(t: &sluice_proto::pb::TopicDescription) {
             ids(&p.isr),
         ]);
     }
-    println!("{tab}");
+    outln!("{tab}");
     if !t.config.is_empty() {
         let mut cfg = table(&["config", "value"]);
         let sorted: BTreeMap<_, _> = t.config.iter().collect();
         for (k, v) in sorted {
             cfg.add_row(vec![k.clone(), v.clone()]);
         }
-        println!("{cfg}");
+        outln!("{cfg}");
     }
 }
 
@@ -113,7 +113,7 @@ pub async fn run(cmd: TopicCmd, client: ClientConfig) -> anyhow::Result<()> {
                     parse_config(&config)?,
                 )
                 .await?;
-            println!(
+            outln!(
                 "created topic {} with {} partition(s)",
                 t.name,
                 t.partitions.len()
@@ -130,16 +130,16 @@ pub async fn run(cmd: TopicCmd, client: ClientConfig) -> anyhow::Result<()> {
                     hex(&t.topic_id),
                 ]);
             }
-            println!("{tab}");
+            outln!("{tab}");
         }
         TopicCmd::Describe { name } => print_description(&admin.describe_topic(&name).await?),
         TopicCmd::Delete { name } => {
             admin.delete_topic(&name).await?;
-            println!("deleted topic {name}");
+            outln!("deleted topic {name}");
         }
         TopicCmd::AddPartitions { name, total } => {
             let t = admin.create_partitions(&name, total).await?;
-            println!("topic {} now has {} partitions", t.name, t.partitions.len());
+            outln!("topic {} now has {} partitions", t.name, t.partitions.len());
         }
     }
     Ok(())

@@ -1,13 +1,17 @@
 //! The follower side of replication: one task per partition this node follows. It opens a
 //! `Replicate` stream to the leader, announces where its log ends and in which epoch, truncates
-//! when the leader says the logs diverge, appends what the leader pushes, and acknowledges its
-//! new log end after every append so the leader can advance the high watermark.
+//! when the leader says the logs diverge, appends what the leader pushes (queueing the next
+//! chunk while one is written), and acknowledges its new log end after every append, in order,
+//! so the leader can advance the high watermark.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
 use sluice_metadata::cache::MetadataCache;
-use sluice_proto::model::NodeId;
+use sluice_proto::model::{NodeId, Offset};
 use sluice_proto::pb::{self, log_client::LogClient};
 use sluice_proto::transport;
 use tokio::sync::mpsc;
@@ -20,6 +24,8 @@ use crate::writer::Writer;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// Chunks queued to the writer and not yet acknowledged, per replication stream.
+const MAX_QUEUED_WRITES: usize = 4;
 
 /// What every follower task of a node shares.
 pub struct FollowerContext {
@@ -112,28 +118,57 @@ async fn follow_once(
         .await
         .map_err(|s| s.message().to_string())?
         .into_inner();
-    while let Some(chunk) = inbound
-        .message()
-        .await
-        .map_err(|s| s.message().to_string())?
-    {
-        if chunk.diverging {
-            ctx.writer
-                .truncate(r.clone(), chunk.truncate_to, chunk.diverging_epoch)
-                .await
-                .map_err(|e| e.to_string())?;
-            return Ok(());
+    // Chunks go to the writer as they arrive and are acknowledged in order once written: the
+    // next chunk is on its way (and may share a group commit) while this one is written.
+    let mut writes: FuturesOrdered<BoxFuture<'static, Result<Offset, String>>> =
+        FuturesOrdered::new();
+    let mut ended = false;
+    loop {
+        tokio::select! {
+            done = writes.next(), if !writes.is_empty() => {
+                let leader_hw = done.expect("a queued write")?;
+                r.follow_high_watermark(leader_hw);
+                if tx.send(ack(r, ctx.node_id, l)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            msg = inbound.message(), if !ended && writes.len() < MAX_QUEUED_WRITES => {
+                let Some(chunk) = msg.map_err(|s| s.message().to_string())? else {
+                    ended = true;
+                    continue;
+                };
+                if chunk.diverging {
+                    // The leader says so before pushing anything; finish what is queued anyway.
+                    while let Some(done) = writes.next().await {
+                        done?;
+                    }
+                    ctx.writer
+                        .truncate(r.clone(), chunk.truncate_to, chunk.diverging_epoch)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    return Ok(());
+                }
+                let leader_hw = chunk.high_watermark;
+                if chunk.batches.is_empty() {
+                    writes.push_back(Box::pin(async move { Ok(leader_hw) }));
+                } else {
+                    let written = ctx
+                        .writer
+                        .submit_replicated(r.clone(), chunk.batches)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    writes.push_back(Box::pin(async move {
+                        written
+                            .await
+                            .map_err(|_| "the writer stopped".to_string())?
+                            .map_err(|e| e.to_string())?;
+                        Ok(leader_hw)
+                    }));
+                }
+            }
         }
-        if !chunk.batches.is_empty() {
-            ctx.writer
-                .replicate(r.clone(), chunk.batches)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        r.follow_high_watermark(chunk.high_watermark);
-        if tx.send(ack(r, ctx.node_id, l)).await.is_err() {
+        if ended && writes.is_empty() {
             return Ok(());
         }
     }
-    Ok(())
 }

@@ -58,6 +58,9 @@ pub enum AppendError {
         /// The first replicated offset.
         got: Offset,
     },
+    /// Replicated batches arrived after this node became the partition's leader.
+    #[error("this node leads the partition now; replicated data is refused")]
+    NotFollower,
     /// Replicated bytes are not whole valid batches.
     #[error("replicated data is corrupt: {0}")]
     Corrupt(String),
@@ -169,14 +172,26 @@ impl Writer {
         replica: Arc<Replica>,
         batches: Bytes,
     ) -> Result<Offset, AppendError> {
+        self.submit_replicated(replica, batches)
+            .await?
+            .await
+            .map_err(|_| AppendError::Stopped)?
+    }
+
+    /// Queues replicated batches (waiting while the queue is full) and returns the receiver of
+    /// the new log end, so a follower can take the next chunk while this one is written.
+    /// Chunks queued in order are written in order.
+    pub async fn submit_replicated(
+        &self,
+        replica: Arc<Replica>,
+        batches: Bytes,
+    ) -> Result<oneshot::Receiver<Result<Offset, AppendError>>, AppendError> {
         self.send(|reply| Job::Replicate {
             replica,
             batches,
             reply,
         })
-        .await?
         .await
-        .map_err(|_| AppendError::Stopped)?
     }
 
     /// Truncates a follower's divergent tail; returns the new log end.
@@ -357,6 +372,11 @@ fn plan(job: Job, pending: &mut HashMap<u64, Pending>) -> Planned {
         } => {
             if replica.is_deleted() {
                 return fail(reply, AppendError::Deleted);
+            }
+            // A chunk still queued when this node took over leadership belongs to the old
+            // leader's stream: appending it after the new epoch began would corrupt the history.
+            if replica.leadership().leader == replica.node_id {
+                return fail(reply, AppendError::NotFollower);
             }
             let p = pending_for(pending, &replica);
             let mut out = Vec::new();

@@ -167,6 +167,32 @@ async fn replicated_batches_must_start_at_the_log_end() {
 }
 
 #[tokio::test]
+async fn chunks_still_queued_when_the_node_took_over_leadership_are_refused() {
+    let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
+    let (writer, _h) = Writer::spawn(log.clone());
+    let r = replica(log.as_ref(), 0, 5, 1);
+    let queued = writer
+        .submit_replicated(r.clone(), batch(0, 2))
+        .await
+        .unwrap();
+    assert_eq!(queued.await.unwrap().unwrap(), 2);
+    r.assign(Assignment {
+        leadership: Leadership {
+            leader: 0,
+            epoch: 2,
+        },
+        replicas: vec![0],
+        isr: vec![0],
+        partition_epoch: 1,
+    });
+    assert!(matches!(
+        writer.replicate(r.clone(), batch(2, 1)).await,
+        Err(AppendError::NotFollower)
+    ));
+    assert_eq!(r.log_end(), 2);
+}
+
+#[tokio::test]
 async fn truncation_drops_the_divergent_tail_its_epochs_and_its_producers() {
     let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
     let (writer, _h) = Writer::spawn(log.clone());

@@ -51,6 +51,10 @@ fn append_error(e: AppendError, r: &Replica) -> ApiError {
             ErrorCode::InvalidProducerEpoch,
             "producer epoch is older than this partition has seen: another producer instance took over",
         ),
+        AppendError::NotFollower => ApiError::new(
+            ErrorCode::Internal,
+            "a replicated write reached the produce path; report this as a bug",
+        ),
         e @ (AppendError::Storage(_) | AppendError::Gap { .. } | AppendError::Corrupt(_)) => {
             ApiError::new(
                 ErrorCode::StorageError,

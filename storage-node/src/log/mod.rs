@@ -8,6 +8,7 @@
 pub mod conformance;
 pub mod memory;
 pub mod rocks;
+pub mod segments;
 pub mod tail;
 
 use bytes::Bytes;

@@ -1,9 +1,21 @@
-//! The RocksDB log: one database per node, column family `log` holding one record batch per
-//! value under `uid (8 bytes BE) | base offset (8 bytes BE)`, so a fetch is one seek plus a
-//! forward scan and the bytes go out as stored; column family `meta` maps partitions to uids.
-//! The write-ahead log is on, so every acknowledged append survives a SIGKILL of the process.
+//! The node's log: batch bytes in append-only segment files ([`Segments`]), written once, and
+//! a RocksDB index of them: column family `index` maps `uid (8 bytes BE) | base offset (8 bytes
+//! BE)` to where the batch sits and where it ends, so a fetch is one seek, a forward scan of
+//! small entries and one positioned read per run of adjacent batches. Column family `meta` maps
+//! partitions to uids and keeps epoch histories and high-watermark checkpoints, committed in
+//! the same atomic write as the index entries of the batches they describe.
+//!
+//! Bytes are written before the index entry that points at them is committed (and, with
+//! `sync_appends`, fsynced before it), so the index never names bytes that are missing; bytes
+//! past the last entry (a crash between the two) are overwritten by the next append. RocksDB's
+//! write-ahead log is on, so every acknowledged append survives a SIGKILL of the process.
+//!
+//! Batches used to be stored inline in column family `log` (written twice: WAL, then blob
+//! files); a database that still has some moves them into segments when opened.
 
+use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use rocksdb::{
@@ -13,12 +25,16 @@ use rocksdb::{
 use sluice_proto::batch::BatchHeader;
 use sluice_proto::model::{Offset, TopicId};
 
+use super::segments::{Location, SEGMENT_BYTES, Segments};
 use super::{
     EpochEntry, LogError, LogOp, LogStore, OpenedLog, PartitionKey, Uid, decode_epochs,
     encode_epochs, epochs_from_batches,
 };
 
+/// Legacy: batches stored inline (migrated into segments at open).
 const CF_LOG: &str = "log";
+/// Where each batch sits in the segment files.
+const CF_INDEX: &str = "index";
 const CF_META: &str = "meta";
 /// `meta` key prefix of partition → uid mappings: `p | topic id (16) | partition (4 BE)`.
 const META_PARTITION: u8 = b'p';
@@ -29,11 +45,40 @@ const META_HW: u8 = b'h';
 /// `meta` key holding the last uid handed out.
 const META_LAST_UID: &[u8] = b"last_uid";
 
-/// A [`LogStore`] on RocksDB.
+/// A [`LogStore`] of segment files indexed in RocksDB.
 pub struct RocksLog {
     db: DB,
-    /// Fsync the WAL in every append (group commit shares one fsync among concurrent appends).
+    segments: Segments,
+    /// Fsync segments and the WAL in every append (group commit shares them among appends).
     sync_appends: bool,
+}
+
+/// An index entry: the batch's location and the offset after its last record.
+fn encode_entry(loc: Location, next: Offset) -> [u8; 28] {
+    let mut v = [0u8; 28];
+    v[..8].copy_from_slice(&loc.segment.to_be_bytes());
+    v[8..16].copy_from_slice(&loc.pos.to_be_bytes());
+    v[16..20].copy_from_slice(&loc.len.to_be_bytes());
+    v[20..].copy_from_slice(&next.to_be_bytes());
+    v
+}
+
+fn decode_entry(v: &[u8]) -> Result<(Location, Offset), LogError> {
+    if v.len() != 28 {
+        return Err(LogError(format!(
+            "corrupt index entry of {} bytes",
+            v.len()
+        )));
+    }
+    let u64_at = |i: usize| u64::from_be_bytes(v[i..i + 8].try_into().expect("8 bytes"));
+    Ok((
+        Location {
+            segment: u64_at(0),
+            pos: u64_at(8),
+            len: u32::from_be_bytes(v[16..20].try_into().expect("4 bytes")),
+        },
+        u64_at(20) as Offset,
+    ))
 }
 
 fn err(e: impl std::fmt::Display) -> LogError {
@@ -86,6 +131,15 @@ impl RocksLog {
     /// an append returns only once its WAL record is fsynced (survives power loss); without,
     /// once it is in the OS page cache (survives a process crash).
     pub fn open(dir: &Path, sync_appends: bool) -> Result<Self, LogError> {
+        Self::open_with_segment_bytes(dir, sync_appends, SEGMENT_BYTES)
+    }
+
+    /// [`RocksLog::open`] with segments rolled at `segment_bytes` (small ones in tests).
+    pub fn open_with_segment_bytes(
+        dir: &Path,
+        sync_appends: bool,
+        segment_bytes: u64,
+    ) -> Result<Self, LogError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -110,10 +164,79 @@ impl RocksLog {
         log_opts.set_enable_blob_gc(true);
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_LOG, log_opts),
+            ColumnFamilyDescriptor::new(CF_INDEX, Options::default()),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(err)?;
-        Ok(Self { db, sync_appends })
+        let segments = Segments::open(dir.join("segments"), segment_bytes)?;
+        let log = Self {
+            db,
+            segments,
+            sync_appends,
+        };
+        log.migrate_inline_batches()?;
+        Ok(log)
+    }
+
+    /// Moves batches stored inline by earlier versions into segments, in chunks, each chunk's
+    /// index entries committed (and synced) before its inline copies are deleted.
+    fn migrate_inline_batches(&self) -> Result<(), LogError> {
+        let (log, index) = (self.cf(CF_LOG), self.cf(CF_INDEX));
+        let mut moved = 0u64;
+        loop {
+            let mut wb = WriteBatch::default();
+            let mut files = Vec::new();
+            let mut bytes = 0;
+            let mut last = None;
+            for item in self.db.iterator_cf(log, IteratorMode::Start) {
+                let (k, v) = item.map_err(err)?;
+                let (uid, base) =
+                    parse_log_key(&k).ok_or_else(|| LogError("corrupt legacy log key".into()))?;
+                let (loc, file) = self
+                    .segments
+                    .append(uid, base as u64, &v, || self.last_location(uid))?;
+                wb.put_cf(
+                    index,
+                    log_key(uid, base),
+                    encode_entry(loc, next_offset(&v)?),
+                );
+                files.push(file);
+                bytes += v.len();
+                last = Some(k);
+                if bytes >= 64 << 20 {
+                    break;
+                }
+            }
+            let Some(last) = last else { break };
+            Segments::sync_files(&files)?;
+            let mut end = last.to_vec();
+            end.push(0);
+            wb.delete_range_cf(log, [0u8; 16].as_slice(), end.as_slice());
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            self.db.write_opt(wb, &wo).map_err(err)?;
+            moved += bytes as u64;
+        }
+        if moved > 0 {
+            tracing::info!(bytes = moved, "moved inline batches into segment files");
+        }
+        Ok(())
+    }
+
+    /// Where the replica's last indexed batch ends: (segment, position after it).
+    fn last_location(&self, uid: Uid) -> Result<Option<(u64, u64)>, LogError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_INDEX));
+        it.seek_for_prev(log_key(uid, Offset::MAX));
+        match (it.key().and_then(parse_log_key), it.value()) {
+            (Some((u, _)), Some(v)) if u == uid => {
+                let (loc, _) = decode_entry(v)?;
+                Ok(Some((loc.segment, loc.pos + u64::from(loc.len))))
+            }
+            _ => {
+                it.status().map_err(err)?;
+                Ok(None)
+            }
+        }
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {
@@ -123,7 +246,7 @@ impl RocksLog {
     }
 
     fn bounds(&self, uid: Uid) -> Result<(Offset, Offset), LogError> {
-        let cf = self.cf(CF_LOG);
+        let cf = self.cf(CF_INDEX);
         let first = self
             .db
             .iterator_cf(cf, IteratorMode::From(&log_key(uid, 0), Direction::Forward))
@@ -144,7 +267,7 @@ impl RocksLog {
             .transpose()
             .map_err(err)?;
         let end = match last {
-            Some((k, v)) if parse_log_key(&k).is_some_and(|(u, _)| u == uid) => next_offset(&v)?,
+            Some((k, v)) if parse_log_key(&k).is_some_and(|(u, _)| u == uid) => decode_entry(&v)?.1,
             _ => start,
         };
         Ok((start, end))
@@ -236,25 +359,69 @@ impl LogStore for RocksLog {
     }
 
     fn write(&self, ops: &[LogOp<'_>]) -> Result<(), LogError> {
-        let (cf, meta) = (self.cf(CF_LOG), self.cf(CF_META));
+        let (index, meta) = (self.cf(CF_INDEX), self.cf(CF_META));
         let mut wb = WriteBatch::default();
-        for op in ops {
-            match op {
-                LogOp::Append(a) => wb.put_cf(cf, log_key(a.uid, a.base_offset), a.batch),
-                LogOp::TruncateFrom { uid, from } => {
-                    wb.delete_range_cf(cf, log_key(*uid, *from), log_key(uid + 1, 0))
-                }
-                LogOp::PutHighWatermark { uid, offset } => {
-                    wb.put_cf(meta, hw_key(*uid), offset.to_be_bytes())
-                }
-                LogOp::PutEpochs { uid, epochs } => {
-                    wb.put_cf(meta, epochs_key(*uid), encode_epochs(epochs))
+        let mut files: Vec<Arc<File>> = Vec::new();
+        let mut appended = Vec::new();
+        let mut truncated = Vec::new();
+        let result = (|| {
+            for op in ops {
+                match op {
+                    LogOp::Append(a) => {
+                        if truncated.contains(&a.uid) {
+                            return Err(LogError(
+                                "a truncation and appends of one replica must be separate writes"
+                                    .into(),
+                            ));
+                        }
+                        appended.push(a.uid);
+                        let (loc, file) =
+                            self.segments
+                                .append(a.uid, a.base_offset as u64, a.batch, || {
+                                    self.last_location(a.uid)
+                                })?;
+                        let entry = encode_entry(loc, next_offset(a.batch)?);
+                        wb.put_cf(index, log_key(a.uid, a.base_offset), entry);
+                        files.push(file);
+                    }
+                    LogOp::TruncateFrom { uid, from } => {
+                        if appended.contains(uid) {
+                            return Err(LogError(
+                                "a truncation and appends of one replica must be separate writes"
+                                    .into(),
+                            ));
+                        }
+                        truncated.push(*uid);
+                        wb.delete_range_cf(index, log_key(*uid, *from), log_key(uid + 1, 0));
+                    }
+                    LogOp::PutHighWatermark { uid, offset } => {
+                        wb.put_cf(meta, hw_key(*uid), offset.to_be_bytes())
+                    }
+                    LogOp::PutEpochs { uid, epochs } => {
+                        wb.put_cf(meta, epochs_key(*uid), encode_epochs(epochs))
+                    }
                 }
             }
+            if self.sync_appends {
+                Segments::sync_files(&files)?;
+            }
+            let mut wo = WriteOptions::default();
+            wo.set_sync(self.sync_appends);
+            self.db.write_opt(wb, &wo).map_err(err)
+        })();
+        if result.is_err() {
+            // Bytes may have been written past what the index says: append from the index.
+            for uid in appended.iter().chain(&truncated) {
+                self.segments.forget_position(*uid);
+            }
+            return result;
         }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(self.sync_appends);
-        self.db.write_opt(wb, &wo).map_err(err)
+        for uid in truncated {
+            // Appends resume after the last batch left; later segments hold only removed ones.
+            let keep = self.last_location(uid)?.map(|(segment, _)| segment);
+            self.segments.remove_after(uid, keep)?;
+        }
+        Ok(())
     }
 
     fn read(
@@ -264,37 +431,48 @@ impl LogStore for RocksLog {
         limit: Offset,
         max_bytes: usize,
     ) -> Result<Vec<Bytes>, LogError> {
-        let cf = self.cf(CF_LOG);
+        let cf = self.cf(CF_INDEX);
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(log_key(uid + 1, 0).to_vec());
         let mut it = self.db.raw_iterator_cf_opt(cf, ro);
         // The batch holding `from` may start before it.
         it.seek_for_prev(log_key(uid, from));
         let holds_from = match (it.key().and_then(parse_log_key), it.value()) {
-            (Some((u, _)), Some(v)) if u == uid => next_offset(v)? > from,
+            (Some((u, _)), Some(v)) if u == uid => decode_entry(v)?.1 > from,
             _ => false,
         };
         if !holds_from {
             it.seek(log_key(uid, from));
         }
-        let mut out = Vec::new();
+        let (mut bases, mut locs) = (Vec::new(), Vec::new());
         let mut size = 0;
         while it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
-            if parse_log_key(k).is_none_or(|(u, _)| u != uid) || next_offset(v)? > limit {
+            let Some((_, base)) = parse_log_key(k).filter(|(u, _)| *u == uid) else {
+                break;
+            };
+            let (loc, next) = decode_entry(v)?;
+            let len = loc.len as usize;
+            if next > limit || (!locs.is_empty() && size + len > max_bytes) {
                 break;
             }
-            if !out.is_empty() && size + v.len() > max_bytes {
-                break;
-            }
-            size += v.len();
-            out.push(Bytes::copy_from_slice(v));
+            size += len;
+            bases.push(base);
+            locs.push(loc);
             it.next();
         }
         it.status().map_err(err)?;
-        Ok(out)
+        let batches = self.segments.read(uid, &locs)?;
+        for (b, base) in batches.iter().zip(&bases) {
+            if BatchHeader::parse(b).ok().map(|h| h.base_offset) != Some(*base) {
+                return Err(LogError(format!(
+                    "segment data of uid {uid} at offset {base} does not match its index"
+                )));
+            }
+        }
+        Ok(batches)
     }
 
     fn delete(&self, key: PartitionKey) -> Result<(), LogError> {
@@ -304,15 +482,16 @@ impl LogStore for RocksLog {
         };
         let uid = u64::from_be_bytes(v.as_slice().try_into().map_err(err)?);
         let mut wb = WriteBatch::default();
-        wb.delete_range_cf(self.cf(CF_LOG), log_key(uid, 0), log_key(uid + 1, 0));
+        wb.delete_range_cf(self.cf(CF_INDEX), log_key(uid, 0), log_key(uid + 1, 0));
         wb.delete_cf(meta, meta_key(&key));
         wb.delete_cf(meta, epochs_key(uid));
         wb.delete_cf(meta, hw_key(uid));
-        self.db.write(wb).map_err(err)
+        self.db.write(wb).map_err(err)?;
+        self.segments.delete(uid)
     }
 
     fn stats(&self) -> Vec<(&'static str, u64)> {
-        let cf = self.cf(CF_LOG);
+        let cf = self.cf(CF_INDEX);
         [
             ("live_data_bytes", "rocksdb.estimate-live-data-size"),
             ("memtable_bytes", "rocksdb.cur-size-all-mem-tables"),
@@ -335,42 +514,11 @@ impl LogStore for RocksLog {
     }
 
     fn sync(&self) -> Result<(), LogError> {
+        self.segments.sync_all()?;
         self.db.flush_wal(true).map_err(err)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    crate::log_store_conformance!(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        (super::RocksLog::open(dir.path(), false).expect("open"), dir)
-    });
-
-    #[test]
-    fn appended_batches_survive_reopen() {
-        use super::super::{Append, LogStore, PartitionKey};
-        let dir = tempfile::tempdir().unwrap();
-        let key = PartitionKey {
-            topic_id: sluice_proto::model::TopicId([1; 16]),
-            partition: 0,
-        };
-        let batch = super::super::conformance::batch(0, 3);
-        {
-            let log = super::RocksLog::open(dir.path(), false).unwrap();
-            let uid = log.open(key).unwrap().uid;
-            log.append(&[Append {
-                uid,
-                base_offset: 0,
-                batch: &batch,
-            }])
-            .unwrap();
-        }
-        let log = super::RocksLog::open(dir.path(), false).unwrap();
-        let opened = log.open(key).unwrap();
-        assert_eq!((opened.log_start, opened.log_end), (0, 3));
-        assert_eq!(
-            log.read(opened.uid, 0, 3, 1 << 20).unwrap()[0].as_ref(),
-            batch.as_ref()
-        );
-    }
-}
+#[path = "rocks_tests.rs"]
+mod tests;

@@ -1,0 +1,150 @@
+//! The RocksDB-indexed segment log: the shared conformance suite (with default and with tiny
+//! segments, so nearly every batch rolls a segment), reopening, truncation across segments and
+//! the move of inline batches written by earlier versions.
+
+use bytes::Bytes;
+use sluice_proto::model::TopicId;
+
+use super::{CF_INDEX, CF_LOG, CF_META, RocksLog, log_key};
+use crate::log::conformance::batch;
+use crate::log::{Append, LogOp, LogStore, PartitionKey, Uid};
+
+mod conformance {
+    crate::log_store_conformance!(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        (
+            super::super::RocksLog::open(dir.path(), false).expect("open"),
+            dir,
+        )
+    });
+}
+
+mod tiny_segments {
+    crate::log_store_conformance!(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = super::super::RocksLog::open_with_segment_bytes(dir.path(), false, 100);
+        (log.expect("open"), dir)
+    });
+}
+
+fn pkey() -> PartitionKey {
+    PartitionKey {
+        topic_id: TopicId([1; 16]),
+        partition: 0,
+    }
+}
+
+fn append_all(log: &RocksLog, uid: Uid, batches: &[Bytes]) {
+    for b in batches {
+        let base = sluice_proto::batch::BatchHeader::parse(b)
+            .unwrap()
+            .base_offset;
+        log.append(&[Append {
+            uid,
+            base_offset: base,
+            batch: b,
+        }])
+        .unwrap();
+    }
+}
+
+fn segment_files(dir: &std::path::Path, uid: Uid) -> usize {
+    std::fs::read_dir(dir.join("segments").join(uid.to_string()))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn appended_batches_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = batch(0, 3);
+    {
+        let log = RocksLog::open(dir.path(), false).unwrap();
+        let uid = log.open(pkey()).unwrap().uid;
+        append_all(&log, uid, std::slice::from_ref(&b));
+    }
+    let log = RocksLog::open(dir.path(), false).unwrap();
+    let opened = log.open(pkey()).unwrap();
+    assert_eq!((opened.log_start, opened.log_end), (0, 3));
+    assert_eq!(log.read(opened.uid, 0, 3, 1 << 20).unwrap(), vec![b]);
+}
+
+#[test]
+fn truncation_across_segments_removes_their_files_and_appends_resume_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let bs: Vec<Bytes> = (0..6).map(|i| batch(i * 2, 2)).collect();
+    let log = RocksLog::open_with_segment_bytes(dir.path(), false, 100).unwrap();
+    let uid = log.open(pkey()).unwrap().uid;
+    append_all(&log, uid, &bs);
+    let before = segment_files(dir.path(), uid);
+    assert!(before >= 3, "tiny segments roll: {before} files");
+    log.write(&[LogOp::TruncateFrom { uid, from: 4 }]).unwrap();
+    assert!(
+        segment_files(dir.path(), uid) < before,
+        "truncated segments are removed"
+    );
+    let again: Vec<Bytes> = (0..3).map(|i| batch(4 + i * 3, 3)).collect();
+    append_all(&log, uid, &again[..1]);
+    drop(log);
+    let log = RocksLog::open_with_segment_bytes(dir.path(), false, 100).unwrap();
+    let opened = log.open(pkey()).unwrap();
+    assert_eq!(opened.log_end, 7);
+    append_all(&log, uid, &again[1..]);
+    let mut expected = bs[..2].to_vec();
+    expected.extend(again);
+    assert_eq!(log.read(uid, 0, 13, usize::MAX).unwrap(), expected);
+}
+
+#[test]
+fn a_truncation_and_appends_of_one_replica_in_one_write_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RocksLog::open(dir.path(), false).unwrap();
+    let uid = log.open(pkey()).unwrap().uid;
+    let (b0, b1) = (batch(0, 2), batch(2, 2));
+    append_all(&log, uid, std::slice::from_ref(&b0));
+    assert!(
+        log.write(&[
+            LogOp::TruncateFrom { uid, from: 0 },
+            LogOp::Append(Append {
+                uid,
+                base_offset: 0,
+                batch: &b1,
+            }),
+        ])
+        .is_err()
+    );
+    assert_eq!(log.read(uid, 0, 10, usize::MAX).unwrap(), vec![b0.clone()]);
+    append_all(&log, uid, std::slice::from_ref(&b1));
+    assert_eq!(log.read(uid, 0, 10, usize::MAX).unwrap(), vec![b0, b1]);
+}
+
+#[test]
+fn inline_batches_of_earlier_versions_move_into_segments_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let uid = {
+        let log = RocksLog::open(dir.path(), false).unwrap();
+        log.open(pkey()).unwrap().uid
+    };
+    let bs: Vec<Bytes> = (0..3).map(|i| batch(i * 2, 2)).collect();
+    {
+        // Written the way earlier versions stored batches: inline in column family `log`.
+        let cfs = [CF_LOG, CF_INDEX, CF_META];
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+        for (i, b) in bs.iter().enumerate() {
+            let cf = db.cf_handle(CF_LOG).unwrap();
+            db.put_cf(cf, log_key(uid, i as i64 * 2), b).unwrap();
+        }
+    }
+    let log = RocksLog::open(dir.path(), false).unwrap();
+    let opened = log.open(pkey()).unwrap();
+    assert_eq!((opened.log_start, opened.log_end), (0, 6));
+    assert_eq!(log.read(uid, 0, 6, usize::MAX).unwrap(), bs);
+    let cf = log.db.cf_handle(CF_LOG).unwrap();
+    assert!(
+        log.db
+            .iterator_cf(cf, rocksdb::IteratorMode::Start)
+            .next()
+            .is_none()
+    );
+    assert_eq!(segment_files(dir.path(), uid), 1);
+}

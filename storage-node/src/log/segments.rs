@@ -1,0 +1,239 @@
+//! Segment files: the bytes of every replica's batches, appended once to
+//! `<root>/<uid>/<first base offset, 20 digits>.seg` and read back with positioned reads. Where
+//! each batch sits is kept by the caller (the RocksDB index), committed only after the bytes are
+//! written, so an index entry never points at bytes that are not there.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{LogError, Uid};
+
+/// By default a segment is closed and a new one started once it holds this many bytes.
+pub const SEGMENT_BYTES: u64 = 256 << 20;
+
+/// Read handles kept open at most (cleared when exceeded).
+const MAX_OPEN_READERS: usize = 1024;
+
+/// Where one batch sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// Segment id: the base offset of the segment's first batch.
+    pub segment: u64,
+    /// Byte position in the segment.
+    pub pos: u64,
+    /// Length of the batch in bytes.
+    pub len: u32,
+}
+
+/// The segment a replica appends to, and where its next batch goes.
+struct Active {
+    segment: u64,
+    pos: u64,
+    file: Arc<File>,
+}
+
+/// The segment files of every replica on a node.
+pub struct Segments {
+    root: PathBuf,
+    segment_bytes: u64,
+    active: Mutex<HashMap<Uid, Active>>,
+    readers: Mutex<HashMap<(Uid, u64), Arc<File>>>,
+}
+
+fn err(what: &str, path: &Path, e: std::io::Error) -> LogError {
+    LogError(format!("{what} {}: {e}", path.display()))
+}
+
+impl Segments {
+    /// Segment files under `root` (created when missing), rolled at `segment_bytes`.
+    pub fn open(root: PathBuf, segment_bytes: u64) -> Result<Self, LogError> {
+        std::fs::create_dir_all(&root).map_err(|e| err("creating", &root, e))?;
+        Ok(Self {
+            root,
+            segment_bytes,
+            active: Mutex::new(HashMap::new()),
+            readers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn dir(&self, uid: Uid) -> PathBuf {
+        self.root.join(uid.to_string())
+    }
+
+    fn path(&self, uid: Uid, segment: u64) -> PathBuf {
+        self.dir(uid).join(format!("{segment:020}.seg"))
+    }
+
+    fn open_file(&self, uid: Uid, segment: u64, create: bool) -> Result<Arc<File>, LogError> {
+        let path = self.path(uid, segment);
+        if create {
+            std::fs::create_dir_all(self.dir(uid)).map_err(|e| err("creating", &path, e))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| err("opening", &path, e))?;
+        Ok(Arc::new(file))
+    }
+
+    /// Writes `batch`, the batch with base offset `base`, after the replica's last one. `end`
+    /// gives where the last indexed batch ends when the replica's position is not cached (after
+    /// an open, a truncation or a failed write); `None` for an empty log. Returns its location
+    /// and the file written, for a later `sync`.
+    pub fn append(
+        &self,
+        uid: Uid,
+        base: u64,
+        batch: &[u8],
+        end: impl FnOnce() -> Result<Option<(u64, u64)>, LogError>,
+    ) -> Result<(Location, Arc<File>), LogError> {
+        let mut active = self.active.lock().expect("poisoned");
+        if let std::collections::hash_map::Entry::Vacant(e) = active.entry(uid) {
+            let (segment, pos) = end()?.unwrap_or((base, 0));
+            let file = self.open_file(uid, segment, true)?;
+            e.insert(Active { segment, pos, file });
+        }
+        let a = active.get_mut(&uid).expect("inserted above");
+        if a.pos >= self.segment_bytes {
+            let file = self.open_file(uid, base, true)?;
+            *a = Active {
+                segment: base,
+                pos: 0,
+                file,
+            };
+        }
+        let loc = Location {
+            segment: a.segment,
+            pos: a.pos,
+            len: u32::try_from(batch.len()).map_err(|_| LogError("batch over 4 GiB".into()))?,
+        };
+        if let Err(e) = a.file.write_all_at(batch, a.pos) {
+            let path = self.path(uid, a.segment);
+            active.remove(&uid);
+            return Err(err("writing", &path, e));
+        }
+        a.pos += batch.len() as u64;
+        Ok((loc, a.file.clone()))
+    }
+
+    /// Forgets the replica's cached append position (after a truncation or a failed index
+    /// write); the next append asks the index where the log ends.
+    pub fn forget_position(&self, uid: Uid) {
+        self.active.lock().expect("poisoned").remove(&uid);
+    }
+
+    /// Removes the replica's segments after `keep` (all of them when `None`): their batches
+    /// were truncated away.
+    pub fn remove_after(&self, uid: Uid, keep: Option<u64>) -> Result<(), LogError> {
+        self.forget_position(uid);
+        let dir = self.dir(uid);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let mut readers = self.readers.lock().expect("poisoned");
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if keep.is_none_or(|k| id > k) {
+                readers.remove(&(uid, id));
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| err("removing", &entry.path(), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every segment of a deleted replica.
+    pub fn delete(&self, uid: Uid) -> Result<(), LogError> {
+        self.forget_position(uid);
+        self.readers
+            .lock()
+            .expect("poisoned")
+            .retain(|(u, _), _| *u != uid);
+        let dir = self.dir(uid);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err("removing", &dir, e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn reader(&self, uid: Uid, segment: u64) -> Result<Arc<File>, LogError> {
+        let mut readers = self.readers.lock().expect("poisoned");
+        if let Some(f) = readers.get(&(uid, segment)) {
+            return Ok(f.clone());
+        }
+        if readers.len() >= MAX_OPEN_READERS {
+            readers.clear();
+        }
+        let f = self.open_file(uid, segment, false)?;
+        readers.insert((uid, segment), f.clone());
+        Ok(f)
+    }
+
+    /// Reads the batches at `locs` (in log order), one positioned read per run of adjacent
+    /// batches; each batch is a slice of that read's buffer.
+    pub fn read(&self, uid: Uid, locs: &[Location]) -> Result<Vec<Bytes>, LogError> {
+        let mut out = Vec::with_capacity(locs.len());
+        let mut i = 0;
+        while i < locs.len() {
+            let first = locs[i];
+            let mut j = i + 1;
+            let mut size = u64::from(first.len);
+            while j < locs.len()
+                && locs[j].segment == first.segment
+                && locs[j].pos == first.pos + size
+            {
+                size += u64::from(locs[j].len);
+                j += 1;
+            }
+            let file = self.reader(uid, first.segment)?;
+            let mut buf = BytesMut::zeroed(size as usize);
+            file.read_exact_at(&mut buf, first.pos)
+                .map_err(|e| err("reading", &self.path(uid, first.segment), e))?;
+            let mut buf = buf.freeze();
+            for loc in &locs[i..j] {
+                out.push(buf.split_to(loc.len as usize));
+            }
+            i = j;
+        }
+        Ok(out)
+    }
+
+    /// Flushes the given files' data to disk.
+    pub fn sync_files(files: &[Arc<File>]) -> Result<(), LogError> {
+        let mut seen = HashSet::new();
+        for f in files {
+            if seen.insert(Arc::as_ptr(f)) {
+                f.sync_data()
+                    .map_err(|e| LogError(format!("syncing a segment: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes every replica's active segment to disk.
+    pub fn sync_all(&self) -> Result<(), LogError> {
+        let files: Vec<Arc<File>> = self
+            .active
+            .lock()
+            .expect("poisoned")
+            .values()
+            .map(|a| a.file.clone())
+            .collect();
+        Self::sync_files(&files)
+    }
+}

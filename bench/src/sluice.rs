@@ -55,7 +55,7 @@ impl Default for SluiceOptions {
             acks: Acks::All,
             compression: Compression::None,
             linger: Duration::from_millis(5),
-            batch_size: 256 * 1024,
+            batch_size: 1024 * 1024,
             max_in_flight: 8,
             buffer_memory: 64 * 1024 * 1024,
             producers: 1,

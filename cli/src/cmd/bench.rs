@@ -58,8 +58,9 @@ pub struct BenchArgs {
     /// Milliseconds a batch waits for more records (default: 5 for produce, 0 for e2e).
     #[arg(long)]
     pub linger_ms: Option<u64>,
-    /// Largest batch per partition, bytes.
-    #[arg(long, default_value_t = 256 * 1024)]
+    /// Largest batch per partition, bytes (1 MiB: one request per partition is in flight, so
+    /// bigger batches keep more bytes moving; topics accept 1 MiB by default).
+    #[arg(long, default_value_t = 1024 * 1024)]
     pub batch_size: usize,
     /// Requests in flight per producer.
     #[arg(long, default_value_t = 8)]

@@ -22,6 +22,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::oneshot;
 
 use super::RecordMetadata;
+
+/// Largest buffer a new batch reserves up front; bigger batches grow past it.
+const MAX_PREALLOCATED: usize = 1 << 20;
 use super::sequence::{Failure, Identity, PartitionSequence, Stamp};
 use crate::error::{ClientError, Result};
 use crate::partitioner::{StickyPartitioner, partition_for_key};
@@ -66,8 +69,10 @@ pub(crate) struct ProducerBatch {
 }
 
 impl ProducerBatch {
-    fn new(id: u64, topic: &str, partition: i32, compression: Compression, now: Instant) -> Self {
-        let builder = BatchBuilder::new(compression);
+    fn new(id: u64, topic: &str, partition: i32, settings: &BatchSettings, now: Instant) -> Self {
+        // Room for a full batch up front (capped): growing the buffer would copy it again.
+        let capacity = settings.batch_size.min(MAX_PREALLOCATED);
+        let builder = BatchBuilder::with_capacity(settings.compression, capacity);
         Self {
             id,
             topic: topic.to_string(),
@@ -333,7 +338,7 @@ impl Accumulator {
         if fits != Some(true) {
             let id = self.next_batch_id;
             self.next_batch_id += 1;
-            let batch = ProducerBatch::new(id, topic, partition, self.settings.compression, now);
+            let batch = ProducerBatch::new(id, topic, partition, &self.settings, now);
             self.queue(topic, partition).batches.push_back(batch);
             wake = true;
         }

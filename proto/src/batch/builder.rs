@@ -34,12 +34,20 @@ pub struct BatchBuilder {
 impl BatchBuilder {
     /// An empty batch whose records will be compressed with `compression`.
     pub fn new(compression: Compression) -> Self {
+        Self::with_capacity(compression, 0)
+    }
+
+    /// An empty batch with room for `capacity` bytes of records, so filling it to an expected
+    /// size (a producer's batch size) never moves the bytes already pushed.
+    pub fn with_capacity(compression: Compression, capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(BATCH_HEADER_LEN + capacity);
+        buf.resize(BATCH_HEADER_LEN, 0);
         Self {
             compression,
             producer_id: NO_PRODUCER_ID,
             producer_epoch: NO_PRODUCER_EPOCH,
             base_sequence: NO_SEQUENCE,
-            buf: vec![0; BATCH_HEADER_LEN],
+            buf,
             count: 0,
             base_timestamp: 0,
             max_timestamp: i64::MIN,

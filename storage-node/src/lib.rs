@@ -1,6 +1,7 @@
 //! Sluice's data plane. A storage node registers itself in the metadata store, hosts the
-//! partition replicas the controller assigns it (one RocksDB database for all of them), and
-//! serves produce, fetch and list-offsets for the partitions it leads.
+//! partition replicas the controller assigns it (segment files per replica, one RocksDB index
+//! for all of them), and serves produce, fetch, subscribe and list-offsets for the partitions it
+//! leads.
 //!
 //! [`run`] is the whole process minus argument parsing, so tests and `sluice dev` run nodes in
 //! process with their own listener and shutdown signal.
@@ -50,7 +51,7 @@ pub const MAX_MESSAGE_SIZE: usize = 80 << 20;
 pub struct StorageNodeConfig {
     /// Stable node id (the StatefulSet ordinal in Kubernetes).
     pub node_id: NodeId,
-    /// Directory of the node's RocksDB database.
+    /// Directory of the node's log: the RocksDB index and, under it, `segments/`.
     pub data_dir: PathBuf,
     /// Address clients dial to reach this node (host:port).
     pub advertised_address: String,

@@ -311,8 +311,9 @@ impl Accumulator {
         p
     }
 
-    /// Appends a record to the partition's open batch, opening one if needed; closes the batch
-    /// once it reaches `batch_size`. Returns whether the sender must look again (a batch was
+    /// Appends a record to the partition's open batch, opening one if needed (stamped with
+    /// `now()`, read only then: the clock costs more than the append); closes the batch once it
+    /// reaches `batch_size`. Returns whether the sender must look again (a batch was
     /// opened, so a linger timer starts, or closed, so it is ready).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn append(
@@ -323,7 +324,7 @@ impl Accumulator {
         record_size: usize,
         tx: DeliverySender,
         memory: Option<OwnedSemaphorePermit>,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
     ) -> bool {
         let batch_size = self.settings.batch_size;
         let mut wake = false;
@@ -338,7 +339,7 @@ impl Accumulator {
         if fits != Some(true) {
             let id = self.next_batch_id;
             self.next_batch_id += 1;
-            let batch = ProducerBatch::new(id, topic, partition, &self.settings, now);
+            let batch = ProducerBatch::new(id, topic, partition, &self.settings, now());
             self.queue(topic, partition).batches.push_back(batch);
             wake = true;
         }

@@ -36,7 +36,7 @@ fn put(acc: &mut Accumulator, partition: i32, value: &str, now: Instant) -> (boo
     let r = record(value);
     let (tx, rx) = oneshot::channel();
     let size = BatchBuilder::record_size(&r);
-    (acc.append("t", partition, &r, size, tx, None, now), rx)
+    (acc.append("t", partition, &r, size, tx, None, || now), rx)
 }
 
 /// Chooses the partition as the producer does for a keyless record, then appends it.
@@ -45,7 +45,7 @@ fn put_keyless(acc: &mut Accumulator, partitions: i32, value: &str, now: Instant
     let size = BatchBuilder::record_size(&r);
     let p = acc.choose_partition("t", None, None, partitions, size);
     let (tx, _rx) = oneshot::channel();
-    acc.append("t", p, &r, size, tx, None, now);
+    acc.append("t", p, &r, size, tx, None, || now);
     p
 }
 

@@ -232,7 +232,7 @@ impl Producer {
             let mut acc = self.shared.acc.lock().unwrap();
             let p =
                 acc.choose_partition(&topic, partition, record.key.as_deref(), partitions, size);
-            acc.append(&topic, p, &record, size, tx, Some(memory), Instant::now())
+            acc.append(&topic, p, &record, size, tx, Some(memory), Instant::now)
         };
         if wake {
             self.shared.wake.notify_one();

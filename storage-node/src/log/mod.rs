@@ -1,6 +1,7 @@
-//! The partition log store: record batches keyed by `(partition uid, base offset)`. One
-//! RocksDB database per node ([`rocks::RocksLog`]) in production, an in-memory twin
-//! ([`memory::MemoryLog`]) for unit tests; both pass the [`conformance`] suite.
+//! The partition log store: record batches keyed by `(partition uid, base offset)`. In
+//! production, segment files written once plus one RocksDB index per node ([`rocks::RocksLog`],
+//! [`segments`]), wrapped in an in-memory tail ([`tail`]); an in-memory twin
+//! ([`memory::MemoryLog`]) for unit tests; all pass the [`conformance`] suite.
 //!
 //! The store is synchronous (RocksDB calls block): the group-commit writer runs on its own
 //! thread; reads are answered from the in-memory tail ([`tail`]) or go through `spawn_blocking`.

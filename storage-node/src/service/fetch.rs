@@ -12,8 +12,6 @@ use sluice_proto::batch;
 use sluice_proto::error::ApiError;
 use sluice_proto::model::{Offset, TopicId};
 use sluice_proto::pb::{self, ErrorCode};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::codec::{corrupt, fetch_response, internal};
@@ -148,44 +146,38 @@ pub type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Statu
 /// an empty one; HTTP/2 keep-alives watch the connection meanwhile).
 const SUBSCRIBE_POLL: Duration = Duration::from_secs(5);
 
-/// Serves a subscription: fetches in a loop from `req.offset`, pushing each non-empty answer
-/// and moving on to its `next_offset`, until the client goes away or a fetch fails (the
-/// stream then ends with that error, e.g. NOT_LEADER after a leader change).
+/// Serves a subscription: fetches in a loop from `req.offset`, yielding each non-empty answer
+/// and moving on to its `next_offset`, until the client goes away (the stream is dropped) or a
+/// fetch fails (the stream then ends with that error, e.g. NOT_LEADER after a leader change).
+/// The loop runs inside the response body's polls, so no task or channel sits between the read
+/// and the wire, and at most one answer is held while HTTP/2 flow control holds the next back.
 pub fn subscribe(svc: LogService, mut req: pb::FetchRequest) -> FetchStream {
-    // Two answers in flight: the next is read while the last is on the wire.
-    let (tx, rx) = mpsc::channel(2);
     req.max_wait_ms = SUBSCRIBE_POLL.as_millis() as i32;
-    let mut closing = svc.closing.clone();
-    tokio::spawn(async move {
+    let closing = svc.closing.clone();
+    let open = Some((svc, req, closing));
+    Box::pin(futures::stream::unfold(open, |state| async move {
+        let (svc, mut req, mut closing) = state?;
         loop {
             let answer = tokio::select! {
                 answer = fetch(&svc, req.clone()) => answer,
-                _ = tx.closed() => return,
                 _ = async { drop(closing.wait_for(|c| *c).await) } => {
                     let status = Status::unavailable(format!(
                         "node {} is shutting down; subscribe to the partition's leader again",
                         svc.node_id
                     ));
-                    let _ = tx.send(Err(status)).await;
-                    return;
+                    return Some((Err(status), None));
                 }
             };
             match answer {
                 Ok(resp) if resp.next_offset == req.offset => {}
                 Ok(resp) => {
                     req.offset = resp.next_offset;
-                    if tx.send(Ok(resp)).await.is_err() {
-                        return;
-                    }
+                    return Some((Ok(resp), Some((svc, req, closing))));
                 }
-                Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
-                    return;
-                }
+                Err(e) => return Some((Err(e.into()), None)),
             }
         }
-    });
-    Box::pin(ReceiverStream::new(rx))
+    }))
 }
 
 /// First offset with a timestamp at or after `ts`, scanning batch headers (max timestamp) and

@@ -118,8 +118,10 @@ fn read(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(4 * buf.len() as u64));
     g.bench_function("read_1MiB", |b| {
         b.iter(|| {
+            // Four whole batches (about 1 MiB): max_bytes stops a read before a batch would
+            // pass it.
             let got = log
-                .read(uids[3], black_box(30 * RECORDS + 5), i64::MAX, 1 << 20)
+                .read(uids[3], black_box(30 * RECORDS + 5), i64::MAX, 4 * buf.len())
                 .unwrap();
             assert_eq!(got.len(), 4);
             got

@@ -121,7 +121,12 @@ fn read(c: &mut Criterion) {
             // Four whole batches (about 1 MiB): max_bytes stops a read before a batch would
             // pass it.
             let got = log
-                .read(uids[3], black_box(30 * RECORDS + 5), i64::MAX, 4 * buf.len())
+                .read(
+                    uids[3],
+                    black_box(30 * RECORDS + 5),
+                    i64::MAX,
+                    4 * buf.len(),
+                )
                 .unwrap();
             assert_eq!(got.len(), 4);
             got

@@ -131,7 +131,8 @@ impl LogStore for MemoryLog {
         let mut out = Vec::new();
         let mut size = 0;
         for (_, b) in g.batches.range((uid, start)..=(uid, Offset::MAX)) {
-            if next_offset(b)? > limit || (!out.is_empty() && size + b.len() > max_bytes) {
+            if super::read_stops_before(out.len(), size, b.len(), next_offset(b)?, limit, max_bytes)
+            {
                 break;
             }
             size += b.len();

@@ -143,6 +143,20 @@ pub trait LogStore: Send + Sync + 'static {
     }
 }
 
+/// Where every store's [`LogStore::read`] stops: before a batch ending past `limit`, and before
+/// one that would take the answer past `max_bytes` (unless nothing was taken yet: the first batch
+/// is returned whole however large). `taken` batches of `size` bytes are already in the answer.
+pub fn read_stops_before(
+    taken: usize,
+    size: usize,
+    batch_len: usize,
+    batch_next: Offset,
+    limit: Offset,
+    max_bytes: usize,
+) -> bool {
+    batch_next > limit || (taken > 0 && size + batch_len > max_bytes)
+}
+
 /// Reads from an async context: from memory when the store can answer there, else on a
 /// blocking thread (a RocksDB read must not stall the runtime's workers).
 pub async fn read_async(

@@ -455,7 +455,7 @@ impl LogStore for RocksLog {
             };
             let (loc, next) = decode_entry(v)?;
             let len = loc.len as usize;
-            if next > limit || (!locs.is_empty() && size + len > max_bytes) {
+            if super::read_stops_before(locs.len(), size, len, next, limit, max_bytes) {
                 break;
             }
             size += len;

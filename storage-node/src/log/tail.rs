@@ -115,7 +115,7 @@ impl Tails {
         let mut out = Vec::new();
         let mut size = 0;
         for c in tail.range(first..) {
-            if c.next > limit || (!out.is_empty() && size + c.bytes.len() > max_bytes) {
+            if super::read_stops_before(out.len(), size, c.bytes.len(), c.next, limit, max_bytes) {
                 break;
             }
             size += c.bytes.len();

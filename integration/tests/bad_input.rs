@@ -139,7 +139,7 @@ async fn bad_requests_are_refused_with_specific_codes_and_change_nothing() {
     corrupt[last] ^= 0xff;
     let (grpc, err) = status_code(
         leader
-            .produce(produce("guarded", 0, Bytes::from(corrupt)))
+            .produce(produce("guarded", 0, Bytes::from(corrupt.clone())))
             .await,
     );
     assert_eq!(
@@ -184,6 +184,31 @@ async fn bad_requests_are_refused_with_specific_codes_and_change_nothing() {
         status_code(leader.produce(bad_acks).await).1.code,
         ErrorCode::InvalidRequest
     );
+    // ProduceMany answers each request on its own: a corrupt batch beside a good one is refused
+    // alone, and the good one is appended.
+    let many = leader
+        .produce_many(pb::ProduceManyRequest {
+            requests: vec![
+                produce("guarded", 0, batch_of(&[b"kept too"])),
+                produce("guarded", 0, Bytes::from(corrupt)),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(many.results.len(), 2);
+    assert_eq!(many.results[0].response.as_ref().unwrap().base_offset, 1);
+    let refused = many.results[1]
+        .error
+        .as_ref()
+        .expect("corrupt batch refused");
+    assert_eq!(refused.code, ErrorCode::CorruptBatch as i32);
+    assert!(!refused.retriable && many.results[1].response.is_none());
+    assert!(
+        many.results[1].message.contains("CRC"),
+        "{}",
+        many.results[1].message
+    );
     // Produce to a node that does not lead the partition: NOT_LEADER with the leader's address.
     let other = if p0.leader == 0 { 1 } else { 0 };
     let mut follower = log_client(&address(other)).await;
@@ -219,9 +244,9 @@ async fn bad_requests_are_refused_with_specific_codes_and_change_nothing() {
         (grpc, err.code),
         (tonic::Code::OutOfRange, ErrorCode::OffsetOutOfRange)
     );
-    assert!(err.message.contains("0 to 1"), "{err}");
+    assert!(err.message.contains("0 to 2"), "{err}");
 
-    // Nothing was lost or changed: the one good record is still the whole log.
+    // Nothing was lost or changed: the two good records are still the whole log.
     let ok = leader
         .fetch(pb::FetchRequest {
             offset: 0,
@@ -231,9 +256,9 @@ async fn bad_requests_are_refused_with_specific_codes_and_change_nothing() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ok.high_watermark, 1);
-    assert_eq!(ok.records.len(), 1);
-    assert_eq!(ok.records[0].value.as_ref(), b"kept");
+    assert_eq!(ok.high_watermark, 2);
+    let values: Vec<&[u8]> = ok.records.iter().map(|r| r.value.as_ref()).collect();
+    assert_eq!(values, [&b"kept"[..], &b"kept too"[..]]);
     // And no process died.
     for p in cluster
         .coordinators

@@ -79,20 +79,35 @@ impl ApiError {
         classify(self.code).1
     }
 
-    /// Encodes this error as a gRPC status carrying an `ErrorDetail`.
-    pub fn to_status(&self) -> tonic::Status {
-        let (grpc, retriable) = classify(self.code);
-        let detail = ErrorDetail {
+    /// The machine-readable part of this error, as it travels in a status or in a per-partition
+    /// answer (`ProduceResult`).
+    pub fn detail(&self) -> ErrorDetail {
+        ErrorDetail {
             code: self.code as i32,
             name: self.code.as_str_name().to_string(),
-            retriable,
+            retriable: self.is_retriable(),
             leader: self.leader.clone(),
             controller_address: self.controller_address.clone().unwrap_or_default(),
-        };
+        }
+    }
+
+    /// Rebuilds an error from its detail and message (the inverse of [`ApiError::detail`]);
+    /// an unknown code becomes `INTERNAL`.
+    pub fn from_detail(detail: ErrorDetail, message: impl Into<String>) -> Self {
+        Self {
+            code: ErrorCode::try_from(detail.code).unwrap_or(ErrorCode::Internal),
+            message: message.into(),
+            leader: detail.leader,
+            controller_address: Some(detail.controller_address).filter(|a| !a.is_empty()),
+        }
+    }
+
+    /// Encodes this error as a gRPC status carrying an `ErrorDetail`.
+    pub fn to_status(&self) -> tonic::Status {
         tonic::Status::with_details(
-            grpc,
+            classify(self.code).0,
             format!("{}: {}", self.code.as_str_name(), self.message),
-            detail.encode_to_vec().into(),
+            self.detail().encode_to_vec().into(),
         )
     }
 
@@ -110,12 +125,7 @@ impl ApiError {
                 .strip_prefix(&prefix)
                 .unwrap_or(status.message())
                 .to_string();
-            return Self {
-                code,
-                message,
-                leader: detail.leader,
-                controller_address: Some(detail.controller_address).filter(|a| !a.is_empty()),
-            };
+            return Self::from_detail(detail, message);
         }
         let code = match status.code() {
             tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => {
@@ -152,6 +162,26 @@ mod tests {
         assert_eq!(back, e);
         assert!(back.is_retriable());
         assert_eq!(back.leader, Some(hint));
+    }
+
+    #[test]
+    fn detail_round_trip_keeps_code_message_and_controller() {
+        let e = ApiError {
+            controller_address: Some("127.0.0.1:9092".into()),
+            ..ApiError::new(ErrorCode::NotController, "ask the active controller")
+        };
+        let d = e.detail();
+        assert_eq!(d.name, "NOT_CONTROLLER");
+        assert!(d.retriable);
+        assert_eq!(ApiError::from_detail(d, e.message.clone()), e);
+        let unknown = ErrorDetail {
+            code: 9999,
+            ..Default::default()
+        };
+        assert_eq!(
+            ApiError::from_detail(unknown, "x").code,
+            ErrorCode::Internal
+        );
     }
 
     #[test]

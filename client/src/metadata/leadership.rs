@@ -111,28 +111,48 @@ impl Metadata {
         sent_to: &Leader,
         request: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let mut rx = self
-            .leadership
-            .subscribe(topic, partition, || self.snapshot());
-        let moved = async {
-            let now = rx
-                .wait_for(|now| now.is_some_and(|now| supersedes(now, sent_to)))
-                .await
-                .map(|now| now.expect("checked by wait_for"));
-            match now {
-                Ok(now) => now,
-                // The sender lives while a receiver does; should it go, keep waiting on the answer.
-                Err(_) => std::future::pending().await,
-            }
-        };
+        self.unless_any_leader_moves(&[(topic, partition, sent_to)], request)
+            .await
+    }
+
+    /// [`Metadata::unless_leader_moves`] for a request that carries several partitions (a
+    /// `ProduceMany`): a move of any of them abandons it, since the node it went to is likely
+    /// hung or deposed for all of them.
+    pub(crate) async fn unless_any_leader_moves<T>(
+        &self,
+        sent: &[(&str, i32, &Leader)],
+        request: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        if sent.is_empty() {
+            return request.await;
+        }
+        let watches = sent.iter().map(|&(topic, partition, sent_to)| {
+            let mut rx = self
+                .leadership
+                .subscribe(topic, partition, || self.snapshot());
+            let (topic, sent_to) = (topic.to_string(), sent_to.clone());
+            Box::pin(async move {
+                let now = rx
+                    .wait_for(|now| now.is_some_and(|now| supersedes(now, &sent_to)))
+                    .await
+                    .map(|now| now.expect("checked by wait_for"));
+                match now {
+                    Ok(now) => format!(
+                        "abandoned a request to node {} (epoch {}) for {topic}-{partition}: node {} \
+                         leads it now (epoch {})",
+                        sent_to.node_id, sent_to.epoch, now.leader, now.epoch
+                    ),
+                    // The sender lives while a receiver does; should it go, keep waiting on the
+                    // answer.
+                    Err(_) => std::future::pending().await,
+                }
+            })
+        });
+        let moved = futures::future::select_all(watches);
         tokio::select! {
             biased;
             answer = request => answer,
-            now = moved => Err(ClientError::LeaderMoved(format!(
-                "abandoned a request to node {} (epoch {}) for {topic}-{partition}: node {} leads \
-                 it now (epoch {})",
-                sent_to.node_id, sent_to.epoch, now.leader, now.epoch
-            ))),
+            (why, _, _) = moved => Err(ClientError::LeaderMoved(why)),
         }
     }
 }

@@ -132,6 +132,17 @@ impl Metadata {
     /// The partition's current leader as far as this client knows.
     pub(crate) async fn leader(self: &Arc<Self>, topic: &str, partition: i32) -> Result<Leader> {
         let info = self.topic(topic).await?;
+        self.leader_in(&info, topic, partition)
+    }
+
+    /// The partition's leader from the cache alone, without fetching: `None` while the topic is
+    /// not cached. The producer groups ready batches by it before sending.
+    pub(crate) fn cached_leader(&self, topic: &str, partition: i32) -> Option<Result<Leader>> {
+        let info = self.snapshot().topics.get(topic)?.clone();
+        Some(self.leader_in(&info, topic, partition))
+    }
+
+    fn leader_in(&self, info: &TopicInfo, topic: &str, partition: i32) -> Result<Leader> {
         let snap = self.snapshot();
         let p = usize::try_from(partition)
             .ok()

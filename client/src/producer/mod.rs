@@ -12,11 +12,13 @@
 
 mod accumulator;
 mod identity;
+mod request;
 mod sender;
 mod sequence;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -128,6 +130,8 @@ pub(crate) struct Shared {
     pub(crate) wake: Notify,
     /// Buffer memory, one permit per byte of record.
     memory: Arc<Semaphore>,
+    /// Set once a node answered `ProduceMany` with UNIMPLEMENTED: one request per batch since.
+    pub(crate) no_produce_many: AtomicBool,
 }
 
 /// Sends records to partition leaders in batches; cheap to share behind an `Arc` across tasks.
@@ -168,6 +172,7 @@ impl Producer {
             metadata,
             acc: Mutex::new(acc),
             wake: Notify::new(),
+            no_produce_many: AtomicBool::new(false),
         });
         let (control, control_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(sender::run(shared.clone(), control_rx));

@@ -20,21 +20,18 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::future::BoxFuture;
-use sluice_proto::error::ApiError;
-use sluice_proto::pb::{self, log_client::LogClient, produce_request::Payload};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{Id, JoinSet};
 
 use super::Shared;
 use super::accumulator::ProducerBatch;
 use super::identity::{self, Granted};
+use super::request::{self, Completion};
 use crate::config::Acks;
-use crate::connection::{MAX_MESSAGE_BYTES, request, with_timeout};
-use crate::error::{ClientError, Result};
-use crate::metadata::Leader;
+use crate::error::ClientError;
 use crate::retry::{RetryDecision, RetryPolicy};
 
 /// Requests from the [`super::Producer`] handle.
@@ -46,14 +43,6 @@ pub(crate) enum Control {
     Close,
 }
 
-/// A finished produce attempt, handed back to the loop that owns retry decisions.
-struct Completion {
-    batch: ProducerBatch,
-    result: Result<pb::ProduceResponse>,
-    /// A `NOT_LEADER` hint named a newer leader, so a retry can go at once.
-    rerouted: bool,
-}
-
 /// Runs until closed (or the producer is dropped) and nothing is left to send.
 pub(crate) async fn run(shared: Arc<Shared>, mut control: mpsc::UnboundedReceiver<Control>) {
     let cfg = &shared.cfg;
@@ -61,8 +50,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut control: mpsc::UnboundedReceive
         max_retries: cfg.retries,
         backoff: cfg.retry_backoff,
     };
-    let mut in_flight: JoinSet<Completion> = JoinSet::new();
-    let mut in_flight_tps: HashMap<Id, (String, i32)> = HashMap::new();
+    // One task per request (a lone batch, or every batch drained for one leader); the limit
+    // counts batches, as one request per partition is in flight at most.
+    let mut in_flight: JoinSet<Vec<Completion>> = JoinSet::new();
+    let mut in_flight_tps: HashMap<Id, Vec<(String, i32)>> = HashMap::new();
+    let mut batches_in_flight = 0usize;
     let mut flushes: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
     let mut closing = false;
     // A request for a new producer id, while a partition waits for one; dropped with the loop.
@@ -78,17 +70,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut control: mpsc::UnboundedReceive
             tracing::warn!(topic = %batch.topic, partition = batch.partition, records = batch.len(), "batch expired before it could be sent");
             batch.fail(&err);
         }
-        let room = cfg.max_in_flight.saturating_sub(in_flight.len());
-        for ready in plan.ready.into_iter().take(room) {
-            let batch = shared
-                .acc
-                .lock()
-                .unwrap()
-                .drain(&ready.topic, ready.partition);
-            if let Some(batch) = batch {
-                let handle = in_flight.spawn(send_batch(shared.clone(), batch));
-                in_flight_tps.insert(handle.id(), (ready.topic, ready.partition));
-            }
+        let room = cfg.max_in_flight.saturating_sub(batches_in_flight);
+        for group in group_by_leader(&shared, plan.ready.into_iter().take(room)) {
+            batches_in_flight += group.len();
+            let tps = group
+                .iter()
+                .map(|b| (b.topic.clone(), b.partition))
+                .collect();
+            let handle = in_flight.spawn(request::send(shared.clone(), group));
+            in_flight_tps.insert(handle.id(), tps);
         }
         if !flushes.is_empty() {
             let acc = shared.acc.lock().unwrap();
@@ -124,12 +114,17 @@ pub(crate) async fn run(shared: Arc<Shared>, mut control: mpsc::UnboundedReceive
             Some(joined) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
                 match joined {
                     Ok((id, done)) => {
-                        in_flight_tps.remove(&id);
-                        handle_completion(&shared, &policy, done);
+                        let tps = in_flight_tps.remove(&id).unwrap_or_default();
+                        batches_in_flight -= tps.len();
+                        for completion in done {
+                            handle_completion(&shared, &policy, completion);
+                        }
                     }
                     Err(e) => {
-                        // The request task panicked; its batch's futures resolve as closed.
-                        if let Some((topic, partition)) = in_flight_tps.remove(&e.id()) {
+                        // The request task panicked; its batches' futures resolve as closed.
+                        let tps = in_flight_tps.remove(&e.id()).unwrap_or_default();
+                        batches_in_flight -= tps.len();
+                        for (topic, partition) in tps {
                             tracing::error!(%topic, partition, error = %e, "produce task failed");
                             shared.acc.lock().unwrap().lose(&topic, partition);
                         }
@@ -198,73 +193,29 @@ fn handle_completion(shared: &Shared, policy: &RetryPolicy, done: Completion) {
     shared.wake.notify_one();
 }
 
-/// One produce attempt for `batch`, including the routing reaction to its error (follow the
-/// leader hint or refresh metadata) so the retry goes to the right node.
-async fn send_batch(shared: Arc<Shared>, mut batch: ProducerBatch) -> Completion {
-    let payload = match batch.payload() {
-        Ok(p) => p,
-        Err(e) => {
-            return Completion {
-                batch,
-                result: Err(ClientError::Api(ApiError::from(e))),
-                rerouted: false,
-            };
-        }
-    };
-    let meta = &shared.metadata;
-    let seen = meta.version();
-    let result = match meta.leader(&batch.topic, batch.partition).await {
-        Ok(leader) => {
-            let attempt = produce(&shared, &batch.topic, batch.partition, &leader, payload);
-            meta.unless_leader_moves(&batch.topic, batch.partition, &leader, attempt)
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    let rerouted = match &result {
-        // The cache already names the leader to resend to.
-        Err(ClientError::LeaderMoved(_)) => true,
-        Err(e) if e.is_retriable() => {
-            meta.handle_error(&batch.topic, batch.partition, e, seen)
-                .await
-        }
-        _ => false,
-    };
-    Completion {
-        batch,
-        result,
-        rerouted,
-    }
-}
-
-async fn produce(
+/// Drains the ready partitions' batches and groups them by the leader the cache names, so each
+/// node gets one request; a batch whose leader is not cached yet goes alone (its request looks
+/// the leader up).
+fn group_by_leader(
     shared: &Shared,
-    topic: &str,
-    partition: i32,
-    leader: &Leader,
-    payload: bytes::Bytes,
-) -> Result<pb::ProduceResponse> {
-    let cfg = &shared.cfg;
-    let channel = shared.metadata.pool.channel(&leader.address)?;
-    let mut client = LogClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let server_timeout = cfg.client.request_timeout;
-    let req = pb::ProduceRequest {
-        topic: topic.to_string(),
-        partition,
-        acks: cfg.acks.as_i32(),
-        timeout_ms: i32::try_from(server_timeout.as_millis()).unwrap_or(i32::MAX),
-        payload: Some(Payload::Batch(payload)),
-        compression: pb::Compression::None as i32,
-        leader_epoch: leader.epoch,
-        topic_id: leader.topic_id.clone(),
-    };
-    // The leader gives up waiting for replicas at `timeout_ms`; allow its answer to arrive.
-    let timeout = server_timeout + Duration::from_secs(1);
-    let resp = with_timeout(timeout, "produce", async {
-        client.produce(request(req, timeout)).await
-    })
-    .await?;
-    Ok(resp.into_inner())
+    ready: impl Iterator<Item = super::accumulator::Ready>,
+) -> Vec<Vec<ProducerBatch>> {
+    let mut groups: Vec<Vec<ProducerBatch>> = Vec::new();
+    let mut by_node: HashMap<i32, usize> = HashMap::new();
+    for r in ready {
+        let Some(batch) = shared.acc.lock().unwrap().drain(&r.topic, r.partition) else {
+            continue;
+        };
+        match shared.metadata.cached_leader(&batch.topic, batch.partition) {
+            Some(Ok(leader)) => {
+                let i = *by_node.entry(leader.node_id).or_insert_with(|| {
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                });
+                groups[i].push(batch);
+            }
+            _ => groups.push(vec![batch]),
+        }
+    }
+    groups
 }

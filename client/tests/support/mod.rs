@@ -112,6 +112,10 @@ pub struct State {
     pub no_subscribe: bool,
     /// `Subscribe` calls received.
     pub subscribes: usize,
+    /// Nodes answer `ProduceMany` with UNIMPLEMENTED, as nodes predating it would.
+    pub no_produce_many: bool,
+    /// `ProduceMany` calls received, and how many requests each carried.
+    pub produce_many: Vec<usize>,
 }
 
 impl Default for State {
@@ -132,6 +136,8 @@ impl Default for State {
             stalled: Vec::new(),
             no_subscribe: false,
             subscribes: 0,
+            no_produce_many: false,
+            produce_many: Vec::new(),
         }
     }
 }

@@ -248,6 +248,41 @@ impl log_server::Log for FakeNode {
     type SubscribeStream = FetchStream;
 
     /// Fetches in a loop, pushing every non-empty answer, until a fetch fails.
+    /// Each request as `produce` answers it; a status without Sluice details (a simulated
+    /// transport failure) fails the whole call, as a broken connection would.
+    async fn produce_many(
+        &self,
+        req: Request<pb::ProduceManyRequest>,
+    ) -> Result<Response<pb::ProduceManyResponse>, Status> {
+        let requests = req.into_inner().requests;
+        {
+            let mut st = self.state.lock().unwrap();
+            if st.no_produce_many {
+                return Err(Status::unimplemented("ProduceMany"));
+            }
+            st.produce_many.push(requests.len());
+        }
+        let mut results = Vec::with_capacity(requests.len());
+        for r in requests {
+            match log_server::Log::produce(self, Request::new(r)).await {
+                Ok(resp) => results.push(pb::ProduceResult {
+                    response: Some(resp.into_inner()),
+                    ..Default::default()
+                }),
+                Err(status) if status.details().is_empty() => return Err(status),
+                Err(status) => {
+                    let e = ApiError::from_status(&status);
+                    results.push(pb::ProduceResult {
+                        error: Some(e.detail()),
+                        message: e.message,
+                        response: None,
+                    });
+                }
+            }
+        }
+        Ok(Response::new(pb::ProduceManyResponse { results }))
+    }
+
     async fn subscribe(
         &self,
         req: Request<pb::FetchRequest>,

@@ -46,6 +46,19 @@ impl Log for LogService {
         ))
     }
 
+    async fn produce_many(
+        &self,
+        req: Request<pb::ProduceManyRequest>,
+    ) -> Result<Response<pb::ProduceManyResponse>, Status> {
+        Ok(Response::new(
+            observe(
+                "produce_many",
+                produce::produce_many(self, req.into_inner()),
+            )
+            .await?,
+        ))
+    }
+
     async fn fetch(
         &self,
         req: Request<pb::FetchRequest>,

@@ -20,6 +20,8 @@ use crate::writer::{AppendError, Appended};
 
 /// `acks=all` waits at most this long when the request gives no timeout.
 const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most requests one `ProduceMany` may carry (one per partition is what producers send).
+const MAX_PRODUCE_MANY: usize = 4096;
 
 fn append_error(e: AppendError, r: &Replica) -> ApiError {
     match e {
@@ -237,4 +239,39 @@ pub async fn produce(
         ));
     }
     Ok(response(Some(appended)))
+}
+
+/// Handles a `ProduceMany`: each request as [`produce`] would handle it, all concurrently in this
+/// task (so their batches reach the writer together and share one group commit), answered in
+/// request order, each with its own result.
+pub async fn produce_many(
+    svc: &LogService,
+    req: pb::ProduceManyRequest,
+) -> Result<pb::ProduceManyResponse, ApiError> {
+    if req.requests.len() > MAX_PRODUCE_MANY {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "ProduceMany carries {} requests, more than {MAX_PRODUCE_MANY}; split it into several calls",
+                req.requests.len()
+            ),
+        ));
+    }
+    let answers =
+        futures::future::join_all(req.requests.into_iter().map(|r| produce(svc, r))).await;
+    let results = answers
+        .into_iter()
+        .map(|answer| match answer {
+            Ok(response) => pb::ProduceResult {
+                response: Some(response),
+                ..Default::default()
+            },
+            Err(e) => pb::ProduceResult {
+                error: Some(e.detail()),
+                message: e.message,
+                response: None,
+            },
+        })
+        .collect();
+    Ok(pb::ProduceManyResponse { results })
 }

@@ -1,0 +1,262 @@
+//! One produce attempt for the batches the sender drained together: a lone batch goes in a
+//! `Produce`, several that share a leader in one `ProduceMany` (one request, one answer and one
+//! group commit on the node instead of one each per partition, which is what keeps latency low
+//! when many partitions have a few records ready at once). Each batch still gets its own
+//! result, and a failed batch its own routing reaction (follow the `NOT_LEADER` hint or refresh
+//! metadata) so its retry goes to the right node.
+//!
+//! A node that does not know `ProduceMany` (an older node during a rolling upgrade) answers
+//! UNIMPLEMENTED; the producer then sends one `Produce` per batch from then on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use sluice_proto::error::ApiError;
+use sluice_proto::pb::{self, ErrorCode, log_client::LogClient, produce_request::Payload};
+
+use super::Shared;
+use super::accumulator::ProducerBatch;
+use crate::connection::{MAX_MESSAGE_BYTES, request, with_timeout};
+use crate::error::{ClientError, Result};
+use crate::metadata::Leader;
+
+/// A finished produce attempt, handed back to the loop that owns retry decisions.
+pub(super) struct Completion {
+    pub(super) batch: ProducerBatch,
+    pub(super) result: Result<pb::ProduceResponse>,
+    /// A `NOT_LEADER` hint named a newer leader, so a retry can go at once.
+    pub(super) rerouted: bool,
+}
+
+/// Sends `batches` (drained together, grouped by their cached leader) and returns one completion
+/// per batch.
+pub(super) async fn send(shared: Arc<Shared>, batches: Vec<ProducerBatch>) -> Vec<Completion> {
+    if batches.len() == 1 || shared.no_produce_many.load(Ordering::Relaxed) {
+        return join_all(batches.into_iter().map(|b| send_batch(shared.clone(), b))).await;
+    }
+    let meta = &shared.metadata;
+    let seen = meta.version();
+    let mut done = Vec::with_capacity(batches.len());
+    // By leader node: normally one group, but the cache may have changed since the sender
+    // grouped them.
+    let mut by_node: BTreeMap<i32, Vec<Part>> = BTreeMap::new();
+    for mut batch in batches {
+        let payload = match batch.payload() {
+            Ok(p) => p,
+            Err(e) => {
+                done.push(Completion {
+                    batch,
+                    result: Err(ClientError::Api(ApiError::from(e))),
+                    rerouted: false,
+                });
+                continue;
+            }
+        };
+        match meta.leader(&batch.topic, batch.partition).await {
+            Ok(leader) => by_node.entry(leader.node_id).or_default().push(Part {
+                batch,
+                leader,
+                payload,
+            }),
+            Err(e) => done.push(conclude(&shared, batch, Err(e), seen).await),
+        }
+    }
+    let sent = join_all(
+        by_node
+            .into_values()
+            .map(|parts| send_to_node(shared.clone(), parts, seen)),
+    )
+    .await;
+    done.extend(sent.into_iter().flatten());
+    done
+}
+
+/// A batch ready to go, with the leader it goes to.
+struct Part {
+    batch: ProducerBatch,
+    leader: Leader,
+    payload: Bytes,
+}
+
+/// One `ProduceMany` to the node leading every part.
+async fn send_to_node(shared: Arc<Shared>, parts: Vec<Part>, seen: u64) -> Vec<Completion> {
+    let meta = &shared.metadata;
+    let address = parts[0].leader.address.clone();
+    let requests = parts
+        .iter()
+        .map(|p| produce_request(&shared, &p.batch, &p.leader, p.payload.clone()))
+        .collect();
+    let watched: Vec<(&str, i32, &Leader)> = parts
+        .iter()
+        .map(|p| (p.batch.topic.as_str(), p.batch.partition, &p.leader))
+        .collect();
+    let attempt = produce_many(&shared, &address, requests);
+    let answer = meta.unless_any_leader_moves(&watched, attempt).await;
+    drop(watched);
+    let results: Vec<Result<pb::ProduceResponse>> = match answer {
+        Ok(Some(results)) if results.len() == parts.len() => results,
+        Ok(Some(results)) => {
+            let err = ClientError::api(
+                ErrorCode::Internal,
+                format!(
+                    "node at {address} answered {} of {} produce requests",
+                    results.len(),
+                    parts.len()
+                ),
+            );
+            vec![Err(err); parts.len()]
+        }
+        Ok(None) => {
+            tracing::info!(%address, "the node does not implement ProduceMany; sending one request per partition");
+            shared.no_produce_many.store(true, Ordering::Relaxed);
+            let batches = parts
+                .into_iter()
+                .map(|p| send_batch(shared.clone(), p.batch));
+            return join_all(batches).await;
+        }
+        Err(e) => vec![Err(e); parts.len()],
+    };
+    join_all(
+        parts
+            .into_iter()
+            .zip(results)
+            .map(|(part, result)| conclude(&shared, part.batch, result, seen)),
+    )
+    .await
+}
+
+/// One produce attempt for a lone `batch`, including the routing reaction to its error.
+async fn send_batch(shared: Arc<Shared>, mut batch: ProducerBatch) -> Completion {
+    let payload = match batch.payload() {
+        Ok(p) => p,
+        Err(e) => {
+            return Completion {
+                batch,
+                result: Err(ClientError::Api(ApiError::from(e))),
+                rerouted: false,
+            };
+        }
+    };
+    let meta = &shared.metadata;
+    let seen = meta.version();
+    let result = match meta.leader(&batch.topic, batch.partition).await {
+        Ok(leader) => {
+            let attempt = produce(&shared, &batch, &leader, payload);
+            meta.unless_leader_moves(&batch.topic, batch.partition, &leader, attempt)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    conclude(&shared, batch, result, seen).await
+}
+
+/// Pairs a batch with its result and reacts to a retriable error: a move the cache already knows
+/// of, or a `NOT_LEADER` hint naming a newer leader, retries at once; other retriable errors
+/// refresh metadata first.
+async fn conclude(
+    shared: &Shared,
+    batch: ProducerBatch,
+    result: Result<pb::ProduceResponse>,
+    seen: u64,
+) -> Completion {
+    let rerouted = match &result {
+        Err(ClientError::LeaderMoved(_)) => true,
+        Err(e) if e.is_retriable() => {
+            shared
+                .metadata
+                .handle_error(&batch.topic, batch.partition, e, seen)
+                .await
+        }
+        _ => false,
+    };
+    Completion {
+        batch,
+        result,
+        rerouted,
+    }
+}
+
+fn produce_request(
+    shared: &Shared,
+    batch: &ProducerBatch,
+    leader: &Leader,
+    payload: Bytes,
+) -> pb::ProduceRequest {
+    pb::ProduceRequest {
+        topic: batch.topic.clone(),
+        partition: batch.partition,
+        acks: shared.cfg.acks.as_i32(),
+        timeout_ms: i32::try_from(shared.cfg.client.request_timeout.as_millis())
+            .unwrap_or(i32::MAX),
+        payload: Some(Payload::Batch(payload)),
+        compression: pb::Compression::None as i32,
+        leader_epoch: leader.epoch,
+        topic_id: leader.topic_id.clone(),
+    }
+}
+
+fn log_client(shared: &Shared, address: &str) -> Result<LogClient<tonic::transport::Channel>> {
+    Ok(LogClient::new(shared.metadata.pool.channel(address)?)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// The leader gives up waiting for replicas at the request's `timeout_ms`; allow its answer to
+/// arrive.
+fn answer_timeout(shared: &Shared) -> Duration {
+    shared.cfg.client.request_timeout + Duration::from_secs(1)
+}
+
+async fn produce(
+    shared: &Shared,
+    batch: &ProducerBatch,
+    leader: &Leader,
+    payload: Bytes,
+) -> Result<pb::ProduceResponse> {
+    let mut client = log_client(shared, &leader.address)?;
+    let req = produce_request(shared, batch, leader, payload);
+    let timeout = answer_timeout(shared);
+    let resp = with_timeout(timeout, "produce", async {
+        client.produce(request(req, timeout)).await
+    })
+    .await?;
+    Ok(resp.into_inner())
+}
+
+/// Sends `requests` in one `ProduceMany`; `None` when the node does not implement it.
+async fn produce_many(
+    shared: &Shared,
+    address: &str,
+    requests: Vec<pb::ProduceRequest>,
+) -> Result<Option<Vec<Result<pb::ProduceResponse>>>> {
+    let mut client = log_client(shared, address)?;
+    let timeout = answer_timeout(shared);
+    let msg = pb::ProduceManyRequest { requests };
+    let answer = with_timeout(timeout, "produce", async {
+        match client.produce_many(request(msg, timeout)).await {
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
+            other => other.map(Some),
+        }
+    })
+    .await?;
+    Ok(answer.map(|resp| {
+        resp.into_inner()
+            .results
+            .into_iter()
+            .map(|r| match (r.response, r.error) {
+                (Some(response), None) => Ok(response),
+                (_, Some(detail)) => {
+                    Err(ClientError::Api(ApiError::from_detail(detail, r.message)))
+                }
+                (None, None) => Err(ClientError::api(
+                    ErrorCode::Internal,
+                    "the node answered a produce request with neither a result nor an error",
+                )),
+            })
+            .collect()
+    }))
+}

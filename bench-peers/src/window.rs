@@ -90,6 +90,13 @@ impl AckWindow {
 
     /// Settles acknowledgements while waiting for `until` (the next send of a fixed-rate run).
     pub async fn idle_until(&mut self, until: tokio::time::Instant) {
+        // A send already due goes at once (a timer per send would cost the timer lock).
+        while until <= tokio::time::Instant::now() {
+            match self.pending.next().now_or_never() {
+                Some(Some(o)) => self.settle(o),
+                _ => return,
+            }
+        }
         loop {
             if self.pending.is_empty() {
                 tokio::time::sleep_until(until).await;

@@ -334,8 +334,10 @@ pub async fn e2e(w: &Workload, o: &SluiceOptions) -> Result<Report> {
     let start = tokio::time::Instant::now();
     let (tx, acker) = spawn_acker(None);
     for i in 0..w.count {
-        if let Some(due) = w.due(i) {
-            tokio::time::sleep_until(start + due).await;
+        if let Some(due) = w.due(i).map(|d| start + d)
+            && due > tokio::time::Instant::now()
+        {
+            tokio::time::sleep_until(due).await;
         }
         let value = payloads.stamped_value(now_ns());
         let record = ProducerRecord::new(w.topic.clone(), value).key(payloads.key());

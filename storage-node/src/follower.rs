@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
 use sluice_metadata::cache::MetadataCache;
 use sluice_proto::model::{NodeId, Offset};
 use sluice_proto::pb::{self, log_client::LogClient};
@@ -126,7 +126,11 @@ async fn follow_once(
     loop {
         tokio::select! {
             done = writes.next(), if !writes.is_empty() => {
-                let leader_hw = done.expect("a queued write")?;
+                let mut leader_hw = done.expect("a queued write")?;
+                // Writes that landed in the same group commit share one acknowledgement.
+                while let Some(Some(more)) = writes.next().now_or_never() {
+                    leader_hw = more?;
+                }
                 r.follow_high_watermark(leader_hw);
                 if tx.send(ack(r, ctx.node_id, l)).await.is_err() {
                     return Ok(());

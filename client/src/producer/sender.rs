@@ -57,6 +57,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut control: mpsc::UnboundedReceive
     let mut batches_in_flight = 0usize;
     let mut flushes: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
     let mut closing = false;
+    // One timer for the loop's whole life, moved only when the next wake-up changes: a new
+    // `Sleep` per turn took the runtime's timer lock on every send.
+    let timer = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     // A request for a new producer id, while a partition waits for one; dropped with the loop.
     let mut renewal: Option<BoxFuture<'static, Granted>> = None;
     loop {
@@ -103,6 +108,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut control: mpsc::UnboundedReceive
             )));
         }
         let wakeup = plan.next_wakeup;
+        if let Some(at) = wakeup
+            && armed != Some(at)
+        {
+            timer.as_mut().reset(at.into());
+            armed = Some(at);
+        }
         tokio::select! {
             cmd = control.recv(), if !closing => match cmd {
                 Some(Control::Flush(tx)) => {
@@ -137,7 +148,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut control: mpsc::UnboundedReceive
                 shared.acc.lock().unwrap().set_identity(producer_id, epoch);
             }
             _ = shared.wake.notified() => {}
-            _ = tokio::time::sleep_until(wakeup.unwrap_or(now).into()), if wakeup.is_some() => {}
+            _ = &mut timer, if wakeup.is_some() => armed = None,
         }
     }
     for (_, tx) in flushes {

@@ -118,8 +118,9 @@ pub async fn open(
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
-/// Pushes batches from `next` on, and the high watermark when it moves, until the follower
-/// goes away or this node stops leading at `epoch`.
+/// Pushes batches from `next` on, each chunk carrying the high watermark, and an empty chunk
+/// after [`HEARTBEAT`] without one, until the follower goes away or this node stops leading at
+/// `epoch`.
 async fn push(
     r: Arc<Replica>,
     log: Arc<dyn LogStore>,
@@ -128,13 +129,10 @@ async fn push(
     epoch: i32,
     tx: mpsc::Sender<Result<pb::ReplicaChunk, Status>>,
 ) {
-    let (mut end_rx, mut hw_rx, mut lead_rx) = (
-        r.watch_log_end(),
-        r.watch_high_watermark(),
-        r.watch_leadership(),
-    );
-    let mut sent_hw = -1;
-    let mut last_sent = std::time::Instant::now();
+    let (mut end_rx, mut lead_rx) = (r.watch_log_end(), r.watch_leadership());
+    // One timer, pushed back after every chunk (extending a timer takes no lock).
+    let heartbeat = tokio::time::sleep(HEARTBEAT);
+    tokio::pin!(heartbeat);
     loop {
         let l = *lead_rx.borrow_and_update();
         if r.is_deleted() || l.leader != r.node_id || l.epoch != epoch {
@@ -145,7 +143,7 @@ async fn push(
             continue;
         }
         let end = *end_rx.borrow_and_update();
-        let hw = *hw_rx.borrow_and_update();
+        let hw = r.high_watermark();
         let mut chunk = pb::ReplicaChunk {
             leader_epoch: epoch,
             high_watermark: hw,
@@ -163,19 +161,23 @@ async fn push(
             };
             next = h.next_offset();
             chunk.batches = concat(&batches);
-        } else if hw == sent_hw && last_sent.elapsed() < HEARTBEAT {
+        } else if !heartbeat.is_elapsed() {
+            // A moved high watermark alone sends nothing: it rides on the next batches or
+            // heartbeat (as a Kafka follower learns it from its next fetch). Sending it at once
+            // doubled the chunks and acknowledgements per produced batch, and a follower needs
+            // it only to serve reads after it becomes the leader, which recomputes it anyway.
             tokio::select! {
                 _ = end_rx.changed() => {}
-                _ = hw_rx.changed() => {}
                 _ = lead_rx.changed() => {}
                 _ = tx.closed() => return,
-                _ = tokio::time::sleep(HEARTBEAT.saturating_sub(last_sent.elapsed())) => {}
+                _ = &mut heartbeat => {}
             }
             continue;
         }
         // An empty chunk after HEARTBEAT keeps the follower's acknowledgements flowing.
-        sent_hw = hw;
-        last_sent = std::time::Instant::now();
+        heartbeat
+            .as_mut()
+            .reset(tokio::time::Instant::now() + HEARTBEAT);
         if tx.send(Ok(chunk)).await.is_err() {
             return;
         }

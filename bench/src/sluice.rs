@@ -222,6 +222,9 @@ fn spawn_acker(
     let acker = tokio::spawn(async move {
         let (mut ok, mut bad, mut last) = (0u64, 0u64, Instant::now());
         let mut first_error = None;
+        // The clock and the progress bar are read once per run of acknowledgements that were
+        // already queued, not per record: at a million records a second they cost ~3 % of CPU.
+        let mut unreported = 0u64;
         while let Some(f) = rx.recv().await {
             match f.await {
                 Ok(_) => ok += 1,
@@ -230,9 +233,13 @@ fn spawn_acker(
                     first_error.get_or_insert(e);
                 }
             }
-            last = Instant::now();
-            if let Some(p) = &progress {
-                p.inc(1);
+            unreported += 1;
+            if rx.is_empty() || unreported >= 4096 {
+                last = Instant::now();
+                if let Some(p) = &progress {
+                    p.inc(unreported);
+                }
+                unreported = 0;
             }
         }
         if let Some(e) = first_error {

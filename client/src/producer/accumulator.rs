@@ -19,25 +19,14 @@ use rand::rngs::SmallRng;
 use sluice_proto::batch::{BatchBuilder, BatchError, Compression, Record};
 use sluice_proto::pb::ErrorCode;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::sync::oneshot;
 
-use super::RecordMetadata;
+use super::delivery::{Acked, BatchDelivery, Ticket};
 
 /// Largest buffer a new batch reserves up front; bigger batches grow past it.
 const MAX_PREALLOCATED: usize = 1 << 20;
 use super::sequence::{Failure, Identity, PartitionSequence, Stamp};
-use crate::error::{ClientError, Result};
+use crate::error::ClientError;
 use crate::partitioner::{StickyPartitioner, partition_for_key};
-
-/// The producer-side future of one record: resolved with its metadata or its error.
-pub(crate) type DeliverySender = oneshot::Sender<Result<RecordMetadata>>;
-
-/// One record waiting for its batch's answer.
-#[derive(Debug)]
-struct Pending {
-    tx: DeliverySender,
-    timestamp_ms: i64,
-}
 
 #[derive(Debug)]
 enum BatchData {
@@ -53,7 +42,9 @@ pub(crate) struct ProducerBatch {
     pub(crate) topic: String,
     pub(crate) partition: i32,
     data: BatchData,
-    pending: Vec<Pending>,
+    /// Records in the batch, and the notice that tells their futures how it ended.
+    records: usize,
+    delivery: BatchDelivery,
     size: usize,
     pub(crate) created: Instant,
     /// Send attempts so far.
@@ -79,7 +70,8 @@ impl ProducerBatch {
             partition,
             size: builder.estimated_size(),
             data: BatchData::Open(builder),
-            pending: Vec::new(),
+            records: 0,
+            delivery: BatchDelivery::new(),
             created: now,
             attempts: 0,
             retry_at: None,
@@ -120,26 +112,30 @@ impl ProducerBatch {
         }
     }
 
-    fn push(&mut self, record: &Record, tx: DeliverySender, memory: Option<OwnedSemaphorePermit>) {
+    fn push(&mut self, record: &Record, memory: Option<OwnedSemaphorePermit>) -> Ticket {
         let BatchData::Open(builder) = &mut self.data else {
             unreachable!("records are only appended to open batches");
         };
         builder.push(record);
         self.size = builder.estimated_size();
-        self.pending.push(Pending {
-            tx,
-            timestamp_ms: record.timestamp_ms,
-        });
+        let ticket = self.delivery.ticket(self.records, record.timestamp_ms);
+        self.records += 1;
         match (&mut self.memory, memory) {
             (Some(held), Some(more)) => held.merge(more),
             (held @ None, more) => *held = more,
             (Some(_), None) => {}
         }
+        ticket
     }
 
     /// Records in the batch.
     pub(crate) fn len(&self) -> usize {
-        self.pending.len()
+        self.records
+    }
+
+    /// Bytes of the records in the batch (about its encoded size).
+    pub(crate) fn size(&self) -> usize {
+        self.size
     }
 
     /// The encoded batch to send, encoding it on first call (offsets are assigned by the
@@ -157,31 +153,15 @@ impl ProducerBatch {
     /// Resolves every record's future from the leader's answer. `base_offset` is -1 for
     /// `acks=0`; `append_time_ms` replaces record timestamps when the topic uses log-append time.
     pub(crate) fn succeed(self, base_offset: i64, append_time_ms: i64) {
-        for (i, p) in self.pending.into_iter().enumerate() {
-            let offset = if base_offset < 0 {
-                -1
-            } else {
-                base_offset + i as i64
-            };
-            let timestamp_ms = if append_time_ms > 0 {
-                append_time_ms
-            } else {
-                p.timestamp_ms
-            };
-            let _ = p.tx.send(Ok(RecordMetadata {
-                topic: self.topic.clone(),
-                partition: self.partition,
-                offset,
-                timestamp_ms,
-            }));
-        }
+        self.delivery.resolve(Ok(Acked {
+            base_offset,
+            append_time_ms,
+        }));
     }
 
     /// Resolves every record's future with `err`.
     pub(crate) fn fail(self, err: &ClientError) {
-        for p in self.pending {
-            let _ = p.tx.send(Err(err.clone()));
-        }
+        self.delivery.resolve(Err(err.clone()));
     }
 }
 
@@ -303,7 +283,7 @@ impl Accumulator {
         let full = self
             .queue(topic, p)
             .open_batch()
-            .is_some_and(|b| b.size + record_size > batch_size && !b.pending.is_empty());
+            .is_some_and(|b| b.size + record_size > batch_size && b.records > 0);
         if full {
             self.close_open_batch(topic, p);
             return self.sticky.partition(topic, partitions, &mut self.rng);
@@ -322,16 +302,15 @@ impl Accumulator {
         partition: i32,
         record: &Record,
         record_size: usize,
-        tx: DeliverySender,
         memory: Option<OwnedSemaphorePermit>,
         now: impl FnOnce() -> Instant,
-    ) -> bool {
+    ) -> (bool, Ticket) {
         let batch_size = self.settings.batch_size;
         let mut wake = false;
         let fits = self
             .queue(topic, partition)
             .open_batch()
-            .map(|b| b.pending.is_empty() || b.size + record_size <= batch_size);
+            .map(|b| b.records == 0 || b.size + record_size <= batch_size);
         if fits == Some(false) {
             self.close_open_batch(topic, partition);
             wake = true;
@@ -345,12 +324,12 @@ impl Accumulator {
         }
         let q = self.queue(topic, partition);
         let batch = q.open_batch().expect("an open batch was just ensured");
-        batch.push(record, tx, memory);
+        let ticket = batch.push(record, memory);
         if batch.size >= batch_size {
             self.close_open_batch(topic, partition);
             wake = true;
         }
-        wake
+        (wake, ticket)
     }
 
     fn queue(&mut self, topic: &str, partition: i32) -> &mut PartitionQueue {

@@ -1,12 +1,12 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::executor::block_on;
 use sluice_proto::batch::{BatchBuilder, Compression, Record, decode_records};
 use sluice_proto::pb::ErrorCode;
-use tokio::sync::oneshot;
 
 use super::*;
-use crate::producer::RecordMetadata;
+use crate::producer::DeliveryFuture;
 
 const LINGER: Duration = Duration::from_millis(5);
 const DELIVERY: Duration = Duration::from_secs(30);
@@ -29,14 +29,14 @@ fn record(value: &str) -> Record {
     }
 }
 
-type Rx = oneshot::Receiver<crate::Result<RecordMetadata>>;
+type Rx = DeliveryFuture;
 
 /// Appends a record to an explicit partition, returning the sender-wake flag and the future.
 fn put(acc: &mut Accumulator, partition: i32, value: &str, now: Instant) -> (bool, Rx) {
     let r = record(value);
-    let (tx, rx) = oneshot::channel();
     let size = BatchBuilder::record_size(&r);
-    (acc.append("t", partition, &r, size, tx, None, || now), rx)
+    let (wake, ticket) = acc.append("t", partition, &r, size, None, || now);
+    (wake, DeliveryFuture::new("t".into(), partition, ticket))
 }
 
 /// Chooses the partition as the producer does for a keyless record, then appends it.
@@ -44,8 +44,7 @@ fn put_keyless(acc: &mut Accumulator, partitions: i32, value: &str, now: Instant
     let r = record(value);
     let size = BatchBuilder::record_size(&r);
     let p = acc.choose_partition("t", None, None, partitions, size);
-    let (tx, _rx) = oneshot::channel();
-    acc.append("t", p, &r, size, tx, None, || now);
+    acc.append("t", p, &r, size, None, || now);
     p
 }
 
@@ -256,10 +255,7 @@ fn batches_waiting_past_delivery_timeout_expire_unless_in_flight() {
     for b in plan.expired {
         b.fail(&crate::ClientError::Timeout("delivery".into()));
     }
-    assert!(matches!(
-        rx0.blocking_recv().unwrap(),
-        Err(crate::ClientError::Timeout(_))
-    ));
+    assert!(matches!(block_on(rx0), Err(crate::ClientError::Timeout(_))));
     drop(in_flight);
 }
 
@@ -281,22 +277,23 @@ fn success_gives_consecutive_offsets_and_acks_zero_gives_minus_one() {
     b.succeed(40, -1);
     let offsets: Vec<i64> = rxs
         .into_iter()
-        .map(|rx| rx.blocking_recv().unwrap().unwrap().offset)
+        .map(|rx| block_on(rx).unwrap().offset)
         .collect();
     assert_eq!(offsets, vec![40, 41, 42]);
 
     let (_, rx) = put(&mut acc, 0, "x", t0);
     acc.complete("t", 0);
     acc.drain("t", 0).unwrap().succeed(-1, 5_000);
-    let md = rx.blocking_recv().unwrap().unwrap();
+    let md = block_on(rx).unwrap();
     assert_eq!((md.offset, md.timestamp_ms), (-1, 5_000));
+    assert_eq!((md.topic.as_str(), md.partition), ("t", 0));
 
     let (_, rx) = put(&mut acc, 0, "y", t0);
     acc.complete("t", 0);
     let err = crate::ClientError::api(ErrorCode::BatchTooLarge, "too large");
     acc.drain("t", 0).unwrap().fail(&err);
     assert_eq!(
-        rx.blocking_recv().unwrap().unwrap_err().code(),
+        block_on(rx).unwrap_err().code(),
         Some(ErrorCode::BatchTooLarge)
     );
 }

@@ -11,6 +11,7 @@
 //! retries a failover causes ([`sequence`]).
 
 mod accumulator;
+mod delivery;
 mod identity;
 mod request;
 mod sender;
@@ -107,16 +108,34 @@ pub struct RecordMetadata {
 /// logged).
 #[derive(Debug)]
 pub struct DeliveryFuture {
-    rx: oneshot::Receiver<Result<RecordMetadata>>,
+    topic: String,
+    partition: i32,
+    ticket: delivery::Ticket,
+}
+
+impl DeliveryFuture {
+    pub(crate) fn new(topic: String, partition: i32, ticket: delivery::Ticket) -> Self {
+        Self {
+            topic,
+            partition,
+            ticket,
+        }
+    }
 }
 
 impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+        let this = &mut *self;
+        this.ticket.poll_outcome(cx).map(|outcome| {
+            outcome.map(|(offset, timestamp_ms)| RecordMetadata {
+                topic: std::mem::take(&mut this.topic),
+                partition: this.partition,
+                offset,
+                timestamp_ms,
+            })
+        })
     }
 }
 
@@ -232,17 +251,17 @@ impl Producer {
             .acquire_many_owned(cost)
             .await
             .map_err(|_| ClientError::Closed)?;
-        let (tx, rx) = oneshot::channel();
-        let wake = {
+        let (wake, partition, ticket) = {
             let mut acc = self.shared.acc.lock().unwrap();
             let p =
                 acc.choose_partition(&topic, partition, record.key.as_deref(), partitions, size);
-            acc.append(&topic, p, &record, size, tx, Some(memory), Instant::now)
+            let (wake, ticket) = acc.append(&topic, p, &record, size, Some(memory), Instant::now);
+            (wake, p, ticket)
         };
         if wake {
             self.shared.wake.notify_one();
         }
-        Ok(DeliveryFuture { rx })
+        Ok(DeliveryFuture::new(topic, partition, ticket))
     }
 
     /// The producer id batches are stamped with now, `None` without idempotence. It changes

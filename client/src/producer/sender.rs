@@ -204,29 +204,43 @@ fn handle_completion(shared: &Shared, policy: &RetryPolicy, done: Completion) {
     shared.wake.notify_one();
 }
 
+/// Most bytes of batches one `ProduceMany` carries (Kafka's `max.request.size` default): small
+/// batches of many partitions share a request, while full batches each get their own, so large
+/// ones keep pipelining instead of waiting for each other's answers.
+const MAX_REQUEST_BYTES: usize = 1 << 20;
+
 /// Drains the ready partitions' batches and groups them by the leader the cache names, so each
-/// node gets one request; a batch whose leader is not cached yet goes alone (its request looks
-/// the leader up).
+/// node gets one request per [`MAX_REQUEST_BYTES`]; a batch whose leader is not cached yet goes
+/// alone (its request looks the leader up).
 fn group_by_leader(
     shared: &Shared,
     ready: impl Iterator<Item = super::accumulator::Ready>,
 ) -> Vec<Vec<ProducerBatch>> {
-    let mut groups: Vec<Vec<ProducerBatch>> = Vec::new();
-    let mut by_node: HashMap<i32, usize> = HashMap::new();
+    let mut groups: Vec<(usize, Vec<ProducerBatch>)> = Vec::new();
+    // The group each node fills now.
+    let mut open: HashMap<i32, usize> = HashMap::new();
     for r in ready {
         let Some(batch) = shared.acc.lock().unwrap().drain(&r.topic, r.partition) else {
             continue;
         };
-        match shared.metadata.cached_leader(&batch.topic, batch.partition) {
-            Some(Ok(leader)) => {
-                let i = *by_node.entry(leader.node_id).or_insert_with(|| {
-                    groups.push(Vec::new());
-                    groups.len() - 1
-                });
-                groups[i].push(batch);
+        let size = batch.size();
+        let node = match shared.metadata.cached_leader(&batch.topic, batch.partition) {
+            Some(Ok(leader)) => leader.node_id,
+            _ => {
+                groups.push((size, vec![batch]));
+                continue;
             }
-            _ => groups.push(vec![batch]),
+        };
+        match open.get(&node).copied() {
+            Some(i) if groups[i].0 + size <= MAX_REQUEST_BYTES => {
+                groups[i].0 += size;
+                groups[i].1.push(batch);
+            }
+            _ => {
+                open.insert(node, groups.len());
+                groups.push((size, vec![batch]));
+            }
         }
     }
-    groups
+    groups.into_iter().map(|(_, g)| g).collect()
 }

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod error;
 pub mod model;
+pub mod subscribe;
 pub mod transport;
 
 /// Generated protobuf and gRPC code. Domain code converts to [`model`] types at the boundary.

@@ -1,7 +1,8 @@
 //! One task per assigned partition: subscribes to the partition's leader from the fetch position
-//! (the leader pushes batches as they commit; a node without `Subscribe` is long-polled with
-//! `Fetch` instead), decodes the batches and hands each push's records to the consumer as one
-//! chunk.
+//! (the leader pushes batches as they commit), decodes the batches and hands each push's records
+//! to the consumer as one chunk. Subscriptions to one node share its `SubscribeMany` stream (see
+//! `session`); a node without it gets one `Subscribe` per partition, and a node without that is
+//! long-polled with `Fetch`.
 //! The queue is bounded in records by a semaphore (so a slow application pauses fetching instead
 //! of growing memory); a chunk's permits return when the consumer has handed all of it out.
 //!
@@ -13,6 +14,7 @@
 //! consumer the election, not a request timeout.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_proto::batch::{BatchIter, decode_records_shared};
@@ -21,6 +23,7 @@ use sluice_proto::pb::{self, log_client::LogClient};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::ConsumerRecord;
+use super::session::Sessions;
 use crate::config::ConsumerConfig;
 use crate::connection::{MAX_MESSAGE_BYTES, request, with_timeout};
 use crate::error::{ClientError, Result};
@@ -52,21 +55,128 @@ const RETRY: RetryPolicy = RetryPolicy {
 /// `max_wait` would otherwise make the loop spin.
 const MIN_EMPTY_FETCH: Duration = Duration::from_millis(20);
 
-/// The state of one partition's fetch loop.
-pub(crate) struct Fetcher {
+/// Where one partition's records go: its fetch position and the consumer's queue. Shared by the
+/// partition's fetch task and the node session delivering its pushes.
+pub(crate) struct Target {
     pub(crate) fetch_id: u64,
     pub(crate) topic: String,
     pub(crate) partition: i32,
     /// Offset of the next record to hand out.
-    pub(crate) position: i64,
+    position: AtomicI64,
+    tx: mpsc::UnboundedSender<FetchEvent>,
+    /// Free room in the consumer's queue, in records.
+    room: Arc<Semaphore>,
+    queue_records: usize,
+    /// Held while records are delivered: a subscription that was removed waits for it, so a
+    /// push in progress never lands after the partition moved to another node's stream.
+    pub(crate) delivering: tokio::sync::Mutex<()>,
+}
+
+/// The state of one partition's fetch loop.
+pub(crate) struct Fetcher {
+    pub(crate) target: Arc<Target>,
     pub(crate) meta: Arc<Metadata>,
     pub(crate) cfg: Arc<ConsumerConfig>,
-    pub(crate) tx: mpsc::UnboundedSender<FetchEvent>,
-    /// Free room in the consumer's queue, in records.
-    pub(crate) room: Arc<Semaphore>,
+    pub(crate) sessions: Arc<Sessions>,
     /// Whether to subscribe (push) rather than long-poll; cleared when a leader does not
     /// implement `Subscribe` (an older node during a rolling upgrade).
     pub(crate) push: bool,
+}
+
+impl Target {
+    pub(crate) fn new(
+        fetch_id: u64,
+        topic: String,
+        partition: i32,
+        position: i64,
+        tx: mpsc::UnboundedSender<FetchEvent>,
+        room: Arc<Semaphore>,
+        queue_records: usize,
+    ) -> Self {
+        Self {
+            fetch_id,
+            topic,
+            partition,
+            position: AtomicI64::new(position),
+            tx,
+            room,
+            queue_records,
+            delivering: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn position(&self) -> i64 {
+        self.position.load(Ordering::Acquire)
+    }
+
+    /// Delivers `resp` under the delivery lock.
+    async fn deliver(&self, resp: pb::FetchResponse) -> std::result::Result<usize, Stop> {
+        let _held = self.delivering.lock().await;
+        self.deliver_held(resp).await
+    }
+
+    /// Queues the records at or after the position as one chunk, advancing the position past
+    /// each batch; the caller holds `delivering`. Returns how many records were delivered.
+    pub(crate) async fn deliver_held(
+        &self,
+        resp: pb::FetchResponse,
+    ) -> std::result::Result<usize, Stop> {
+        let mut position = self.position();
+        let mut records = std::collections::VecDeque::new();
+        for item in BatchIter::new(resp.batches) {
+            let (header, batch) = item.map_err(|e| Stop::Corrupt(corrupt(e)))?;
+            if header.next_offset() <= position {
+                continue;
+            }
+            if !header.is_control() {
+                let decoded =
+                    decode_records_shared(&batch).map_err(|e| Stop::Corrupt(corrupt(e)))?;
+                records.reserve(decoded.len());
+                for r in decoded {
+                    if r.offset < position {
+                        continue;
+                    }
+                    position = r.offset + 1;
+                    records.push_back(ConsumerRecord {
+                        topic: self.topic.clone(),
+                        partition: self.partition,
+                        offset: r.offset,
+                        timestamp_ms: r.timestamp_ms,
+                        key: r.key,
+                        value: r.value,
+                        headers: r.headers,
+                    });
+                }
+            }
+            // Compaction and control batches leave offset gaps; the next fetch starts after them.
+            position = position.max(header.next_offset());
+        }
+        let delivered = records.len();
+        if delivered == 0 {
+            self.position.store(position, Ordering::Release);
+            return Ok(0);
+        }
+        // A chunk larger than the whole queue takes all of it (and waits for an empty queue).
+        let wanted = delivered.min(self.queue_records) as u32;
+        let permit = self
+            .room
+            .clone()
+            .acquire_many_owned(wanted)
+            .await
+            .map_err(|_| Stop::QueueClosed)?;
+        let chunk = Chunk {
+            records,
+            _permit: Some(permit),
+        };
+        self.tx
+            .send(FetchEvent {
+                fetch_id: self.fetch_id,
+                item: Ok(chunk),
+            })
+            .map_err(|_| Stop::QueueClosed)?;
+        self.position.store(position, Ordering::Release);
+        Ok(delivered)
+    }
 }
 
 impl Fetcher {
@@ -75,11 +185,18 @@ impl Fetcher {
         let mut failures = 0u32;
         loop {
             let seen = self.meta.version();
-            let err = if self.push {
+            let err = if self.push && self.sessions.supported() {
+                match self.subscribe_shared(&mut failures).await {
+                    Stop::QueueClosed => return,
+                    // The node predates SubscribeMany: one Subscribe per partition from now on.
+                    Stop::Unsupported => continue,
+                    Stop::Corrupt(e) | Stop::Failed(e) => e,
+                }
+            } else if self.push {
                 match self.subscribe_once(&mut failures).await {
                     Stop::QueueClosed => return,
                     Stop::Unsupported => {
-                        tracing::debug!(topic = %self.topic, partition = self.partition, "the leader cannot push; long-polling instead");
+                        tracing::debug!(topic = %self.target.topic, partition = self.target.partition, "the leader cannot push; long-polling instead");
                         self.push = false;
                         continue;
                     }
@@ -90,7 +207,7 @@ impl Fetcher {
                 match self.fetch_once().await {
                     Ok(resp) => {
                         failures = 0;
-                        match self.deliver(resp).await {
+                        match self.target.deliver(resp).await {
                             Ok(0) => {
                                 let elapsed = started.elapsed();
                                 if elapsed < MIN_EMPTY_FETCH {
@@ -109,13 +226,13 @@ impl Fetcher {
             };
             if let ClientError::LeaderMoved(_) = &err {
                 // A long poll on a deposed leader: refetch from the new one at once.
-                tracing::debug!(topic = %self.topic, partition = self.partition, error = %err, "fetch abandoned; refetching from the new leader");
+                tracing::debug!(topic = %self.target.topic, partition = self.target.partition, error = %err, "fetch abandoned; refetching from the new leader");
                 continue;
             }
             if !err.is_retriable() {
-                tracing::warn!(topic = %self.topic, partition = self.partition, position = self.position, error = %err, "fetch stopped");
-                let _ = self.tx.send(FetchEvent {
-                    fetch_id: self.fetch_id,
+                tracing::warn!(topic = %self.target.topic, partition = self.target.partition, position = self.target.position(), error = %err, "fetch stopped");
+                let _ = self.target.tx.send(FetchEvent {
+                    fetch_id: self.target.fetch_id,
                     item: Err(err),
                 });
                 return;
@@ -123,12 +240,12 @@ impl Fetcher {
             failures += 1;
             let rerouted = self
                 .meta
-                .handle_error(&self.topic, self.partition, &err, seen)
+                .handle_error(&self.target.topic, self.target.partition, &err, seen)
                 .await;
             if failures.is_multiple_of(50) {
-                tracing::warn!(topic = %self.topic, partition = self.partition, failures, error = %err, "fetch keeps failing; retrying");
+                tracing::warn!(topic = %self.target.topic, partition = self.target.partition, failures, error = %err, "fetch keeps failing; retrying");
             } else {
-                tracing::debug!(topic = %self.topic, partition = self.partition, error = %err, rerouted, "fetch failed; retrying");
+                tracing::debug!(topic = %self.target.topic, partition = self.target.partition, error = %err, rerouted, "fetch failed; retrying");
             }
             if !rerouted {
                 tokio::time::sleep(RETRY.backoff(failures)).await;
@@ -139,9 +256,9 @@ impl Fetcher {
     /// The request for the next records from the position, to `leader`.
     fn request(&self, leader: &Leader) -> pb::FetchRequest {
         pb::FetchRequest {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            offset: self.position,
+            topic: self.target.topic.clone(),
+            partition: self.target.partition,
+            offset: self.target.position(),
             max_bytes: self.cfg.max_bytes,
             max_wait_ms: i32::try_from(self.cfg.max_wait.as_millis()).unwrap_or(i32::MAX),
             min_bytes: self.cfg.min_bytes,
@@ -153,16 +270,62 @@ impl Fetcher {
     }
 
     fn log_client(&self, leader: &Leader) -> Result<LogClient<tonic::transport::Channel>> {
-        // At least one whole batch comes back however small `max_bytes` is.
-        let limit = MAX_MESSAGE_BYTES.max(self.cfg.max_bytes as usize + (1 << 20));
         Ok(LogClient::new(self.meta.pool.channel(&leader.address)?)
-            .max_decoding_message_size(limit))
+            .max_decoding_message_size(decode_limit(&self.cfg)))
+    }
+
+    /// Subscribes through the leader's session until the subscription ends; a delivered push
+    /// resets `failures`. A move of the leader in the metadata cache ends it at once.
+    async fn subscribe_shared(&mut self, failures: &mut u32) -> Stop {
+        let leader = match self
+            .meta
+            .leader(&self.target.topic, self.target.partition)
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => return Stop::Failed(e),
+        };
+        let before = self.target.position();
+        let request = self.request(&leader);
+        let mut registration =
+            match self
+                .sessions
+                .add(&leader.address, self.target.clone(), request)
+            {
+                Ok(r) => r,
+                Err(e) => return Stop::Failed(e),
+            };
+        let (topic, partition) = (self.target.topic.clone(), self.target.partition);
+        let ended = self
+            .meta
+            .unless_leader_moves(&topic, partition, &leader, async {
+                Ok((&mut registration.ended).await)
+            })
+            .await;
+        if self.target.position() > before {
+            *failures = 0;
+        }
+        match ended {
+            Ok(Ok(stop)) => stop,
+            Ok(Err(_)) => Stop::Failed(ClientError::Transport(
+                "the subscription stream ended".into(),
+            )),
+            Err(moved) => {
+                // Resubscribing elsewhere must wait for a push being delivered here.
+                registration.remove().await;
+                Stop::Failed(moved)
+            }
+        }
     }
 
     /// Follows one subscription until it fails; every push resets `failures`. A leader without
     /// `Subscribe` switches this task to long polls.
     async fn subscribe_once(&mut self, failures: &mut u32) -> Stop {
-        let leader = match self.meta.leader(&self.topic, self.partition).await {
+        let leader = match self
+            .meta
+            .leader(&self.target.topic, self.target.partition)
+            .await
+        {
             Ok(l) => l,
             Err(e) => return Stop::Failed(e),
         };
@@ -171,7 +334,11 @@ impl Fetcher {
             Err(e) => return Stop::Failed(e),
         };
         let req = self.request(&leader);
-        let (meta, topic, partition) = (self.meta.clone(), self.topic.clone(), self.partition);
+        let (meta, topic, partition) = (
+            self.meta.clone(),
+            self.target.topic.clone(),
+            self.target.partition,
+        );
         let timeout = self.cfg.client.request_timeout;
         let follow = async {
             // No deadline on the call itself: it lasts as long as the assignment. Opening it
@@ -193,7 +360,7 @@ impl Fetcher {
                 match stream.message().await {
                     Ok(Some(resp)) => {
                         *failures = 0;
-                        self.deliver(resp).await?;
+                        self.target.deliver(resp).await?;
                     }
                     Ok(None) => {
                         return Err(Stop::Failed(ClientError::Transport(
@@ -218,7 +385,10 @@ impl Fetcher {
     }
 
     async fn fetch_once(&self) -> Result<pb::FetchResponse> {
-        let leader = self.meta.leader(&self.topic, self.partition).await?;
+        let leader = self
+            .meta
+            .leader(&self.target.topic, self.target.partition)
+            .await?;
         let mut client = self.log_client(&leader)?;
         let req = self.request(&leader);
         let timeout = self.cfg.client.request_timeout + self.cfg.max_wait;
@@ -228,70 +398,20 @@ impl Fetcher {
         };
         // A leader that hangs would hold the partition until the timeout; a move cuts it short.
         self.meta
-            .unless_leader_moves(&self.topic, self.partition, &leader, attempt)
+            .unless_leader_moves(&self.target.topic, self.target.partition, &leader, attempt)
             .await
-    }
-
-    /// Queues the records at or after the position as one chunk, advancing the position past
-    /// each batch. Returns how many records were delivered.
-    async fn deliver(&mut self, resp: pb::FetchResponse) -> std::result::Result<usize, Stop> {
-        let mut records = std::collections::VecDeque::new();
-        for item in BatchIter::new(resp.batches) {
-            let (header, batch) = item.map_err(|e| Stop::Corrupt(corrupt(e)))?;
-            if header.next_offset() <= self.position {
-                continue;
-            }
-            if !header.is_control() {
-                let decoded =
-                    decode_records_shared(&batch).map_err(|e| Stop::Corrupt(corrupt(e)))?;
-                records.reserve(decoded.len());
-                for r in decoded {
-                    if r.offset < self.position {
-                        continue;
-                    }
-                    self.position = r.offset + 1;
-                    records.push_back(ConsumerRecord {
-                        topic: self.topic.clone(),
-                        partition: self.partition,
-                        offset: r.offset,
-                        timestamp_ms: r.timestamp_ms,
-                        key: r.key,
-                        value: r.value,
-                        headers: r.headers,
-                    });
-                }
-            }
-            // Compaction and control batches leave offset gaps; the next fetch starts after them.
-            self.position = self.position.max(header.next_offset());
-        }
-        let delivered = records.len();
-        if delivered == 0 {
-            return Ok(0);
-        }
-        // A chunk larger than the whole queue takes all of it (and waits for an empty queue).
-        let wanted = delivered.min(self.cfg.queue_records) as u32;
-        let permit = self
-            .room
-            .clone()
-            .acquire_many_owned(wanted)
-            .await
-            .map_err(|_| Stop::QueueClosed)?;
-        let chunk = Chunk {
-            records,
-            _permit: Some(permit),
-        };
-        self.tx
-            .send(FetchEvent {
-                fetch_id: self.fetch_id,
-                item: Ok(chunk),
-            })
-            .map_err(|_| Stop::QueueClosed)?;
-        Ok(delivered)
     }
 }
 
+/// The largest answer a consumer accepts: a node sends at least one whole batch however small
+/// `max_bytes` is, and a `SubscribeMany` message gathers pushes up to 8 MiB plus one more.
+pub(crate) fn decode_limit(cfg: &ConsumerConfig) -> usize {
+    MAX_MESSAGE_BYTES.max(cfg.max_bytes as usize + (9 << 20))
+}
+
 /// Why records stopped flowing.
-enum Stop {
+#[derive(Debug, Clone)]
+pub(crate) enum Stop {
     QueueClosed,
     Corrupt(ClientError),
     Failed(ClientError),

@@ -10,6 +10,7 @@
 
 mod fetcher;
 pub(crate) mod offsets;
+mod session;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -25,7 +26,8 @@ use tokio::task::JoinHandle;
 use crate::config::ConsumerConfig;
 use crate::error::{ClientError, Result};
 use crate::metadata::Metadata;
-use fetcher::{Chunk, FetchEvent, Fetcher};
+use fetcher::{Chunk, FetchEvent, Fetcher, Target};
+use session::Sessions;
 
 /// Where to start or resume reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +90,8 @@ pub struct Consumer {
     /// Assigned partitions by the id of their current fetch task.
     assigned: HashMap<u64, Assigned>,
     next_fetch_id: u64,
+    /// One push stream per node, shared by the partitions it leads.
+    sessions: Arc<Sessions>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -111,7 +115,9 @@ impl Consumer {
         let meta = Metadata::new(&cfg.client)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let room = Arc::new(Semaphore::new(cfg.queue_records));
+        let sessions = Sessions::new(meta.clone(), fetcher::decode_limit(&cfg));
         Ok(Self {
+            sessions,
             room,
             current: None,
             cfg: Arc::new(cfg),
@@ -288,15 +294,20 @@ impl Consumer {
         let fetch_id = self.next_fetch_id;
         self.next_fetch_id += 1;
         tracing::debug!(%topic, partition, position, "fetching");
-        let fetcher = Fetcher {
+        let target = Target::new(
             fetch_id,
-            topic: topic.clone(),
+            topic.clone(),
             partition,
             position,
+            self.tx.clone(),
+            self.room.clone(),
+            self.cfg.queue_records,
+        );
+        let fetcher = Fetcher {
+            target: Arc::new(target),
             meta: self.meta.clone(),
             cfg: self.cfg.clone(),
-            tx: self.tx.clone(),
-            room: self.room.clone(),
+            sessions: self.sessions.clone(),
             push: true,
         };
         let task = tokio::spawn(fetcher.run());
@@ -309,6 +320,14 @@ impl Consumer {
                 task,
             },
         );
+    }
+}
+
+impl Drop for Consumer {
+    /// Wakes deliveries waiting for queue room (a node session may be in one) so they see the
+    /// consumer gone instead of waiting forever.
+    fn drop(&mut self) {
+        self.room.close();
     }
 }
 

@@ -112,6 +112,10 @@ pub struct State {
     pub no_subscribe: bool,
     /// `Subscribe` calls received.
     pub subscribes: usize,
+    /// Nodes answer `SubscribeMany` with UNIMPLEMENTED, as nodes predating it would.
+    pub no_subscribe_many: bool,
+    /// `SubscribeMany` calls received.
+    pub subscription_streams: usize,
     /// Nodes answer `ProduceMany` with UNIMPLEMENTED, as nodes predating it would.
     pub no_produce_many: bool,
     /// `ProduceMany` calls received, and how many requests each carried.
@@ -136,6 +140,8 @@ impl Default for State {
             stalled: Vec::new(),
             no_subscribe: false,
             subscribes: 0,
+            no_subscribe_many: false,
+            subscription_streams: 0,
             no_produce_many: false,
             produce_many: Vec::new(),
         }

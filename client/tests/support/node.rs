@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use sluice_proto::batch::{BatchHeader, decode_records, set_base_offset, validate};
 use sluice_proto::error::ApiError;
 use sluice_proto::pb::{
@@ -281,6 +281,41 @@ impl log_server::Log for FakeNode {
             }
         }
         Ok(Response::new(pb::ProduceManyResponse { results }))
+    }
+
+    type SubscribeManyStream = sluice_proto::subscribe::PushStream;
+
+    /// Many subscriptions on one stream, each served as `subscribe` serves a lone one.
+    async fn subscribe_many(
+        &self,
+        req: Request<tonic::Streaming<pb::SubscribeControl>>,
+    ) -> Result<Response<Self::SubscribeManyStream>, Status> {
+        {
+            let mut st = self.state.lock().unwrap();
+            // A node without Subscribe predates SubscribeMany too.
+            if st.no_subscribe_many || st.no_subscribe {
+                return Err(Status::unimplemented("SubscribeMany"));
+            }
+            st.subscription_streams += 1;
+        }
+        let node = self.clone();
+        let mut stopping = self.stopping.clone();
+        let closing = async move { drop(stopping.wait_for(|s| *s).await) };
+        let open = move |fetch: pb::FetchRequest| {
+            let node = node.clone();
+            futures::stream::once(async move {
+                log_server::Log::subscribe(&node, Request::new(fetch)).await
+            })
+            .flat_map(|opened| match opened {
+                Ok(pushes) => pushes.into_inner().left_stream(),
+                Err(status) => futures::stream::iter([Err(status)]).right_stream(),
+            })
+        };
+        Ok(Response::new(sluice_proto::subscribe::merge(
+            req.into_inner(),
+            open,
+            closing,
+        )))
     }
 
     async fn subscribe(

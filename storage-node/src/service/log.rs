@@ -81,6 +81,23 @@ impl Log for LogService {
         )))
     }
 
+    type SubscribeManyStream = sluice_proto::subscribe::PushStream;
+
+    async fn subscribe_many(
+        &self,
+        req: Request<Streaming<pb::SubscribeControl>>,
+    ) -> Result<Response<Self::SubscribeManyStream>, Status> {
+        metrics::counter!("sluice_subscription_streams_total").increment(1);
+        let svc = self.clone();
+        let mut closing = self.closing.clone();
+        let closing = async move { drop(closing.wait_for(|c| *c).await) };
+        Ok(Response::new(sluice_proto::subscribe::merge(
+            req.into_inner(),
+            move |fetch| fetch::subscribe(svc.clone(), fetch),
+            closing,
+        )))
+    }
+
     async fn list_offsets(
         &self,
         req: Request<pb::ListOffsetsRequest>,

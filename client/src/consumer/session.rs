@@ -1,0 +1,295 @@
+//! One `SubscribeMany` stream per node for every partition a consumer reads from that node.
+//!
+//! Why: with one `Subscribe` per partition, a burst of records over many partitions cost a
+//! push, an HTTP/2 frame, a task wake-up and a channel send per partition on both sides; here
+//! the node sends what committed for all of them in one message, and this session task decodes
+//! it and queues each partition's records straight to the consumer.
+//!
+//! Each partition's fetch task still owns its partition: it picks the leader, registers its
+//! [`Target`] with that node's session, and waits for the subscription to end (an error from
+//! the node, the stream breaking, the leader moving), then retries as before. A node that does
+//! not implement `SubscribeMany` answers UNIMPLEMENTED; the fetch tasks then subscribe one
+//! partition at a time.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use sluice_proto::error::ApiError;
+use sluice_proto::pb::{self, log_client::LogClient};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use super::fetcher::{Stop, Target};
+use crate::error::{ClientError, Result};
+use crate::metadata::Metadata;
+
+/// A consumer's sessions, one per node address.
+pub(crate) struct Sessions {
+    meta: Arc<Metadata>,
+    /// Largest message a session accepts.
+    decode_limit: usize,
+    by_address: Mutex<HashMap<String, Arc<Session>>>,
+    /// Set once a node answered UNIMPLEMENTED.
+    unsupported: AtomicBool,
+}
+
+/// One node's stream and the subscriptions on it.
+struct Session {
+    control: mpsc::UnboundedSender<pb::SubscribeControl>,
+    routes: Mutex<Routes>,
+    next_id: AtomicU32,
+    /// Woken when the last subscription left, so an unused stream closes.
+    idle: Notify,
+}
+
+#[derive(Default)]
+struct Routes {
+    by_id: HashMap<u32, Route>,
+    /// Cleared (under the lock) when the session task ends; nothing registers after that.
+    closed: bool,
+}
+
+struct Route {
+    target: Arc<Target>,
+    ended: oneshot::Sender<Stop>,
+}
+
+/// A subscription registered with a session; dropping it ends the subscription.
+pub(crate) struct Registration {
+    session: Arc<Session>,
+    id: u32,
+    /// Resolves with why the subscription ended (or errs if the session vanished).
+    pub(crate) ended: oneshot::Receiver<Stop>,
+}
+
+impl Sessions {
+    pub(crate) fn new(meta: Arc<Metadata>, decode_limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            meta,
+            decode_limit,
+            by_address: Mutex::new(HashMap::new()),
+            unsupported: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the nodes seen so far implement `SubscribeMany`.
+    pub(crate) fn supported(&self) -> bool {
+        !self.unsupported.load(Ordering::Relaxed)
+    }
+
+    /// Subscribes `target` at the node at `address` from `fetch`'s offset.
+    pub(crate) fn add(
+        self: &Arc<Self>,
+        address: &str,
+        target: Arc<Target>,
+        fetch: pb::FetchRequest,
+    ) -> Result<Registration> {
+        loop {
+            let session = self.session(address)?;
+            let id = session.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, ended) = oneshot::channel();
+            {
+                let mut routes = session.routes.lock().unwrap();
+                if routes.closed {
+                    // The session ended just now; start another.
+                    drop(routes);
+                    self.forget_session(address, &session);
+                    continue;
+                }
+                routes.by_id.insert(
+                    id,
+                    Route {
+                        target: target.clone(),
+                        ended: tx,
+                    },
+                );
+            }
+            let add = pb::SubscribeControl {
+                add: vec![pb::Subscription {
+                    id,
+                    fetch: Some(fetch.clone()),
+                }],
+                remove: vec![],
+            };
+            // A send can only fail once the task ended, and then it has ended the route too.
+            let _ = session.control.send(add);
+            return Ok(Registration { session, id, ended });
+        }
+    }
+
+    fn session(self: &Arc<Self>, address: &str) -> Result<Arc<Session>> {
+        let mut by_address = self.by_address.lock().unwrap();
+        if let Some(s) = by_address.get(address) {
+            return Ok(s.clone());
+        }
+        let channel = self.meta.pool.channel(address)?;
+        let client = LogClient::new(channel).max_decoding_message_size(self.decode_limit);
+        let (control, rx) = mpsc::unbounded_channel();
+        let session = Arc::new(Session {
+            control,
+            routes: Mutex::new(Routes::default()),
+            next_id: AtomicU32::new(1),
+            idle: Notify::new(),
+        });
+        by_address.insert(address.to_string(), session.clone());
+        tokio::spawn(run(
+            session.clone(),
+            Arc::downgrade(self),
+            address.to_string(),
+            client,
+            rx,
+        ));
+        Ok(session)
+    }
+
+    fn forget_session(&self, address: &str, session: &Arc<Session>) {
+        let mut by_address = self.by_address.lock().unwrap();
+        if by_address
+            .get(address)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            by_address.remove(address);
+        }
+    }
+}
+
+impl Registration {
+    /// Ends the subscription and waits until no push for it is being delivered, so the
+    /// partition can be subscribed elsewhere from its position without duplicates.
+    pub(crate) async fn remove(self) {
+        let target = self.session.forget(self.id);
+        if let Some(target) = target {
+            drop(target.delivering.lock().await);
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.session.forget(self.id);
+    }
+}
+
+impl Session {
+    /// Drops a route and tells the node; returns its target if it was still there.
+    fn forget(&self, id: u32) -> Option<Arc<Target>> {
+        let (route, empty) = {
+            let mut routes = self.routes.lock().unwrap();
+            let route = routes.by_id.remove(&id);
+            (route, routes.by_id.is_empty())
+        };
+        let route = route?;
+        let _ = self.control.send(pb::SubscribeControl {
+            add: vec![],
+            remove: vec![id],
+        });
+        if empty {
+            self.idle.notify_one();
+        }
+        Some(route.target)
+    }
+
+    /// Ends a route with `why` (the node ended it, or delivery stopped).
+    fn end(&self, id: u32, why: Stop) {
+        let route = self.routes.lock().unwrap().by_id.remove(&id);
+        if let Some(route) = route {
+            let _ = route.ended.send(why);
+        }
+    }
+
+    fn target(&self, id: u32) -> Option<Arc<Target>> {
+        let routes = self.routes.lock().unwrap();
+        routes.by_id.get(&id).map(|r| r.target.clone())
+    }
+}
+
+/// Follows the node's stream until it fails or nobody uses it, then ends every route left.
+async fn run(
+    session: Arc<Session>,
+    sessions: Weak<Sessions>,
+    address: String,
+    client: LogClient<tonic::transport::Channel>,
+    control: mpsc::UnboundedReceiver<pb::SubscribeControl>,
+) {
+    let why = follow(&session, &sessions, client, control).await;
+    let left: Vec<Route> = {
+        let mut routes = session.routes.lock().unwrap();
+        routes.closed = true;
+        routes.by_id.drain().map(|(_, r)| r).collect()
+    };
+    tracing::debug!(%address, subscriptions = left.len(), "subscription stream ended");
+    for route in left {
+        let _ = route.ended.send(why.clone());
+    }
+    if let Some(sessions) = sessions.upgrade() {
+        sessions.forget_session(&address, &session);
+    }
+}
+
+async fn follow(
+    session: &Session,
+    sessions: &Weak<Sessions>,
+    mut client: LogClient<tonic::transport::Channel>,
+    control: mpsc::UnboundedReceiver<pb::SubscribeControl>,
+) -> Stop {
+    let opened = client
+        .subscribe_many(UnboundedReceiverStream::new(control))
+        .await;
+    let mut stream = match opened {
+        Ok(r) => r.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            if let Some(s) = sessions.upgrade() {
+                s.unsupported.store(true, Ordering::Relaxed);
+            }
+            return Stop::Unsupported;
+        }
+        Err(status) => return Stop::Failed(status.into()),
+    };
+    loop {
+        let message = tokio::select! {
+            m = stream.message() => m,
+            _ = session.idle.notified() => {
+                let mut routes = session.routes.lock().unwrap();
+                if routes.by_id.is_empty() {
+                    routes.closed = true;
+                    return Stop::Failed(ClientError::Transport("no subscriptions left".into()));
+                }
+                continue;
+            }
+        };
+        let pushes = match message {
+            Ok(Some(m)) => m.pushes,
+            Ok(None) => {
+                return Stop::Failed(ClientError::Transport(
+                    "the leader ended the subscription".into(),
+                ));
+            }
+            Err(status) => return Stop::Failed(status.into()),
+        };
+        for push in pushes {
+            let Some(target) = session.target(push.id) else {
+                continue; // removed meanwhile
+            };
+            if let Some(detail) = push.error {
+                let e = ApiError::from_detail(detail, push.message);
+                session.end(push.id, Stop::Failed(ClientError::Api(e)));
+                continue;
+            }
+            let Some(data) = push.data else { continue };
+            let held = target.delivering.lock().await;
+            if session.target(push.id).is_none() {
+                continue; // removed while this waited: its fetch task has moved on
+            }
+            let delivered = target.deliver_held(data).await;
+            drop(held);
+            if let Err(stop) = delivered {
+                session.end(push.id, stop);
+                let _ = session.control.send(pb::SubscribeControl {
+                    add: vec![],
+                    remove: vec![push.id],
+                });
+            }
+        }
+    }
+}

@@ -23,7 +23,7 @@ use sluice_proto::pb::{self, log_client::LogClient};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::ConsumerRecord;
-use super::session::Sessions;
+use super::session::{Event, Sessions};
 use crate::config::ConsumerConfig;
 use crate::connection::{MAX_MESSAGE_BYTES, request, with_timeout};
 use crate::error::{ClientError, Result};
@@ -55,8 +55,7 @@ const RETRY: RetryPolicy = RetryPolicy {
 /// `max_wait` would otherwise make the loop spin.
 const MIN_EMPTY_FETCH: Duration = Duration::from_millis(20);
 
-/// Where one partition's records go: its fetch position and the consumer's queue. Shared by the
-/// partition's fetch task and the node session delivering its pushes.
+/// Where one partition's records go: its fetch position and the consumer's queue.
 pub(crate) struct Target {
     pub(crate) fetch_id: u64,
     pub(crate) topic: String,
@@ -67,9 +66,6 @@ pub(crate) struct Target {
     /// Free room in the consumer's queue, in records.
     room: Arc<Semaphore>,
     queue_records: usize,
-    /// Held while records are delivered: a subscription that was removed waits for it, so a
-    /// push in progress never lands after the partition moved to another node's stream.
-    pub(crate) delivering: tokio::sync::Mutex<()>,
 }
 
 /// The state of one partition's fetch loop.
@@ -101,7 +97,6 @@ impl Target {
             tx,
             room,
             queue_records,
-            delivering: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -109,18 +104,9 @@ impl Target {
         self.position.load(Ordering::Acquire)
     }
 
-    /// Delivers `resp` under the delivery lock.
-    async fn deliver(&self, resp: pb::FetchResponse) -> std::result::Result<usize, Stop> {
-        let _held = self.delivering.lock().await;
-        self.deliver_held(resp).await
-    }
-
     /// Queues the records at or after the position as one chunk, advancing the position past
-    /// each batch; the caller holds `delivering`. Returns how many records were delivered.
-    pub(crate) async fn deliver_held(
-        &self,
-        resp: pb::FetchResponse,
-    ) -> std::result::Result<usize, Stop> {
+    /// each batch. Returns how many records were delivered.
+    async fn deliver(&self, resp: pb::FetchResponse) -> std::result::Result<usize, Stop> {
         let mut position = self.position();
         let mut records = std::collections::VecDeque::new();
         for item in BatchIter::new(resp.batches) {
@@ -285,36 +271,40 @@ impl Fetcher {
             Ok(l) => l,
             Err(e) => return Stop::Failed(e),
         };
-        let before = self.target.position();
         let request = self.request(&leader);
-        let mut registration =
-            match self
-                .sessions
-                .add(&leader.address, self.target.clone(), request)
-            {
-                Ok(r) => r,
-                Err(e) => return Stop::Failed(e),
-            };
-        let (topic, partition) = (self.target.topic.clone(), self.target.partition);
-        let ended = self
-            .meta
-            .unless_leader_moves(&topic, partition, &leader, async {
-                Ok((&mut registration.ended).await)
-            })
-            .await;
-        if self.target.position() > before {
-            *failures = 0;
-        }
-        match ended {
-            Ok(Ok(stop)) => stop,
-            Ok(Err(_)) => Stop::Failed(ClientError::Transport(
-                "the subscription stream ended".into(),
-            )),
-            Err(moved) => {
-                // Resubscribing elsewhere must wait for a push being delivered here.
-                registration.remove().await;
-                Stop::Failed(moved)
+        let mut registration = match self.sessions.add(&leader.address, request) {
+            Ok(r) => r,
+            Err(e) => return Stop::Failed(e),
+        };
+        let (target, sessions) = (&self.target, &self.sessions);
+        let follow = async {
+            loop {
+                match registration.events.recv().await {
+                    Some(Event::Data(resp)) => {
+                        *failures = 0;
+                        if let Err(stop) = target.deliver(resp).await {
+                            return Ok(stop);
+                        }
+                    }
+                    Some(Event::End(stop)) => return Ok(stop),
+                    None if !sessions.supported() => return Ok(Stop::Unsupported),
+                    None => {
+                        return Ok(Stop::Failed(ClientError::Transport(
+                            "the subscription stream ended".into(),
+                        )));
+                    }
+                }
             }
+        };
+        // Leaving drops the registration, which ends the subscription; pushes not yet
+        // delivered are dropped with it, so the position stays exact.
+        match self
+            .meta
+            .unless_leader_moves(&target.topic, target.partition, &leader, follow)
+            .await
+        {
+            Ok(stop) => stop,
+            Err(moved) => Stop::Failed(moved),
         }
     }
 

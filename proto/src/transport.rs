@@ -3,8 +3,10 @@
 
 /// Receive window per stream: a whole produce batch (256 KiB by default, up to MiBs) or fetch
 /// answer can be in flight without waiting for window updates. Fixed, not adaptive: the
-/// adaptive window's slow start costs the first megabytes of every connection.
-pub const STREAM_WINDOW: u32 = 8 << 20;
+/// adaptive window's slow start costs the first megabytes of every connection. As large as the
+/// connection's window, because one `SubscribeMany` stream carries every partition a consumer
+/// reads from a node: at 8 MiB, catch-up reads (W2) fell from ~800 to ~700 MB/s.
+pub const STREAM_WINDOW: u32 = 32 << 20;
 
 /// Receive window per connection, shared by every partition's requests on it.
 pub const CONNECTION_WINDOW: u32 = 32 << 20;

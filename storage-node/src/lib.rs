@@ -89,7 +89,7 @@ pub async fn run(
             .await
             .context("loading cluster metadata")?,
     );
-    let (writer, writer_thread) = Writer::spawn(log.clone());
+    let (writer, writer_thread) = Writer::spawn(log.clone(), !cfg.fsync);
     let follower_ctx = Arc::new(follower::FollowerContext {
         node_id: cfg.node_id,
         cache: cache.clone(),

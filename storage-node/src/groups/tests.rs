@@ -24,7 +24,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
-        let (writer, _thread) = Writer::spawn(log.clone());
+        let (writer, _thread) = Writer::spawn(log.clone(), true);
         let key = PartitionKey {
             topic_id: TopicId([9; 16]),
             partition: 0,

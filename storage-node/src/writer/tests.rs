@@ -54,7 +54,7 @@ fn idempotent(pid: i64, seq: i32) -> (BytesMut, BatchHeader) {
 #[tokio::test]
 async fn concurrent_appends_get_consecutive_offsets_and_the_leader_epoch() {
     let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
-    let (writer, _h) = Writer::spawn(log.clone());
+    let (writer, _h) = Writer::spawn(log.clone(), true);
     let (a, b) = (
         replica(log.as_ref(), 0, 0, 3),
         replica(log.as_ref(), 1, 0, 3),
@@ -106,7 +106,7 @@ async fn concurrent_appends_get_consecutive_offsets_and_the_leader_epoch() {
 #[tokio::test]
 async fn appends_to_a_deleted_or_no_longer_led_replica_fail_and_write_nothing() {
     let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
-    let (writer, _h) = Writer::spawn(log.clone());
+    let (writer, _h) = Writer::spawn(log.clone(), true);
     let r = replica(log.as_ref(), 0, 0, 0);
     r.mark_deleted();
     let (bytes, h) = produced(1);
@@ -126,7 +126,7 @@ async fn appends_to_a_deleted_or_no_longer_led_replica_fail_and_write_nothing() 
 #[tokio::test]
 async fn a_retried_idempotent_batch_is_answered_with_its_first_offset_and_not_written_twice() {
     let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
-    let (writer, _h) = Writer::spawn(log.clone());
+    let (writer, _h) = Writer::spawn(log.clone(), true);
     let r = replica(log.as_ref(), 0, 0, 0);
     let (b1, h1) = idempotent(9, 0);
     let first = writer.append(r.clone(), b1.clone(), h1).await.unwrap();
@@ -146,7 +146,7 @@ async fn a_retried_idempotent_batch_is_answered_with_its_first_offset_and_not_wr
 #[tokio::test]
 async fn replicated_batches_must_start_at_the_log_end() {
     let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
-    let (writer, _h) = Writer::spawn(log.clone());
+    let (writer, _h) = Writer::spawn(log.clone(), true);
     let r = replica(log.as_ref(), 0, 5, 1);
     assert_eq!(writer.replicate(r.clone(), batch(0, 2)).await.unwrap(), 2);
     assert!(matches!(
@@ -169,7 +169,7 @@ async fn replicated_batches_must_start_at_the_log_end() {
 #[tokio::test]
 async fn chunks_still_queued_when_the_node_took_over_leadership_are_refused() {
     let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
-    let (writer, _h) = Writer::spawn(log.clone());
+    let (writer, _h) = Writer::spawn(log.clone(), true);
     let r = replica(log.as_ref(), 0, 5, 1);
     let queued = writer
         .submit_replicated(r.clone(), batch(0, 2))
@@ -195,7 +195,7 @@ async fn chunks_still_queued_when_the_node_took_over_leadership_are_refused() {
 #[tokio::test]
 async fn truncation_drops_the_divergent_tail_its_epochs_and_its_producers() {
     let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
-    let (writer, _h) = Writer::spawn(log.clone());
+    let (writer, _h) = Writer::spawn(log.clone(), true);
     let r = replica(log.as_ref(), 0, 5, 2);
     let mut tail = BatchBuilder::new(Compression::None).with_producer(4, 0, 0);
     tail.push(&Record::default());
@@ -221,7 +221,7 @@ async fn truncation_drops_the_divergent_tail_its_epochs_and_its_producers() {
 #[tokio::test]
 async fn the_high_watermark_is_checkpointed_with_the_log_and_restored_on_open() {
     let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
-    let (writer, _h) = Writer::spawn(log.clone());
+    let (writer, _h) = Writer::spawn(log.clone(), true);
     let r = replica(log.as_ref(), 0, 0, 0);
     for _ in 0..2 {
         let (bytes, h) = produced(2);
@@ -238,4 +238,73 @@ async fn the_high_watermark_is_checkpointed_with_the_log_and_restored_on_open() 
         4,
         "a restarted replica starts from its checkpoint, not 0"
     );
+}
+
+/// A produced batch of `records` values of 1 KiB each.
+fn produced_kib(records: usize) -> (BytesMut, BatchHeader) {
+    let mut b = BatchBuilder::new(Compression::None);
+    for _ in 0..records {
+        b.push(&Record {
+            value: Some(bytes::Bytes::from(vec![7u8; 1024])),
+            ..Default::default()
+        });
+    }
+    let b = b.finish(0).unwrap();
+    (BytesMut::from(&b[..]), BatchHeader::parse(&b).unwrap())
+}
+
+#[tokio::test]
+async fn a_small_append_finding_nobody_writing_is_written_by_its_own_task() {
+    let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
+    let (writer, _h) = Writer::spawn(log.clone(), true);
+    let r = replica(log.as_ref(), 0, 0, 0);
+    let (bytes, h) = produced(2);
+    let mut rx = writer.submit(r.clone(), bytes, h).await.unwrap();
+    let done = rx.try_recv().expect("written before submit returned");
+    assert_eq!(done.unwrap().end_offset, 2);
+    assert_eq!(r.log_end(), 2);
+}
+
+#[tokio::test]
+async fn large_and_small_changes_keep_submission_order_across_both_writers() {
+    for inline in [true, false] {
+        let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
+        let (writer, _h) = Writer::spawn(log.clone(), inline);
+        let r = replica(log.as_ref(), 0, 0, 0);
+        // 300 KiB batches go to the thread, 1 KiB ones may be written inline: queued without
+        // waiting, each must still land after everything submitted before it.
+        let sizes = [300, 1, 1, 300, 1, 300, 300, 1, 1, 1];
+        let mut pending = Vec::new();
+        for &n in &sizes {
+            let (bytes, h) = produced_kib(n);
+            pending.push(writer.submit(r.clone(), bytes, h).await.unwrap());
+        }
+        let mut expected_base = 0;
+        for (rx, &n) in pending.into_iter().zip(&sizes) {
+            let a = rx.await.unwrap().unwrap();
+            assert_eq!(a.base_offset, expected_base, "inline={inline}");
+            expected_base += n as i64;
+        }
+        assert_eq!(r.log_end(), expected_base);
+    }
+}
+
+#[tokio::test]
+async fn dropping_every_handle_drains_the_queue_and_stops_the_thread() {
+    let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
+    let (writer, thread) = Writer::spawn(log.clone(), false);
+    let r = replica(log.as_ref(), 0, 0, 0);
+    let mut pending = Vec::new();
+    for _ in 0..20 {
+        let (bytes, h) = produced(1);
+        pending.push(writer.submit(r.clone(), bytes, h).await.unwrap());
+    }
+    drop(writer);
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+    for rx in pending {
+        rx.await.unwrap().unwrap();
+    }
+    assert_eq!(r.log_end(), 20);
 }

@@ -1,9 +1,11 @@
-//! Group commit: every change of this node's logs goes through one writer thread, which drains
-//! all pending appends (of any partitions), assigns their offsets, and writes them to the log
-//! store in a single atomic write. Concurrent producers thus share one RocksDB write (and one
-//! WAL record), and offsets are assigned by the only thread that moves the log end, with no
-//! lock. Replicated appends, truncations and deletions go through the same queue, so they are
-//! ordered with the appends queued before them.
+//! Group commit: every change of this node's logs goes through one queue, and one writer at a
+//! time drains all pending appends (of any partitions), assigns their offsets, and writes them
+//! to the log store in a single atomic write. Concurrent producers thus share one RocksDB write
+//! (and one WAL record), and offsets are assigned only by the holder of the writer role, which
+//! moves the log end, with no further lock. The holder is the writer thread, or the submitting
+//! task itself for a small change that finds nobody writing (`queue` says when and why).
+//! Replicated appends, truncations and deletions go through the same queue, so they are ordered
+//! with the appends queued before them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +14,10 @@ use std::thread::JoinHandle;
 use bytes::{Bytes, BytesMut};
 use sluice_proto::batch::{self, BatchHeader, BatchIter};
 use sluice_proto::model::{LeaderEpoch, Offset};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+
+mod queue;
+use queue::Queue;
 
 use crate::log::{Append, LogError, LogOp, LogStore, PartitionKey};
 use crate::replica::Replica;
@@ -20,9 +25,9 @@ use crate::replica::epochs::EpochHistory;
 use crate::replica::producers::{ProducerState, SequenceCheck};
 
 /// Changes waiting for the writer, at most; producers wait (backpressure) beyond it.
-const QUEUE_DEPTH: usize = 4096;
+pub(crate) const QUEUE_DEPTH: usize = 4096;
 /// Upper bound of one group, so one RocksDB write stays reasonably sized.
-const MAX_GROUP_BYTES: usize = 32 << 20;
+pub(crate) const MAX_GROUP_BYTES: usize = 32 << 20;
 /// How much of a log's tail is scanned to rebuild producer state after a truncation or at open.
 pub const PRODUCER_STATE_SCAN_OFFSETS: Offset = 100_000;
 
@@ -106,22 +111,37 @@ enum Job {
     Delete(PartitionKey),
 }
 
-/// Handle to submit log changes; cloning is cheap.
+/// Handle to submit log changes; cloning is cheap. The writer thread stops once every handle
+/// is dropped and the queue is drained.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Job>,
+    inner: Arc<Handle>,
+}
+
+/// Owned by the handles only, so its drop means the last one is gone.
+struct Handle {
+    queue: Arc<Queue>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
 }
 
 impl Writer {
-    /// Starts the writer thread; it stops once every `Writer` handle is dropped and the queue is
-    /// drained.
-    pub fn spawn(log: Arc<dyn LogStore>) -> (Self, JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    /// Starts the writer thread. With `inline`, a task whose small change finds nobody writing
+    /// writes it itself (see [`queue`]); pass `false` when appends fsync, so no async worker
+    /// ever waits on the disk.
+    pub fn spawn(log: Arc<dyn LogStore>, inline: bool) -> (Self, JoinHandle<()>) {
+        let queue = Arc::new(Queue::new(log, inline));
+        let q = queue.clone();
         let handle = std::thread::Builder::new()
             .name("sluice-writer".into())
-            .spawn(move || run(log, rx))
+            .spawn(move || q.run_thread())
             .expect("spawn writer thread");
-        (Self { tx }, handle)
+        let inner = Arc::new(Handle { queue });
+        (Self { inner }, handle)
     }
 
     async fn send<T>(
@@ -129,10 +149,9 @@ impl Writer {
         make: impl FnOnce(Reply<T>) -> Job,
     ) -> Result<oneshot::Receiver<Result<T, AppendError>>, AppendError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(make(reply))
-            .await
-            .map_err(|_| AppendError::Stopped)?;
+        let queue = &self.inner.queue;
+        queue.reserve().await;
+        queue.push(make(reply));
         Ok(rx)
     }
 
@@ -212,51 +231,27 @@ impl Writer {
         .map_err(|_| AppendError::Stopped)?
     }
 
-    /// Queues the deletion of a replica's log, from a blocking (non-async) context.
+    /// Queues the deletion of a replica's log after everything queued before it; never waits
+    /// (callable from a blocking context).
     pub fn delete_blocking(&self, key: PartitionKey) -> Result<(), AppendError> {
-        self.tx
-            .blocking_send(Job::Delete(key))
-            .map_err(|_| AppendError::Stopped)
+        self.inner.queue.push(Job::Delete(key));
+        Ok(())
     }
 }
 
-fn run(log: Arc<dyn LogStore>, mut rx: mpsc::Receiver<Job>) {
-    let mut group = Vec::new();
-    let mut next = rx.blocking_recv();
-    while let Some(job) = next.take() {
-        match job {
-            Job::Delete(key) => delete(log.as_ref(), key),
-            Job::Truncate {
-                replica,
-                to,
-                keep_epoch,
-                reply,
-            } => {
-                let _ = reply.send(truncate(log.as_ref(), &replica, to, keep_epoch));
-            }
-            first => {
-                let mut bytes = job_bytes(&first);
-                group.push(first);
-                while bytes < MAX_GROUP_BYTES {
-                    match rx.try_recv() {
-                        Ok(job @ (Job::Append { .. } | Job::Replicate { .. })) => {
-                            bytes += job_bytes(&job);
-                            group.push(job);
-                        }
-                        Ok(other) => {
-                            // Write what came before it, then handle it next.
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                write_group(log.as_ref(), &mut group);
-            }
+/// Runs a change that is not written as part of a group.
+fn run_alone(log: &dyn LogStore, job: Job) {
+    match job {
+        Job::Delete(key) => delete(log, key),
+        Job::Truncate {
+            replica,
+            to,
+            keep_epoch,
+            reply,
+        } => {
+            let _ = reply.send(truncate(log, &replica, to, keep_epoch));
         }
-        if next.is_none() {
-            next = rx.blocking_recv();
-        }
+        data @ (Job::Append { .. } | Job::Replicate { .. }) => write_group(log, &mut vec![data]),
     }
 }
 
@@ -605,5 +600,4 @@ fn delete(log: &dyn LogStore, key: PartitionKey) {
 }
 
 #[cfg(test)]
-#[path = "writer_tests.rs"]
 mod tests;

@@ -278,7 +278,9 @@ class SluiceRf3(SluiceSetup):
             self.data_servers.append(self.spawn(f"node-{n}", [
                 os.path.join(self.bins, "sluice-storage-node"), "--node-id", str(n),
                 "--data-dir", os.path.join(self.run_dir, f"node-{n}"),
-                "--listen", f"{HOST}:{port}", "--etcd", etcd_url]))
+                "--listen", f"{HOST}:{port}", "--etcd", etcd_url,
+                # Three nodes share the machine's cores: one async worker each (see the flag).
+                "--worker-threads", "1"]))
         self.wait_ready()
 
     def start_etcd(self):

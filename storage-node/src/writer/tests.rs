@@ -41,14 +41,21 @@ fn produced(records: usize) -> (BytesMut, BatchHeader) {
     (BytesMut::from(&b[..]), BatchHeader::parse(&b).unwrap())
 }
 
-fn idempotent(pid: i64, seq: i32) -> (BytesMut, BatchHeader) {
-    let mut b = BatchBuilder::new(Compression::None).with_producer(pid, 0, seq);
-    b.push(&Record {
-        value: Some(bytes::Bytes::from_static(b"x")),
-        ..Default::default()
-    });
+/// `b` with `values` values of `value`, finished as a producer sends it.
+fn produced_from(mut b: BatchBuilder, values: usize, value: &[u8]) -> (BytesMut, BatchHeader) {
+    for _ in 0..values {
+        b.push(&Record {
+            value: Some(bytes::Bytes::copy_from_slice(value)),
+            ..Default::default()
+        });
+    }
     let b = b.finish(0).unwrap();
     (BytesMut::from(&b[..]), BatchHeader::parse(&b).unwrap())
+}
+
+fn idempotent(pid: i64, seq: i32) -> (BytesMut, BatchHeader) {
+    let b = BatchBuilder::new(Compression::None).with_producer(pid, 0, seq);
+    produced_from(b, 1, b"x")
 }
 
 #[tokio::test]
@@ -242,15 +249,7 @@ async fn the_high_watermark_is_checkpointed_with_the_log_and_restored_on_open() 
 
 /// A produced batch of `records` values of 1 KiB each.
 fn produced_kib(records: usize) -> (BytesMut, BatchHeader) {
-    let mut b = BatchBuilder::new(Compression::None);
-    for _ in 0..records {
-        b.push(&Record {
-            value: Some(bytes::Bytes::from(vec![7u8; 1024])),
-            ..Default::default()
-        });
-    }
-    let b = b.finish(0).unwrap();
-    (BytesMut::from(&b[..]), BatchHeader::parse(&b).unwrap())
+    produced_from(BatchBuilder::new(Compression::None), records, &[7u8; 1024])
 }
 
 #[tokio::test]

@@ -97,9 +97,11 @@ impl Queue {
             self.thread_wake.notify_one();
             return;
         }
+        let turn = self.take(&mut s, INLINE_MAX_BYTES);
         drop(s);
-        let turn = self.take(INLINE_MAX_BYTES);
-        self.write(turn);
+        if let Some(turn) = turn {
+            self.write(turn);
+        }
         let mut s = self.lock();
         if s.jobs.is_empty() {
             s.busy = false;
@@ -138,60 +140,49 @@ impl Queue {
                 }
             }
             loop {
-                let turn = self.take(MAX_GROUP_BYTES);
-                let empty = matches!(&turn, Turn::Group(g) if g.is_empty());
-                if empty {
-                    let mut s = self.lock();
-                    if s.jobs.is_empty() {
-                        s.busy = false;
-                        s.thread_turn = false;
-                        break;
-                    }
-                    continue;
-                }
+                let mut s = self.lock();
+                let Some(turn) = self.take(&mut s, MAX_GROUP_BYTES) else {
+                    // Released under the same lock that saw the queue empty.
+                    s.busy = false;
+                    s.thread_turn = false;
+                    break;
+                };
+                drop(s);
                 self.write(turn);
             }
         }
     }
 
-    /// Takes the next turn off the queue (the holder of the role only): the appends and
-    /// replications at its front up to `max_bytes` (at least one), or one other change.
-    fn take(&self, max_bytes: usize) -> Turn {
-        let mut s = self.lock();
+    /// Takes the next turn off the queue (the holder of the role only, under the lock): the
+    /// appends and replications at its front up to `max_bytes` (at least one), or one other
+    /// change; `None` when the queue is empty. Their room in the queue is given back.
+    fn take(&self, s: &mut State, max_bytes: usize) -> Option<Turn> {
+        let front = s.jobs.front()?;
+        if !matches!(front, Job::Append { .. } | Job::Replicate { .. }) {
+            let job = s.jobs.pop_front()?;
+            if !matches!(job, Job::Delete(_)) {
+                self.permits.add_permits(1);
+            }
+            return Some(Turn::Alone(job));
+        }
         let mut group = Vec::new();
         let mut bytes = 0;
         while let Some(front) = s.jobs.front() {
-            let data = matches!(front, Job::Append { .. } | Job::Replicate { .. });
-            if !data {
-                if group.is_empty() {
-                    let job = s.jobs.pop_front().expect("front exists");
-                    drop(s);
-                    if !matches!(job, Job::Delete(_)) {
-                        self.permits.add_permits(1);
-                    }
-                    return Turn::Alone(job);
-                }
-                break;
-            }
             let size = job_bytes(front);
-            if !group.is_empty() && bytes + size > max_bytes {
+            let data = matches!(front, Job::Append { .. } | Job::Replicate { .. });
+            if !data || (!group.is_empty() && bytes + size > max_bytes) {
                 break;
             }
             bytes += size;
-            group.push(s.jobs.pop_front().expect("front exists"));
+            group.extend(s.jobs.pop_front());
         }
-        drop(s);
         self.permits.add_permits(group.len());
-        Turn::Group(group)
+        Some(Turn::Group(group))
     }
 
     fn write(&self, turn: Turn) {
         match turn {
-            Turn::Group(mut group) => {
-                if !group.is_empty() {
-                    super::write_group(self.log.as_ref(), &mut group);
-                }
-            }
+            Turn::Group(mut group) => super::write_group(self.log.as_ref(), &mut group),
             Turn::Alone(job) => super::run_alone(self.log.as_ref(), job),
         }
     }

@@ -3,16 +3,20 @@
 //! Every change is queued here, in submission order, and only the holder of the role takes
 //! changes off the queue and writes them, so groups are written one at a time and in order, as
 //! group commit needs. Two kinds of holder take turns:
-//! - the **submitting task itself**, when nobody holds the role and its change is small: it
-//!   writes the group there and then (a few tens of microseconds into the page cache), which
-//!   saves the two thread hops of handing the change over and being woken with the result. On
-//!   a busy three-node cluster those hops were most of the context switches (W3 RF 3);
+//! - an **async task**, when nobody holds the role and the change is small: the submitter
+//!   spawns a task on its own runtime that writes the group (a few tens of microseconds into
+//!   the page cache), which saves the two thread hops of handing the change over and being
+//!   woken with the result; on a busy three-node cluster those hops were most of the context
+//!   switches (W3 RF 3). The task runs after the tasks already woken, so the changes they
+//!   submit meanwhile (the other batches of a `ProduceMany`, the chunks of other partitions
+//!   that came in the same replication message) join its group instead of each being a write
+//!   of its own;
 //! - the **writer thread**, for everything else: large batches, truncations and deletions, any
 //!   change when appends fsync (milliseconds a group), and whatever queues up while a group is
 //!   written, so that under load the thread drains many changes into one write, as before.
 //!
-//! A submitting task writes one group at most: when more changes queued meanwhile it hands the
-//! role to the thread instead of writing on, so an async worker is never held for long.
+//! An async task writes one group at most: when more changes queued meanwhile it hands the role
+//! to the thread instead of writing on, so an async worker is never held for long.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -50,6 +54,19 @@ pub(super) struct Queue {
     inline: bool,
 }
 
+/// The role, held by a spawned task that has not run yet: if the runtime drops the task
+/// instead (it is shutting down), the role goes to the thread, so nothing queued is stranded.
+struct InlineTurn(Option<Arc<Queue>>);
+
+impl Drop for InlineTurn {
+    fn drop(&mut self) {
+        if let Some(queue) = self.0.take() {
+            queue.lock().thread_turn = true;
+            queue.thread_wake.notify_one();
+        }
+    }
+}
+
 /// A group taken off the queue, or one change that is written alone.
 enum Turn {
     Group(Vec<Job>),
@@ -80,8 +97,9 @@ impl Queue {
     }
 
     /// Queues `job` (room reserved with [`Queue::reserve`] unless it is a deletion) and, when
-    /// nobody writes, either writes it here or hands the role to the thread.
-    pub(super) fn push(&self, job: Job) {
+    /// nobody writes, either spawns a task that writes it (with whatever joins it meanwhile) or
+    /// hands the role to the thread.
+    pub(super) fn push(self: &Arc<Self>, job: Job) {
         let small = matches!(job, Job::Append { .. } | Job::Replicate { .. })
             && job_bytes(&job) <= INLINE_MAX_BYTES;
         let mut s = self.lock();
@@ -91,14 +109,30 @@ impl Queue {
             return;
         }
         s.busy = true;
-        if !(self.inline && small) {
-            s.thread_turn = true;
-            drop(s);
-            self.thread_wake.notify_one();
-            return;
+        let runtime = tokio::runtime::Handle::try_current();
+        match runtime {
+            Ok(runtime) if self.inline && small => {
+                drop(s);
+                let turn = InlineTurn(Some(self.clone()));
+                runtime.spawn(async move {
+                    let mut turn = turn;
+                    if let Some(queue) = turn.0.take() {
+                        queue.write_inline();
+                    }
+                });
+            }
+            _ => {
+                s.thread_turn = true;
+                drop(s);
+                self.thread_wake.notify_one();
+            }
         }
-        let turn = self.take(&mut s, INLINE_MAX_BYTES);
-        drop(s);
+    }
+
+    /// Writes one group as the holder of the role, then releases it, or hands it to the
+    /// thread when more queued meanwhile.
+    fn write_inline(&self) {
+        let turn = self.take(&mut self.lock(), INLINE_MAX_BYTES);
         if let Some(turn) = turn {
             self.write(turn);
         }

@@ -252,16 +252,71 @@ fn produced_kib(records: usize) -> (BytesMut, BatchHeader) {
     produced_from(BatchBuilder::new(Compression::None), records, &[7u8; 1024])
 }
 
+/// Records which thread made each write, and how many appends it carried.
+struct WhoWrites {
+    inner: MemoryLog,
+    writes: std::sync::Mutex<Vec<(Option<String>, usize)>>,
+}
+
+impl LogStore for WhoWrites {
+    fn open(&self, key: PartitionKey) -> Result<crate::log::OpenedLog, crate::log::LogError> {
+        self.inner.open(key)
+    }
+    fn list(&self) -> Result<Vec<(PartitionKey, crate::log::Uid)>, crate::log::LogError> {
+        self.inner.list()
+    }
+    fn write(&self, ops: &[LogOp<'_>]) -> Result<(), crate::log::LogError> {
+        let appends = ops.iter().filter(|o| matches!(o, LogOp::Append(_))).count();
+        let thread = std::thread::current().name().map(str::to_string);
+        self.writes.lock().unwrap().push((thread, appends));
+        self.inner.write(ops)
+    }
+    fn read(
+        &self,
+        uid: crate::log::Uid,
+        from: Offset,
+        limit: Offset,
+        max_bytes: usize,
+    ) -> Result<Vec<bytes::Bytes>, crate::log::LogError> {
+        self.inner.read(uid, from, limit, max_bytes)
+    }
+    fn delete(&self, key: PartitionKey) -> Result<(), crate::log::LogError> {
+        self.inner.delete(key)
+    }
+    fn sync(&self) -> Result<(), crate::log::LogError> {
+        self.inner.sync()
+    }
+}
+
 #[tokio::test]
-async fn a_small_append_finding_nobody_writing_is_written_by_its_own_task() {
-    let log: Arc<dyn LogStore> = Arc::new(MemoryLog::new());
+async fn small_changes_submitted_together_share_one_write_on_the_runtime() {
+    let who = Arc::new(WhoWrites {
+        inner: MemoryLog::new(),
+        writes: Default::default(),
+    });
+    let log: Arc<dyn LogStore> = who.clone();
     let (writer, _h) = Writer::spawn(log.clone(), true);
-    let r = replica(log.as_ref(), 0, 0, 0);
-    let (bytes, h) = produced(2);
-    let mut rx = writer.submit(r.clone(), bytes, h).await.unwrap();
-    let done = rx.try_recv().expect("written before submit returned");
-    assert_eq!(done.unwrap().end_offset, 2);
-    assert_eq!(r.log_end(), 2);
+    let replicas: Vec<_> = (0..3).map(|p| replica(log.as_ref(), p, 0, 0)).collect();
+    // One task submits three partitions' batches before it waits (as a ProduceMany does).
+    let mut pending = Vec::new();
+    for r in &replicas {
+        let (bytes, h) = produced(2);
+        pending.push(writer.submit(r.clone(), bytes, h).await.unwrap());
+    }
+    for rx in pending {
+        assert_eq!(rx.await.unwrap().unwrap().end_offset, 2);
+    }
+    let writes = who.writes.lock().unwrap().clone();
+    assert_eq!(writes.len(), 1, "one group write for the three: {writes:?}");
+    assert_eq!(writes[0].1, 3);
+    assert_ne!(
+        writes[0].0.as_deref(),
+        Some("sluice-writer"),
+        "small changes are written on the runtime, without a hop to the writer thread"
+    );
+    for r in &replicas {
+        assert_eq!(r.log_end(), 2);
+    }
 }
 
 #[tokio::test]

@@ -94,6 +94,7 @@ pub async fn run(
         node_id: cfg.node_id,
         cache: cache.clone(),
         writer: writer.clone(),
+        links: follower::link::Links::default(),
     });
     let partitions = Arc::new(Partitions::new(
         cfg.node_id,

@@ -120,6 +120,7 @@ fn produced(base_offset: i64) -> Response<pb::ProduceResponse> {
 }
 
 type ReplicaStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaChunk, Status>> + Send>>;
+type ReplicaChunksStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaChunks, Status>> + Send>>;
 type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -398,6 +399,16 @@ impl log_server::Log for FakeNode {
         &self,
         _req: Request<tonic::Streaming<pb::ReplicaAck>>,
     ) -> Result<Response<ReplicaStream>, Status> {
+        Err(Status::unimplemented("the fake cluster does not replicate"))
+    }
+
+    type ReplicateManyStream = ReplicaChunksStream;
+
+    /// Node-to-node replication; the client never calls it.
+    async fn replicate_many(
+        &self,
+        _req: Request<tonic::Streaming<pb::ReplicaAcks>>,
+    ) -> Result<Response<ReplicaChunksStream>, Status> {
         Err(Status::unimplemented("the fake cluster does not replicate"))
     }
 }

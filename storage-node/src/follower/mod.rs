@@ -1,8 +1,11 @@
 //! The follower side of replication: one task per partition this node follows. It opens a
-//! `Replicate` stream to the leader, announces where its log ends and in which epoch, truncates
+//! replication sub-stream to the leader ([`link`]: one stream per leader node carries every
+//! partition), announces where its log ends and in which epoch, truncates
 //! when the leader says the logs diverge, appends what the leader pushes (queueing the next
 //! chunk while one is written), and acknowledges its new log end after every append, in order,
 //! so the leader can advance the high watermark.
+
+pub mod link;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,16 +15,11 @@ use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use sluice_metadata::cache::MetadataCache;
 use sluice_proto::model::{NodeId, Offset};
-use sluice_proto::pb::{self, log_client::LogClient};
-use sluice_proto::transport;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use sluice_proto::pb;
 
 use crate::replica::{Leadership, Replica};
 use crate::writer::Writer;
 
-/// How long connecting to a leader may take before the follower retries.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// Chunks queued to the writer and not yet acknowledged, per replication stream.
@@ -35,6 +33,8 @@ pub struct FollowerContext {
     pub cache: Arc<MetadataCache>,
     /// Replicated appends and truncations go through the group-commit writer.
     pub writer: Writer,
+    /// The replication streams to leaders, shared by every follower task.
+    pub links: link::Links,
 }
 
 /// Follows the partition's leader until this node leads it or the replica is removed.
@@ -95,29 +95,10 @@ async fn follow_once(
     l: Leadership,
     addr: &str,
 ) -> Result<(), String> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        // Replicated batches stream at disk speed; h2's defaults would throttle them.
-        .initial_stream_window_size(transport::STREAM_WINDOW)
-        .initial_connection_window_size(transport::CONNECTION_WINDOW)
-        .max_frame_size(transport::MAX_FRAME_SIZE)
-        .connect()
-        .await
-        .map_err(|e| format!("connecting to leader {} at {addr}: {e}", l.leader))?;
-    let mut client = LogClient::new(channel)
-        .max_decoding_message_size(crate::MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(crate::MAX_MESSAGE_SIZE);
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(ack(r, ctx.node_id, l))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut inbound = client
-        .replicate(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| s.message().to_string())?
-        .into_inner();
+    let (tx, mut inbound) = ctx
+        .links
+        .open(l.leader, addr, ack(r, ctx.node_id, l))
+        .await?;
     // Chunks go to the writer as they arrive and are acknowledged in order once written: the
     // next chunk is on its way (and may share a group commit) while this one is written.
     let mut writes: FuturesOrdered<BoxFuture<'static, Result<Offset, String>>> =
@@ -132,11 +113,11 @@ async fn follow_once(
                     leader_hw = more?;
                 }
                 r.follow_high_watermark(leader_hw);
-                if tx.send(ack(r, ctx.node_id, l)).await.is_err() {
+                if !tx.send(ack(r, ctx.node_id, l)).await {
                     return Ok(());
                 }
             }
-            msg = inbound.message(), if !ended && writes.len() < MAX_QUEUED_WRITES => {
+            msg = inbound.next(), if !ended && writes.len() < MAX_QUEUED_WRITES => {
                 let Some(chunk) = msg.map_err(|s| s.message().to_string())? else {
                     ended = true;
                     continue;

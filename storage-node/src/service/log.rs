@@ -8,7 +8,7 @@ use sluice_proto::model::NodeId;
 use sluice_proto::pb::{self, log_server::Log};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{fetch, produce, replicate};
+use super::{fetch, produce, replicate, replicate_many};
 use crate::faults::Faults;
 use crate::log::LogStore;
 use crate::partitions::Partitions;
@@ -124,5 +124,28 @@ impl Log for LogService {
         )
         .await?;
         Ok(Response::new(stream))
+    }
+
+    type ReplicateManyStream = replicate_many::ChunksStream;
+
+    async fn replicate_many(
+        &self,
+        req: Request<Streaming<pb::ReplicaAcks>>,
+    ) -> Result<Response<Self::ReplicateManyStream>, Status> {
+        metrics::counter!("sluice_replication_streams_total").increment(1);
+        let leader = replicate_many::Leader {
+            node_id: self.node_id,
+            cache: self.cache.clone(),
+            partitions: self.partitions.clone(),
+            log: self.log.clone(),
+            faults: self.faults.clone(),
+        };
+        let mut closing = self.closing.clone();
+        let closing = async move { drop(closing.wait_for(|c| *c).await) };
+        Ok(Response::new(replicate_many::open(
+            leader,
+            req.into_inner(),
+            closing,
+        )))
     }
 }

@@ -5,4 +5,5 @@ pub mod fetch;
 pub mod log;
 pub mod produce;
 pub mod replicate;
+pub mod replicate_many;
 pub mod resolve;

@@ -1,7 +1,8 @@
-//! The leader side of replication: a `Replicate` stream per follower. The leader checks the
-//! follower's epoch and divergence first (KIP-101/279), then pushes batches as they are
-//! appended (waiting on the log end, never polling) plus the high watermark when it moves,
-//! while a second task reads the follower's acknowledgements to track its log end.
+//! The leader side of replication, per follower and partition: the leader checks the follower's
+//! epoch and divergence first (KIP-101/279), then pushes batches as they are appended (waiting
+//! on the log end, never polling) with the high watermark, while the follower's
+//! acknowledgements track its log end. A `Replicate` stream carries one partition (a task reads
+//! its acknowledgements); `ReplicateMany` ([`super::replicate_many`]) carries many.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,9 +12,9 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use sluice_proto::batch::BatchHeader;
 use sluice_proto::error::ApiError;
-use sluice_proto::model::Offset;
+use sluice_proto::model::{NodeId, Offset};
 use sluice_proto::pb::{self, ErrorCode};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
@@ -32,25 +33,53 @@ const HEARTBEAT: Duration = Duration::from_millis(500);
 /// The stream of chunks a follower receives.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaChunk, Status>> + Send>>;
 
-/// Opens the leader side of one follower's stream.
-pub async fn open(
-    node_id: i32,
+/// A follower the leader accepted at its opening position: what pushing to it and taking its
+/// acknowledgements need.
+pub(super) struct Following {
+    replica: Arc<Replica>,
+    epoch: i32,
+    follower: NodeId,
+    next: Offset,
+}
+
+impl Following {
+    /// Takes an acknowledgement; `false` when it belongs to another epoch (the sub-stream ends).
+    pub(super) fn acked(&self, ack: &pb::ReplicaAck) -> bool {
+        if ack.leader_epoch != self.epoch {
+            return false;
+        }
+        self.replica
+            .update_follower(self.follower, Some(ack.log_end_offset), true);
+        true
+    }
+
+    /// The replica, epoch and offset its push starts from.
+    pub(super) fn push_from(&self) -> (Arc<Replica>, i32, Offset) {
+        (self.replica.clone(), self.epoch, self.next)
+    }
+
+    /// The follower stopped reading: it no longer counts as connected.
+    pub(super) fn gone(&self) {
+        self.replica.update_follower(self.follower, None, false);
+    }
+}
+
+/// What the leader makes of a follower's opening position.
+pub(super) enum Accepted {
+    /// The logs diverge: this one chunk says where to truncate, and nothing follows it.
+    Diverging(pb::ReplicaChunk),
+    /// Push to it from where its log ends.
+    Follow(Following),
+}
+
+/// Checks a follower's opening position (`hello`) against this leader: the partition, its epoch,
+/// that the sender is a follower of it, and divergence (KIP-101/279).
+pub(super) fn accept(
+    node_id: NodeId,
     view: &sluice_metadata::cache::ClusterView,
     partitions: &Partitions,
-    log: Arc<dyn LogStore>,
-    faults: Faults,
-    mut inbound: Streaming<pb::ReplicaAck>,
-) -> Result<ChunkStream, ApiError> {
-    let hello = inbound
-        .message()
-        .await
-        .map_err(|s| ApiError::new(ErrorCode::InvalidRequest, s.message().to_string()))?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidRequest,
-                "replication stream opened without a position",
-            )
-        })?;
+    hello: &pb::ReplicaAck,
+) -> Result<Accepted, ApiError> {
     let target = Target {
         topic: &hello.topic,
         partition: hello.partition,
@@ -77,7 +106,6 @@ pub async fn open(
             ),
         ));
     }
-    let (tx, rx) = mpsc::channel(4);
     let answer = replica
         .epochs
         .lock()
@@ -90,7 +118,7 @@ pub async fn open(
             topic = %replica.topic, partition = replica.partition(), follower = hello.follower_id,
             follower_end = hello.log_end_offset, truncate_to, "follower log diverges; asking it to truncate"
         );
-        let chunk = pb::ReplicaChunk {
+        return Ok(Accepted::Diverging(pb::ReplicaChunk {
             leader_epoch: epoch,
             high_watermark: replica.high_watermark(),
             log_start_offset: replica.log_start(),
@@ -98,36 +126,105 @@ pub async fn open(
             diverging_epoch,
             truncate_to,
             ..Default::default()
-        };
-        let _ = tx.send(Ok(chunk)).await;
-        return Ok(Box::pin(ReceiverStream::new(rx)));
+        }));
     }
-    let follower = hello.follower_id;
-    replica.update_follower(follower, Some(hello.log_end_offset), true);
-    let acks_replica = replica.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(ack)) = inbound.message().await {
-            if ack.leader_epoch != epoch {
-                break;
-            }
-            acks_replica.update_follower(follower, Some(ack.log_end_offset), true);
+    replica.update_follower(hello.follower_id, Some(hello.log_end_offset), true);
+    Ok(Accepted::Follow(Following {
+        replica,
+        epoch,
+        follower: hello.follower_id,
+        next: hello.log_end_offset,
+    }))
+}
+
+/// Opens the leader side of one follower's `Replicate` stream.
+pub async fn open(
+    node_id: NodeId,
+    view: &sluice_metadata::cache::ClusterView,
+    partitions: &Partitions,
+    log: Arc<dyn LogStore>,
+    faults: Faults,
+    mut inbound: Streaming<pb::ReplicaAck>,
+) -> Result<ChunkStream, ApiError> {
+    let hello = inbound
+        .message()
+        .await
+        .map_err(|s| ApiError::new(ErrorCode::InvalidRequest, s.message().to_string()))?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                "replication stream opened without a position",
+            )
+        })?;
+    let (tx, rx) = mpsc::channel(4);
+    match accept(node_id, view, partitions, &hello)? {
+        Accepted::Diverging(chunk) => {
+            let _ = tx.send(Ok(chunk)).await;
         }
-        acks_replica.update_follower(follower, None, false);
-    });
-    tokio::spawn(push(replica, log, faults, hello.log_end_offset, epoch, tx));
+        Accepted::Follow(f) => {
+            let (stop, stopped) = oneshot::channel();
+            let (replica, epoch, next) = f.push_from();
+            tokio::spawn(async move {
+                while let Ok(Some(ack)) = inbound.message().await {
+                    if !f.acked(&ack) {
+                        break;
+                    }
+                }
+                f.gone();
+                drop(stop);
+            });
+            let outlet = Outlet::One(tx);
+            tokio::spawn(push(replica, log, faults, next, epoch, outlet, stopped));
+        }
+    }
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
+/// Where [`push`] sends chunks: a `Replicate` stream of its own, or its sub-stream of a
+/// `ReplicateMany`.
+pub(super) enum Outlet {
+    /// The whole stream is this partition's.
+    One(mpsc::Sender<Result<pb::ReplicaChunk, Status>>),
+    /// Sub-stream `id` of a stream shared by many partitions.
+    Many(u32, mpsc::Sender<pb::TaggedReplicaChunk>),
+}
+
+impl Outlet {
+    /// Sends one chunk; `false` once nobody reads the stream.
+    pub(super) async fn send(&self, chunk: pb::ReplicaChunk) -> bool {
+        match self {
+            Self::One(tx) => tx.send(Ok(chunk)).await.is_ok(),
+            Self::Many(id, tx) => tx
+                .send(pb::TaggedReplicaChunk {
+                    id: *id,
+                    chunk: Some(chunk),
+                    ..Default::default()
+                })
+                .await
+                .is_ok(),
+        }
+    }
+
+    /// Resolves once nobody reads the stream.
+    async fn closed(&self) {
+        match self {
+            Self::One(tx) => tx.closed().await,
+            Self::Many(_, tx) => tx.closed().await,
+        }
+    }
+}
+
 /// Pushes batches from `next` on, each chunk carrying the high watermark, and an empty chunk
-/// after [`HEARTBEAT`] without one, until the follower goes away or this node stops leading at
-/// `epoch`.
-async fn push(
+/// after [`HEARTBEAT`] without one, until the follower goes away (`stop` resolves, or nobody
+/// reads `out`) or this node stops leading at `epoch`.
+pub(super) async fn push(
     r: Arc<Replica>,
     log: Arc<dyn LogStore>,
     faults: Faults,
     mut next: Offset,
     epoch: i32,
-    tx: mpsc::Sender<Result<pb::ReplicaChunk, Status>>,
+    out: Outlet,
+    mut stop: oneshot::Receiver<()>,
 ) {
     let (mut end_rx, mut lead_rx) = (r.watch_log_end(), r.watch_leadership());
     // One timer, pushed back after every chunk (extending a timer takes no lock).
@@ -169,7 +266,8 @@ async fn push(
             tokio::select! {
                 _ = end_rx.changed() => {}
                 _ = lead_rx.changed() => {}
-                _ = tx.closed() => return,
+                _ = out.closed() => return,
+                _ = &mut stop => return,
                 _ = &mut heartbeat => {}
             }
             continue;
@@ -178,8 +276,9 @@ async fn push(
         heartbeat
             .as_mut()
             .reset(tokio::time::Instant::now() + HEARTBEAT);
-        if tx.send(Ok(chunk)).await.is_err() {
-            return;
+        tokio::select! {
+            sent = out.send(chunk) => if !sent { return },
+            _ = &mut stop => return,
         }
     }
 }

@@ -319,6 +319,40 @@ async fn small_changes_submitted_together_share_one_write_on_the_runtime() {
     }
 }
 
+#[test]
+fn a_write_task_the_runtime_drops_unrun_leaves_its_group_to_the_thread() {
+    let who = Arc::new(WhoWrites {
+        inner: MemoryLog::new(),
+        writes: Default::default(),
+    });
+    let log: Arc<dyn LogStore> = who.clone();
+    let (writer, _h) = Writer::spawn(log.clone(), true);
+    let r = replica(log.as_ref(), 0, 0, 0);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    // `submit` never waits here, so `block_on` returns before the spawned write task runs, and
+    // shutting the runtime down drops that task unrun.
+    let mut rx = runtime.block_on(async {
+        let (bytes, h) = produced(2);
+        writer.submit(r.clone(), bytes, h).await.unwrap()
+    });
+    drop(runtime);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let done = loop {
+        match rx.try_recv() {
+            Ok(done) => break done,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Err(e) => panic!("the change was stranded with the dropped task: {e}"),
+        }
+    };
+    assert_eq!(done.unwrap().end_offset, 2);
+    let writes = who.writes.lock().unwrap().clone();
+    assert_eq!(writes, vec![(Some("sluice-writer".to_string()), 1)]);
+}
+
 #[tokio::test]
 async fn large_and_small_changes_keep_submission_order_across_both_writers() {
     for inline in [true, false] {

@@ -333,10 +333,10 @@ fn a_write_task_the_runtime_drops_unrun_leaves_its_group_to_the_thread() {
         .unwrap();
     // `submit` never waits here, so `block_on` returns before the spawned write task runs, and
     // shutting the runtime down drops that task unrun.
-    let mut rx = runtime.block_on(async {
-        let (bytes, h) = produced(2);
-        writer.submit(r.clone(), bytes, h).await.unwrap()
-    });
+    let (bytes, h) = produced(2);
+    let mut rx = runtime
+        .block_on(writer.submit(r.clone(), bytes, h))
+        .unwrap();
     drop(runtime);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let done = loop {

@@ -380,6 +380,9 @@ impl LogStore for RocksLog {
                                 .append(a.uid, a.base_offset as u64, a.batch, || {
                                     self.last_location(a.uid)
                                 })?;
+                        if self.sync_appends {
+                            Segments::start_writeback(&file, loc);
+                        }
                         let entry = encode_entry(loc, next_offset(a.batch)?);
                         wb.put_cf(index, log_key(a.uid, a.base_offset), entry);
                         files.push(file);

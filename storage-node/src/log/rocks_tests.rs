@@ -1,5 +1,6 @@
 //! The RocksDB-indexed segment log: the shared conformance suite (with default and with tiny
-//! segments, so nearly every batch rolls a segment), reopening, truncation across segments and
+//! segments, so nearly every batch rolls a segment, and fsynced with tiny segments, so a write
+//! starts writeback and syncs several files), reopening, truncation across segments and
 //! the move of inline batches written by earlier versions.
 
 use bytes::Bytes;
@@ -23,6 +24,14 @@ mod tiny_segments {
     crate::log_store_conformance!(|| {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = super::super::RocksLog::open_with_segment_bytes(dir.path(), false, 100);
+        (log.expect("open"), dir)
+    });
+}
+
+mod fsynced_tiny_segments {
+    crate::log_store_conformance!(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = super::super::RocksLog::open_with_segment_bytes(dir.path(), true, 100);
         (log.expect("open"), dir)
     });
 }

@@ -213,6 +213,20 @@ impl Segments {
         Ok(out)
     }
 
+    /// Starts writing a just-appended batch to disk without waiting, so the fsync that follows
+    /// finds less left to write: the disk works while the rest of the group is placed. Linux's
+    /// `POSIX_FADV_DONTNEED` starts writeback of the range's dirty pages (and drops only pages
+    /// already clean, which these are not); PostgreSQL flushes data the same way where
+    /// `sync_file_range` is missing. Advisory: an error only loses the head start.
+    pub fn start_writeback(file: &File, loc: Location) {
+        let _ = rustix::fs::fadvise(
+            file,
+            loc.pos,
+            std::num::NonZeroU64::new(u64::from(loc.len)),
+            rustix::fs::Advice::DontNeed,
+        );
+    }
+
     /// Flushes the given files' data to disk, all at once: concurrent `fdatasync`s share the
     /// file system's journal commits and the device's queue, where one after another would
     /// each wait for the disk.

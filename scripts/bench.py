@@ -643,6 +643,9 @@ def print_run(r):
         lat = rep.get("latency")
         if lat:
             line += f"  p50 {lat['p50_us'] / 1000:.2f} ms p99 {lat['p99_us'] / 1000:.2f} ms"
+        ack = rep.get("ack_latency")
+        if ack:
+            line += f"  (ack p50 {ack['p50_us'] / 1000:.2f} p99 {ack['p99_us'] / 1000:.2f})"
         if rep.get("failed"):
             line += f"  FAILED {rep['failed']}"
         print(line, flush=True)
@@ -661,7 +664,16 @@ METRICS = [
     ("p99_ms", lambda rep: rep["latency"]["p99_us"] / 1000),
     ("p999_ms", lambda rep: rep["latency"]["p999_us"] / 1000),
     ("max_ms", lambda rep: rep["latency"]["max_us"] / 1000),
+    # Send -> acknowledgement (Sluice only): how much of W3 is the produce request.
+    ("ack_p50_ms", lambda rep: rep["ack_latency"]["p50_us"] / 1000),
+    ("ack_p99_ms", lambda rep: rep["ack_latency"]["p99_us"] / 1000),
 ]
+
+
+def has_metric(rep, key):
+    if key.endswith("per_sec"):
+        return True
+    return bool(rep.get("ack_latency" if key.startswith("ack_") else "latency"))
 
 
 def ok(run):
@@ -679,7 +691,7 @@ def medians(runs, memory, setups, workloads):
             tried = [r for r in runs if r.get("setup") == setup and r.get("workload") == workload]
             m = {"runs_ok": len(good), "runs": len(tried)}
             for key, get in METRICS:
-                values = [get(rep) for rep in good if key.endswith("per_sec") or rep.get("latency")]
+                values = [get(rep) for rep in good if has_metric(rep, key)]
                 if values:
                     m[key] = statistics.median(values)
             out[setup][workload] = m
@@ -713,6 +725,13 @@ def print_table(med, setups, workloads):
                   f"{fmt(m.get('records_per_sec'), 0):>11} {fmt(m.get('p50_ms'), 2):>8} "
                   f"{fmt(m.get('p99_ms'), 2):>8} {fmt(m.get('p999_ms'), 2):>9} "
                   f"{fmt(m.get('max_ms'), 2):>8}  {m['runs_ok']}/{m['runs']}")
+    acks = [(setup, med[setup]["e2e"]) for setup in setups
+            if "e2e" in med[setup] and "ack_p50_ms" in med[setup]["e2e"]]
+    if acks:
+        print()
+        print("W3 send -> acknowledgement: " + "; ".join(
+            f"{setup} p50 {fmt(m['ack_p50_ms'], 2)} ms p99 {fmt(m.get('ack_p99_ms'), 2)} ms"
+            for setup, m in acks))
     print()
     print(f"{'set-up':<13} {'idle RSS MB':>12} {'peak RSS after W1 MB':>21} {'peak RSS end MB':>16}"
           "   (largest data process)")

@@ -31,6 +31,9 @@ pub struct Report {
     pub mb_per_sec: f64,
     /// Send→receive latency (e2e only).
     pub latency: Option<LatencySummary>,
+    /// Send→acknowledgement latency (Sluice e2e): set beside `latency`, it tells how much of a
+    /// record's trip is the produce request and how much the delivery to the consumer.
+    pub ack_latency: Option<LatencySummary>,
     /// Every knob that shaped the run (acks, partitions, record size, fsync, ...).
     pub settings: BTreeMap<String, String>,
 }
@@ -49,6 +52,7 @@ impl Report {
             records_per_sec: records as f64 / seconds,
             mb_per_sec: bytes as f64 / seconds / 1e6,
             latency: None,
+            ack_latency: None,
             settings: BTreeMap::new(),
         }
     }
@@ -89,14 +93,18 @@ impl Report {
             format!("{:.0}", self.records_per_sec),
         ]);
         t.add_row(vec!["MB/s".to_string(), format!("{:.1}", self.mb_per_sec)]);
-        if let Some(l) = &self.latency {
+        for (name, summary) in [
+            ("latency", &self.latency),
+            ("ack latency", &self.ack_latency),
+        ] {
+            let Some(l) = summary else { continue };
             for (k, v) in [
-                ("latency p50", l.p50_us),
-                ("latency p99", l.p99_us),
-                ("latency p99.9", l.p999_us),
-                ("latency max", l.max_us),
+                ("p50", l.p50_us),
+                ("p99", l.p99_us),
+                ("p99.9", l.p999_us),
+                ("max", l.max_us),
             ] {
-                t.add_row(vec![k.to_string(), format!("{:.3} ms", v / 1000.0)]);
+                t.add_row(vec![format!("{name} {k}"), format!("{:.3} ms", v / 1000.0)]);
             }
         }
         for (k, v) in &self.settings {
@@ -126,5 +134,22 @@ mod tests {
         assert_eq!(json["settings"]["acks"], "all");
         assert_eq!(json["workload"], "produce");
         assert!(r.table().to_string().contains("records/s"));
+        assert!(json["ack_latency"].is_null());
+    }
+
+    #[test]
+    fn both_latencies_are_shown_when_measured() {
+        let mut lat = crate::latency::LatencyRecorder::new();
+        lat.record_ns(2_000_000);
+        let mut r = Report::new("sluice", "e2e", 1, 1024, Duration::from_secs(1));
+        r.latency = Some(lat.summary());
+        r.ack_latency = Some(lat.summary());
+        let table = r.table().to_string();
+        assert!(
+            table.contains("latency p99") && table.contains("ack latency p99"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["ack_latency"]["samples"], 1);
     }
 }

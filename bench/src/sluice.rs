@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use sluice_client::{
     Acks, Admin, ClientConfig, Compression, Consumer, ConsumerConfig, DeliveryFuture, Producer,
     ProducerConfig, ProducerRecord, SeekTo,
@@ -250,6 +252,44 @@ fn spawn_acker(
     (tx, acker)
 }
 
+/// Each sent record's send stamp (ns since the Unix epoch) and the future of its acknowledgement.
+type SentRecords = mpsc::UnboundedSender<(u64, DeliveryFuture)>;
+
+/// Like [`spawn_acker`], but times each record from its send stamp to its acknowledgement.
+/// Acknowledgements are awaited as they come, not in send order, so a slow partition does not
+/// delay the others' figures. Returns the failures and the latencies of the acknowledged.
+fn spawn_timed_acker() -> (SentRecords, tokio::task::JoinHandle<(u64, LatencyRecorder)>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, DeliveryFuture)>();
+    let acker = tokio::spawn(async move {
+        let mut lat = LatencyRecorder::new();
+        let mut failed = 0u64;
+        let mut pending = FuturesUnordered::new();
+        let mut note = |(stamp, acked): (u64, bool), lat: &mut LatencyRecorder| {
+            if acked {
+                lat.record_ns(i128::from(now_ns()) - i128::from(stamp));
+            } else {
+                failed += 1;
+            }
+        };
+        loop {
+            tokio::select! {
+                sent = rx.recv() => match sent {
+                    Some((stamp, delivery)) => {
+                        pending.push(async move { (stamp, delivery.await.is_ok()) });
+                    }
+                    None => break,
+                },
+                Some(done) = pending.next(), if !pending.is_empty() => note(done, &mut lat),
+            }
+        }
+        while let Some(done) = pending.next().await {
+            note(done, &mut lat);
+        }
+        (failed, lat)
+    });
+    (tx, acker)
+}
+
 /// W2: reads `count` records from offset 0 of every partition; the clock runs from the first
 /// fetch to the last record.
 pub async fn consume(w: &Workload, o: &SluiceOptions) -> Result<Report> {
@@ -339,27 +379,29 @@ pub async fn e2e(w: &Workload, o: &SluiceOptions) -> Result<Report> {
     let producer = Producer::new(o.producer_config()).await?;
     let mut payloads = Payloads::new(w.record_size, w.key_size, 3);
     let start = tokio::time::Instant::now();
-    let (tx, acker) = spawn_acker(None);
+    let (tx, acker) = spawn_timed_acker();
     for i in 0..w.count {
         if let Some(due) = w.due(i).map(|d| start + d)
             && due > tokio::time::Instant::now()
         {
             tokio::time::sleep_until(due).await;
         }
-        let value = payloads.stamped_value(now_ns());
+        let stamp = now_ns();
+        let value = payloads.stamped_value(stamp);
         let record = ProducerRecord::new(w.topic.clone(), value).key(payloads.key());
         let delivery = producer.send(record).await.context("send")?;
-        if tx.send(delivery).await.is_err() {
+        if tx.send((stamp, delivery)).is_err() {
             bail!("the acknowledgement task stopped");
         }
     }
     drop(tx);
     let elapsed = start.elapsed();
-    let (_, failed, _) = acker.await?;
+    let (failed, acked) = acker.await?;
     let (got, lat) = reader.await??;
     progress.finish();
     let mut report = Report::new("sluice", "e2e", got, got * w.record_size as u64, elapsed);
     report.failed = failed + expected.saturating_sub(got);
     report.latency = Some(lat.summary());
+    report.ack_latency = Some(acked.summary());
     Ok(o.settings(w, report).setting("rate", rate))
 }

@@ -212,6 +212,12 @@ fn bench_workloads_report_what_they_sent_and_read() {
     let p50 = latency["latency"]["p50_us"].as_f64().unwrap();
     let max = latency["latency"]["max_us"].as_f64().unwrap();
     assert!(p50 > 0.0 && p50 <= max, "{latency}");
+    // Every acknowledged record is timed from its send to its acknowledgement too.
+    assert_eq!(latency["ack_latency"]["samples"], 1000, "{latency}");
+    assert!(
+        latency["ack_latency"]["p50_us"].as_f64().unwrap() > 0.0,
+        "{latency}"
+    );
 
     for (bad, says) in [
         (

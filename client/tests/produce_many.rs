@@ -91,3 +91,19 @@ async fn a_node_without_produce_many_gets_one_produce_per_batch() {
     assert_eq!(st.accepted.len(), 8);
     assert!(st.produce_many.is_empty());
 }
+
+#[tokio::test]
+async fn a_node_without_produce_stream_is_asked_once_then_gets_calls() {
+    let cluster = FakeCluster::start(1).await;
+    cluster.create_topic("t", 4, 1);
+    let producer = Producer::new(config(&cluster)).await.unwrap();
+    assert_eq!(one_record_per_partition(&producer, 4).await, vec![0; 4]);
+    assert_eq!(one_record_per_partition(&producer, 4).await, vec![1; 4]);
+    let st = cluster.state.lock().unwrap();
+    assert_eq!(st.accepted.len(), 8, "every batch landed once");
+    assert_eq!(
+        st.produce_streams_refused, 1,
+        "the refusal is remembered: later requests go straight to ProduceMany"
+    );
+    assert!(!st.produce_many.is_empty());
+}

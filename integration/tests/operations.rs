@@ -140,8 +140,10 @@ async fn processes_serve_prometheus_metrics_and_grpc_readiness() {
         text.push_str(&cluster.scrape(n).await.unwrap());
     }
     for needle in [
-        "sluice_requests_total{api=\"produce\",code=\"OK\"}",
-        "sluice_request_duration_seconds_bucket{api=\"produce\"",
+        // The producer's requests travel on its produce stream.
+        "sluice_requests_total{api=\"produce_stream\",code=\"OK\"}",
+        "sluice_request_duration_seconds_bucket{api=\"produce_stream\"",
+        "sluice_produce_streams_total 1",
         "sluice_produce_bytes_total{topic=\"seen\"}",
         "sluice_partition_isr_size{topic=\"seen\"",
         "sluice_partition_high_watermark{topic=\"seen\"",

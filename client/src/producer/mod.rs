@@ -16,6 +16,7 @@ mod identity;
 mod request;
 mod sender;
 mod sequence;
+mod stream;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -151,6 +152,8 @@ pub(crate) struct Shared {
     memory: Arc<Semaphore>,
     /// Set once a node answered `ProduceMany` with UNIMPLEMENTED: one request per batch since.
     pub(crate) no_produce_many: AtomicBool,
+    /// One `ProduceStream` per node, carrying the `ProduceMany` requests.
+    pub(crate) streams: stream::ProduceStreams,
 }
 
 /// Sends records to partition leaders in batches; cheap to share behind an `Arc` across tasks.
@@ -192,6 +195,7 @@ impl Producer {
             acc: Mutex::new(acc),
             wake: Notify::new(),
             no_produce_many: AtomicBool::new(false),
+            streams: stream::ProduceStreams::default(),
         });
         let (control, control_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(sender::run(shared.clone(), control_rx));

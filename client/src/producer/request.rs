@@ -35,7 +35,9 @@ pub(super) struct Completion {
 /// Sends `batches` (drained together, grouped by their cached leader) and returns one completion
 /// per batch.
 pub(super) async fn send(shared: Arc<Shared>, batches: Vec<ProducerBatch>) -> Vec<Completion> {
-    if batches.len() == 1 || shared.no_produce_many.load(Ordering::Relaxed) {
+    // A lone batch goes as a `Produce` only where there is no produce stream to carry it.
+    let lone = batches.len() == 1 && shared.streams.unsupported();
+    if lone || shared.no_produce_many.load(Ordering::Relaxed) {
         return join_all(batches.into_iter().map(|b| send_batch(shared.clone(), b))).await;
     }
     let meta = &shared.metadata;
@@ -226,25 +228,39 @@ async fn produce(
     Ok(resp.into_inner())
 }
 
-/// Sends `requests` in one `ProduceMany`; `None` when the node does not implement it.
+/// Sends `requests` as one `ProduceMany`, on the node's produce stream where it has one;
+/// `None` when the node does not implement `ProduceMany`.
 async fn produce_many(
     shared: &Shared,
     address: &str,
     requests: Vec<pb::ProduceRequest>,
 ) -> Result<Option<Vec<Result<pb::ProduceResponse>>>> {
-    let mut client = log_client(shared, address)?;
     let timeout = answer_timeout(shared);
     let msg = pb::ProduceManyRequest { requests };
-    let answer = with_timeout(timeout, "produce", async {
-        match client.produce_many(msg).await {
-            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
-            other => other.map(Some),
+    let streamed = shared
+        .streams
+        .call(
+            || log_client(shared, address),
+            address,
+            msg.clone(),
+            timeout,
+        )
+        .await?;
+    let answer = match streamed {
+        Some(resp) => Some(resp),
+        None => {
+            let mut client = log_client(shared, address)?;
+            with_timeout(timeout, "produce", async {
+                match client.produce_many(msg).await {
+                    Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
+                    other => other.map(|r| Some(r.into_inner())),
+                }
+            })
+            .await?
         }
-    })
-    .await?;
+    };
     Ok(answer.map(|resp| {
-        resp.into_inner()
-            .results
+        resp.results
             .into_iter()
             .map(|r| match (r.response, r.error) {
                 (Some(response), None) => Ok(response),

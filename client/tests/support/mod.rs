@@ -120,6 +120,8 @@ pub struct State {
     pub no_produce_many: bool,
     /// `ProduceMany` calls received, and how many requests each carried.
     pub produce_many: Vec<usize>,
+    /// `ProduceStream` calls, each refused as UNIMPLEMENTED (the fake predates it).
+    pub produce_streams_refused: usize,
 }
 
 impl Default for State {
@@ -144,6 +146,7 @@ impl Default for State {
             subscription_streams: 0,
             no_produce_many: false,
             produce_many: Vec::new(),
+            produce_streams_refused: 0,
         }
     }
 }

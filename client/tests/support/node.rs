@@ -122,6 +122,7 @@ fn produced(base_offset: i64) -> Response<pb::ProduceResponse> {
 type ReplicaStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaChunk, Status>> + Send>>;
 type ReplicaChunksStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaChunks, Status>> + Send>>;
 type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Status>> + Send>>;
+type ProduceAnswers = Pin<Box<dyn Stream<Item = Result<pb::ProduceStreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl log_server::Log for FakeNode {
@@ -282,6 +283,18 @@ impl log_server::Log for FakeNode {
             }
         }
         Ok(Response::new(pb::ProduceManyResponse { results }))
+    }
+
+    type ProduceStreamStream = ProduceAnswers;
+
+    /// A node of the version before `ProduceStream`: the producer falls back to `ProduceMany`
+    /// (whose faults these tests inject); real nodes serve the stream in `integration/tests`.
+    async fn produce_stream(
+        &self,
+        _req: Request<tonic::Streaming<pb::ProduceStreamRequest>>,
+    ) -> Result<Response<ProduceAnswers>, Status> {
+        self.state.lock().unwrap().produce_streams_refused += 1;
+        Err(Status::unimplemented("ProduceStream"))
     }
 
     type SubscribeManyStream = sluice_proto::subscribe::PushStream;

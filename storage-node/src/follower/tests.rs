@@ -79,6 +79,14 @@ impl log_server::Log for OldLeader {
         let stream = futures::stream::iter([Ok(chunk)]).chain(futures::stream::pending());
         Ok(Response::new(Box::pin(stream)))
     }
+    type ProduceStreamStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ProduceStreamResponse, Status>> + Send>>;
+    async fn produce_stream(
+        &self,
+        _: Request<Streaming<pb::ProduceStreamRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        Err(old())
+    }
     type ReplicateManyStream = ManyChunks;
     async fn replicate_many(
         &self,

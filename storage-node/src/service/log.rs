@@ -8,7 +8,7 @@ use sluice_proto::model::NodeId;
 use sluice_proto::pb::{self, log_server::Log};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{fetch, produce, replicate, replicate_many};
+use super::{fetch, produce, produce_stream, replicate, replicate_many};
 use crate::faults::Faults;
 use crate::log::LogStore;
 use crate::partitions::Partitions;
@@ -57,6 +57,19 @@ impl Log for LogService {
             )
             .await?,
         ))
+    }
+
+    type ProduceStreamStream = produce_stream::AnswerStream;
+
+    async fn produce_stream(
+        &self,
+        req: Request<Streaming<pb::ProduceStreamRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        metrics::counter!("sluice_produce_streams_total").increment(1);
+        Ok(Response::new(produce_stream::serve(
+            self.clone(),
+            req.into_inner(),
+        )))
     }
 
     async fn fetch(

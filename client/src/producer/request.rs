@@ -36,7 +36,8 @@ pub(super) struct Completion {
 /// per batch.
 pub(super) async fn send(shared: Arc<Shared>, batches: Vec<ProducerBatch>) -> Vec<Completion> {
     // A lone batch goes as a `Produce` only where there is no produce stream to carry it.
-    let lone = batches.len() == 1 && shared.streams.unsupported();
+    let lone = batches.len() == 1
+        && (shared.streams.unsupported() || batches[0].size() > STREAM_MAX_BYTES);
     if lone || shared.no_produce_many.load(Ordering::Relaxed) {
         return join_all(batches.into_iter().map(|b| send_batch(shared.clone(), b))).await;
     }
@@ -228,24 +229,39 @@ async fn produce(
     Ok(resp.into_inner())
 }
 
-/// Sends `requests` as one `ProduceMany`, on the node's produce stream where it has one;
-/// `None` when the node does not implement `ProduceMany`.
+/// Largest request sent on a node's produce stream; larger ones go as calls of their own. The
+/// stream saves a fixed cost per request, which is most of a small request's; a large one
+/// spends its time encoding, sending and decoding its bytes, which separate calls do in
+/// parallel on both sides while one stream does it a message at a time.
+const STREAM_MAX_BYTES: usize = 64 << 10;
+
+fn payload_len(r: &pb::ProduceRequest) -> usize {
+    match &r.payload {
+        Some(Payload::Batch(b)) => b.len(),
+        _ => 0,
+    }
+}
+
+/// Sends `requests` as one `ProduceMany`, on the node's produce stream where it has one and
+/// they are small; `None` when the node does not implement `ProduceMany`.
 async fn produce_many(
     shared: &Shared,
     address: &str,
     requests: Vec<pb::ProduceRequest>,
 ) -> Result<Option<Vec<Result<pb::ProduceResponse>>>> {
     let timeout = answer_timeout(shared);
+    let bytes: usize = requests.iter().map(payload_len).sum();
     let msg = pb::ProduceManyRequest { requests };
-    let streamed = shared
-        .streams
-        .call(
-            || log_client(shared, address),
-            address,
-            msg.clone(),
-            timeout,
-        )
-        .await?;
+    let streamed = if bytes <= STREAM_MAX_BYTES {
+        let client = || log_client(shared, address);
+        let request = msg.clone();
+        shared
+            .streams
+            .call(client, address, request, timeout)
+            .await?
+    } else {
+        None
+    };
     let answer = match streamed {
         Some(resp) => Some(resp),
         None => {

@@ -18,6 +18,12 @@ use super::log::LogService;
 use super::produce;
 use crate::telemetry::observe;
 
+/// Requests of one stream handled at once, at most; the node reads no further messages until
+/// one finishes, so a producer that sends without waiting is paced by HTTP/2 flow control
+/// instead of growing the node's memory (a unary call is bounded by HTTP/2's concurrent
+/// streams the same way).
+const MAX_RUNNING: usize = 128;
+
 /// Answers as the node sends them.
 pub type AnswerStream = ReceiverStream<Result<pb::ProduceStreamResponse, Status>>;
 
@@ -32,7 +38,7 @@ pub fn serve(svc: LogService, mut requests: Streaming<pb::ProduceStreamRequest>)
         let mut reading = true;
         while reading || !running.is_empty() {
             tokio::select! {
-                read = requests.message(), if reading => match read {
+                read = requests.message(), if reading && running.len() < MAX_RUNNING => match read {
                     Ok(Some(msg)) => running.push(answer(&svc, msg)),
                     Ok(None) => reading = false,
                     Err(status) => {

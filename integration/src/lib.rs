@@ -195,12 +195,34 @@ impl TestCluster {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "cluster not ready after {timeout:?}; logs in {}",
-                    self.dir.path().display()
+                    "cluster not ready after {timeout:?}; the end of each process's log (the \
+                     directory is removed with the cluster):\n{}",
+                    self.log_tails(20)
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The last `lines` lines of every process log of this cluster, for failure messages.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return out;
+        };
+        let mut logs: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for path in logs {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            out.push_str(&format!("== {}\n{}\n", path.display(), tail.join("\n")));
+        }
+        out
     }
 
     /// Index of the active controller's coordinator, from DescribeCluster.

@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod memory;
 pub mod rocks;
 pub mod segments;
+mod syncer;
 pub mod tail;
 
 use bytes::Bytes;

@@ -208,7 +208,7 @@ impl RocksLog {
                 }
             }
             let Some(last) = last else { break };
-            Segments::sync_files(&files)?;
+            self.segments.sync_files(&files)?;
             let mut end = last.to_vec();
             end.push(0);
             wb.delete_range_cf(log, [0u8; 16].as_slice(), end.as_slice());
@@ -406,7 +406,7 @@ impl LogStore for RocksLog {
                 }
             }
             if self.sync_appends {
-                Segments::sync_files(&files)?;
+                self.segments.sync_files(&files)?;
             }
             let mut wo = WriteOptions::default();
             wo.set_sync(self.sync_appends);

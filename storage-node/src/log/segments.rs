@@ -3,7 +3,7 @@
 //! each batch sits is kept by the caller (the RocksDB index), committed only after the bytes are
 //! written, so an index entry never points at bytes that are not there.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
+use super::syncer::Syncer;
 use super::{LogError, Uid};
 
 /// By default a segment is closed and a new one started once it holds this many bytes.
@@ -43,6 +44,7 @@ pub struct Segments {
     segment_bytes: u64,
     active: Mutex<HashMap<Uid, Active>>,
     readers: Mutex<HashMap<(Uid, u64), Arc<File>>>,
+    syncer: Syncer,
 }
 
 fn err(what: &str, path: &Path, e: std::io::Error) -> LogError {
@@ -58,6 +60,7 @@ impl Segments {
             segment_bytes,
             active: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            syncer: Syncer::default(),
         })
     }
 
@@ -227,34 +230,9 @@ impl Segments {
         );
     }
 
-    /// Flushes the given files' data to disk, all at once: concurrent `fdatasync`s share the
-    /// file system's journal commits and the device's queue, where one after another would
-    /// each wait for the disk.
-    pub fn sync_files(files: &[Arc<File>]) -> Result<(), LogError> {
-        let mut seen = HashSet::new();
-        let unique: Vec<&Arc<File>> = files
-            .iter()
-            .filter(|f| seen.insert(Arc::as_ptr(f)))
-            .collect();
-        let sync = |f: &File| {
-            f.sync_data()
-                .map_err(|e| LogError(format!("syncing a segment: {e}")))
-        };
-        match unique.as_slice() {
-            [] => Ok(()),
-            [one] => sync(one),
-            many => std::thread::scope(|s| {
-                let handles: Vec<_> = many.iter().map(|f| s.spawn(|| sync(f))).collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(LogError("sync thread panicked".into())))
-                    })
-                    .collect::<Result<Vec<()>, LogError>>()
-                    .map(|_| ())
-            }),
-        }
+    /// Flushes the given files' data to disk, all at once (see [`Syncer`]).
+    pub fn sync_files(&self, files: &[Arc<File>]) -> Result<(), LogError> {
+        self.syncer.sync_files(files)
     }
 
     /// Flushes every replica's active segment to disk.
@@ -266,6 +244,6 @@ impl Segments {
             .values()
             .map(|a| a.file.clone())
             .collect();
-        Self::sync_files(&files)
+        self.sync_files(&files)
     }
 }

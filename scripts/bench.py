@@ -12,6 +12,8 @@ against six set-ups, each started fresh (new data dir) for every round and torn 
   nats-r1       `nats-server -js`, file storage, 1 replica
   nats-r3       3-node nats-server cluster with JetStream, 3 replicas
   redis         `redis-server`, AOF with appendfsync everysec
+Before each workload the script runs sync(2), so no workload pays for the previous one's
+writeback (W1 leaves gigabytes dirty that the kernel would otherwise write during W3).
 Rounds are interleaved (round 1 of every set-up, then round 2, ...) so drift of the machine hits
 every set-up alike; the table shows the median of the rounds. W2 usually reads from the page cache
 (nothing drops it between W1 and W2), as a consumer close behind the producers would.
@@ -610,6 +612,7 @@ def run_workloads(setup, round_no, opts, record, memory):
             continue
         count = {"produce": opts.count, "consume": produced,
                  "e2e": opts.rate * opts.duration}[workload]
+        record_writeback(memory, workload, settle_writeback())
         argv = setup.bench_argv(workload, f"{topic}-e2e" if workload == "e2e" else topic,
                                 count, opts.rate, opts.duration, fresh=workload != "consume")
         result = run_bench(argv, opts.timeout + (opts.duration if workload == "e2e" else 0))
@@ -619,6 +622,20 @@ def run_workloads(setup, round_no, opts, record, memory):
             memory["peak_rss_after_produce_mb"] = data_rss(setup, "VmHWM")
     memory["peak_rss_end_mb"] = data_rss(setup, "VmHWM")
     return all_ok
+
+
+def settle_writeback():
+    """Writes back every dirty page on the machine before a workload starts, and returns how
+    long that took. Without it a workload pays for its predecessor's writes: W1 leaves up to
+    3 GB dirty (RF 3), which the kernel writes back ~30 s later, in the middle of W3. Done for
+    every set-up alike; W2 still reads from the page cache (nothing is dropped)."""
+    t0 = time.monotonic()
+    os.sync()
+    return time.monotonic() - t0
+
+
+def record_writeback(memory, workload, seconds):
+    memory.setdefault("writeback_before_s", {})[workload] = round(seconds, 2)
 
 
 def data_rss(setup, field):

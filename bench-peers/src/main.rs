@@ -7,7 +7,7 @@ mod nats;
 mod redis_streams;
 mod window;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use sluice_bench::Workload;
 
@@ -85,6 +85,10 @@ struct Cli {
     /// Delete and recreate the streams before the run (produce, e2e).
     #[arg(long)]
     fresh: bool,
+    /// Async worker threads of this process (default: 1 for e2e, whose fixed rate needs less
+    /// than a core; one per core for produce and consume), as `sluice bench` does.
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    worker_threads: Option<usize>,
     /// Print one JSON object instead of a table (and no progress bar).
     #[arg(long)]
     json: bool,
@@ -132,9 +136,16 @@ impl Cli {
     }
 }
 
-#[tokio::main]
-async fn main() {
-    if let Err(e) = run().await {
+fn main() {
+    let cli = Cli::parse();
+    let workers = sluice_bench::runtime::worker_threads(
+        cli.worker_threads,
+        matches!(cli.workload, Kind::E2e),
+    );
+    let result = sluice_bench::runtime::build(workers)
+        .context("starting the async runtime")
+        .and_then(|rt| rt.block_on(run(cli)));
+    if let Err(e) = result {
         // `{:#}` prints the causes on one line and no backtrace, whatever RUST_BACKTRACE says.
         eprintln!("sluice-peer-bench: {e:#}");
         std::process::exit(1);
@@ -142,7 +153,7 @@ async fn main() {
 }
 
 /// Parses the command line, runs the workload and prints its report.
-async fn run() -> Result<()> {
+async fn run(cli: Cli) -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -150,7 +161,6 @@ async fn run() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let cli = Cli::parse();
     let w = cli.workload();
     w.validate()?;
     let o = cli.options();

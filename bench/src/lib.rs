@@ -9,6 +9,7 @@ pub mod latency;
 pub mod payload;
 pub mod progress;
 pub mod report;
+pub mod runtime;
 pub mod sluice;
 pub mod workload;
 

@@ -43,9 +43,23 @@ enum Command {
     Bench(cmd::bench::BenchCmd),
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = Cli::parse();
+    // A benchmark picks its workers (one for e2e); everything else gets one per core.
+    let runtime = match &cli.command {
+        Command::Bench(b) => sluice_bench::runtime::build(b.worker_threads()),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    match runtime {
+        Ok(rt) => rt.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(cli: Cli) {
     let quiet_default = if matches!(cli.command, Command::Dev(_)) {
         "info"
     } else {

@@ -68,9 +68,25 @@ pub struct BenchArgs {
     /// Producer instances sharing the records.
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
+    /// Async worker threads of this process (default: 1 for e2e, whose fixed rate needs less
+    /// than a core; one per core for produce and consume).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub worker_threads: Option<usize>,
     /// Print one JSON object instead of a table (and no progress bar).
     #[arg(long)]
     pub json: bool,
+}
+
+impl BenchCmd {
+    /// The async workers this workload runs on (see [`sluice_bench::runtime`]).
+    pub fn worker_threads(&self) -> usize {
+        match self {
+            Self::Produce(a) | Self::Consume(a) => {
+                sluice_bench::runtime::worker_threads(a.worker_threads, false)
+            }
+            Self::E2e(a) => sluice_bench::runtime::worker_threads(a.worker_threads, true),
+        }
+    }
 }
 
 /// Runs one workload and prints its report.

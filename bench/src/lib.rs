@@ -5,6 +5,7 @@
 //! share their payloads, latency histograms and report format here, so `sluice bench` and
 //! `sluice-peer-bench` (NATS JetStream, Redis Streams) measure the same thing the same way.
 
+pub mod allocator;
 pub mod latency;
 pub mod payload;
 pub mod progress;

@@ -15,8 +15,12 @@ pub fn worker_threads(requested: Option<usize>, e2e: bool) -> usize {
     }
 }
 
-/// A multi-threaded runtime with `workers` async workers (at least one).
+/// A multi-threaded runtime with `workers` async workers (at least one), in a process whose
+/// allocator keeps freed batch buffers (see [`crate::allocator`]).
 pub fn build(workers: usize) -> io::Result<tokio::runtime::Runtime> {
+    if !crate::allocator::keep_freed_buffers() {
+        tracing::debug!("allocator settings not applied (not glibc)");
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(1))
         .enable_all()

@@ -547,14 +547,15 @@ def machine_facts():
 
 def run_bench(argv, timeout):
     """Runs one bench command; returns its report (the last JSON line) or an error."""
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), machine_cpu()
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                              env=clean_env(), preexec_fn=_die_with_parent)
     except subprocess.TimeoutExpired as e:
         return {"error": f"timed out after {timeout} s", "argv": argv,
                 "stderr_tail": tail(e.stderr)}
-    result = {"argv": argv, "rc": out.returncode, "wall_seconds": time.monotonic() - t0}
+    result = {"argv": argv, "rc": out.returncode, "wall_seconds": time.monotonic() - t0,
+              "machine_cpu_s": cpu_delta(cpu0, machine_cpu())}
     for line in reversed(out.stdout.splitlines()):
         if line.startswith("{"):
             try:
@@ -567,6 +568,27 @@ def run_bench(argv, timeout):
         result["error"] = (out.stderr.strip().splitlines() or ["no output"])[-1][:500]
         result["stderr_tail"] = tail(out.stderr)
     return result
+
+
+CPU_FIELDS = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"]
+
+
+def machine_cpu():
+    """The whole machine's CPU time so far, by kind, in clock ticks (`/proc/stat`)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:len(CPU_FIELDS) + 1]]
+        return dict(zip(CPU_FIELDS, ticks))
+    except (OSError, ValueError):
+        return {}
+
+
+def cpu_delta(before, after):
+    """Seconds of each kind of CPU time between two `machine_cpu` readings. `steal` is time
+    the hypervisor ran something else while this VM wanted a CPU: a latency outlier that
+    comes with steal is the host's, not the set-up's."""
+    hz = os.sysconf("SC_CLK_TCK")
+    return {k: round((after[k] - before[k]) / hz, 2) for k in after if k in before}
 
 
 def tail(output, lines=20):
@@ -663,6 +685,9 @@ def print_run(r):
         ack = rep.get("ack_latency")
         if ack:
             line += f"  (ack p50 {ack['p50_us'] / 1000:.2f} p99 {ack['p99_us'] / 1000:.2f})"
+        steal = r.get("machine_cpu_s", {}).get("steal", 0)
+        if steal >= 0.05:
+            line += f"  steal {steal:.2f} s"
         if rep.get("failed"):
             line += f"  FAILED {rep['failed']}"
         print(line, flush=True)

@@ -8,6 +8,7 @@
 
 pub mod conformance;
 pub mod memory;
+mod readbuf;
 pub mod rocks;
 pub mod segments;
 mod syncer;

@@ -9,8 +9,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
+use super::readbuf::ReadBuffers;
 use super::syncer::Syncer;
 use super::{LogError, Uid};
 
@@ -19,6 +20,9 @@ pub const SEGMENT_BYTES: u64 = 256 << 20;
 
 /// Read handles kept open at most (cleared when exceeded).
 const MAX_OPEN_READERS: usize = 1024;
+
+/// Free read buffers kept for reuse at most: eight partitions' worth of 8 MiB fetches.
+const KEPT_READ_BUFFER_BYTES: usize = 64 << 20;
 
 /// Where one batch sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +48,7 @@ pub struct Segments {
     segment_bytes: u64,
     active: Mutex<HashMap<Uid, Active>>,
     readers: Mutex<HashMap<(Uid, u64), Arc<File>>>,
+    read_buffers: Arc<ReadBuffers>,
     syncer: Syncer,
 }
 
@@ -60,6 +65,7 @@ impl Segments {
             segment_bytes,
             active: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            read_buffers: ReadBuffers::new(KEPT_READ_BUFFER_BYTES),
             syncer: Syncer::default(),
         })
     }
@@ -204,10 +210,9 @@ impl Segments {
                 j += 1;
             }
             let file = self.reader(uid, first.segment)?;
-            let mut buf = BytesMut::zeroed(size as usize);
-            file.read_exact_at(&mut buf, first.pos)
+            let mut buf = (self.read_buffers)
+                .read(size as usize, |b| file.read_exact_at(b, first.pos))
                 .map_err(|e| err("reading", &self.path(uid, first.segment), e))?;
-            let mut buf = buf.freeze();
             for loc in &locs[i..j] {
                 out.push(buf.split_to(loc.len as usize));
             }

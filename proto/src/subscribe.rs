@@ -19,8 +19,11 @@ use crate::pb;
 pub type PushStream =
     Pin<Box<dyn Stream<Item = Result<pb::SubscribePushes, tonic::Status>> + Send>>;
 
-/// Batch bytes one message carries at most; further ready pushes go in the next message.
-const MESSAGE_BYTES: usize = 8 << 20;
+/// Batch bytes one message carries at most; further ready pushes go in the next message. Each
+/// message is encoded into a buffer of its own size; at 8 MiB those buffers (doubling as they
+/// grew) left a node near 400 MB RSS after one backlog read, and W2 was slower (BENCHMARKS.md,
+/// session 10).
+const MESSAGE_BYTES: usize = 2 << 20;
 
 /// Serves a `SubscribeMany`: `control` adds and ends subscriptions, `open` starts one (the
 /// node's `Subscribe` for its request), and the stream ends when `closing` resolves (the node

@@ -394,7 +394,8 @@ impl Fetcher {
 }
 
 /// The largest answer a consumer accepts: a node sends at least one whole batch however small
-/// `max_bytes` is, and a `SubscribeMany` message gathers pushes up to 8 MiB plus one more.
+/// `max_bytes` is, and a `SubscribeMany` message gathers pushes up to 2 MiB plus one more (older
+/// nodes gathered up to 8 MiB; the limit leaves room for either).
 pub(crate) fn decode_limit(cfg: &ConsumerConfig) -> usize {
     MAX_MESSAGE_BYTES.max(cfg.max_bytes as usize + (9 << 20))
 }

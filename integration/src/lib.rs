@@ -403,8 +403,9 @@ impl TestCluster {
 }
 
 /// Produces over raw gRPC, retrying while a freshly created partition is still opening on its
-/// leader: LEADER_NOT_AVAILABLE is retriable and a client library hides it, a raw caller sees it.
-/// Any other refusal, or the same one after `timeout`, is returned as is.
+/// leader (LEADER_NOT_AVAILABLE) or the leader has not yet heard of the topic (UNKNOWN_TOPIC):
+/// both are retriable and a client library hides them, a raw caller sees them. Any other
+/// refusal, or the same one after `timeout`, is returned as is.
 pub async fn produce_when_open(
     log: &mut sluice_proto::pb::log_client::LogClient<tonic::transport::Channel>,
     request: sluice_proto::pb::ProduceRequest,
@@ -414,7 +415,10 @@ pub async fn produce_when_open(
     loop {
         match log.produce(request.clone()).await {
             Ok(r) => return Ok(r.into_inner()),
-            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+            Err(s)
+                if sluice_proto::error::ApiError::from_status(&s).is_retriable()
+                    && Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
             Err(s) => return Err(s),

@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     tonic_prost_build::configure()
         .bytes(".")
+        // Ordered, so a record encodes the same way every time it is written.
+        .btree_map(".sluice.v1.PartitionStateRecord.isr_incarnations")
         .file_descriptor_set_path(out_dir.join("sluice_descriptor.bin"))
         .compile_protos(&files, &["proto"])?;
     for file in files {

@@ -20,8 +20,6 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
 /// How often an idle connection is pinged, and how long a ping may go unanswered before the
 /// connection is dropped: a node that vanished without closing its sockets (power loss, network
 /// cut) is noticed within seconds rather than at the next request's deadline.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Channels by address. A tonic `Channel` multiplexes requests over one HTTP/2 connection and
 /// reconnects by itself, so one per server is enough: after a failed connect or a broken
@@ -54,8 +52,8 @@ impl Pool {
             .map_err(|e| ClientError::Config(format!("bad server address {addr:?}: {e}")))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .http2_keep_alive_interval(transport::KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(transport::KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
             .initial_stream_window_size(transport::STREAM_WINDOW)
             .initial_connection_window_size(transport::CONNECTION_WINDOW)

@@ -84,8 +84,10 @@ fn candidates(view: &ClusterView) -> Vec<Candidate> {
 }
 
 /// New partitions start led by their preferred replica, at leader epoch 0, with every replica
-/// in sync (an empty log is trivially caught up).
+/// in sync (an empty log is trivially caught up), each with the data-directory incarnation it
+/// is registered with in `view`.
 fn new_partition_states(
+    view: &ClusterView,
     topic_id: &TopicId,
     first: i32,
     placed: Vec<Vec<NodeId>>,
@@ -99,6 +101,10 @@ fn new_partition_states(
             leader: replicas[0],
             leader_epoch: 0,
             isr: replicas.clone(),
+            isr_incarnations: replicas
+                .iter()
+                .filter_map(|r| Some((*r, view.nodes.get(r)?.incarnation.clone())))
+                .collect(),
             replicas,
             partition_epoch: 0,
         })
@@ -201,7 +207,7 @@ impl Controller {
                 topic_id: topic_id.0.to_vec().into(),
                 replication_factor: rf,
                 config: config.into_iter().collect(),
-                partitions: new_partition_states(&topic_id, 0, placed)
+                partitions: new_partition_states(&view, &topic_id, 0, placed)
                     .into_iter()
                     .map(|p| pb::PartitionMetadata {
                         partition: p.partition,
@@ -209,6 +215,7 @@ impl Controller {
                         leader_epoch: p.leader_epoch,
                         replicas: p.replicas,
                         isr: p.isr,
+                        offline_reason: String::new(),
                     })
                     .collect(),
                 internal: false,
@@ -227,7 +234,7 @@ impl Controller {
         // Partition states first, the topic record last: readers only see partitions of a
         // topic whose record exists, so a crash in between leaves invisible garbage, never a
         // half-created topic.
-        let states = new_partition_states(&topic_id, 0, placed);
+        let states = new_partition_states(&view, &topic_id, 0, placed);
         self.write_partitions(fence, &topic_id, states.clone())
             .await?;
         let txn = fenced(&self.keys, fence)
@@ -370,7 +377,7 @@ impl Controller {
         self.write_partitions(
             fence,
             &topic_id,
-            new_partition_states(&topic_id, current, placed),
+            new_partition_states(&view, &topic_id, current, placed),
         )
         .await?;
         let record = TopicRecord {

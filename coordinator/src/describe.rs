@@ -11,6 +11,7 @@ pub fn partitions(view: &ClusterView, topic: &pb::TopicRecord) -> Vec<pb::Partit
     let Ok(id) = TopicId::from_slice(&topic.topic_id) else {
         return Vec::new();
     };
+    let live = crate::reconcile::registered_nodes(view);
     view.partitions_of(&id)
         .filter(|p| p.record.partition < topic.partition_count)
         .map(|p| pb::PartitionMetadata {
@@ -19,6 +20,7 @@ pub fn partitions(view: &ClusterView, topic: &pb::TopicRecord) -> Vec<pb::Partit
             leader_epoch: p.record.leader_epoch,
             replicas: p.record.replicas.clone(),
             isr: p.record.isr.clone(),
+            offline_reason: crate::failover::offline_reason(&p.record, &live).unwrap_or_default(),
         })
         .collect()
 }
@@ -55,6 +57,7 @@ pub fn written(
                 leader_epoch: p.leader_epoch,
                 replicas: p.replicas.clone(),
                 isr: p.isr.clone(),
+                offline_reason: String::new(),
             })
             .collect(),
         internal: topic.internal,

@@ -15,6 +15,7 @@ pub mod placement;
 pub mod producer_ids;
 pub mod reconcile;
 pub mod service;
+pub mod suspects;
 pub mod telemetry;
 
 use std::future::Future;
@@ -107,11 +108,16 @@ pub async fn run(
         role_rx.clone(),
         stop_rx.clone(),
     ));
+    // A vanished node that still answers probes keeps its roles for two lease TTLs (at least
+    // 3 s): long enough to register again after an etcd pause expired every lease at once.
+    let suspects = suspects::Suspects::new((cfg.lease_ttl * 2).max(Duration::from_secs(3)));
+    let prober = tokio::spawn(suspects.clone().run(cache.clone(), stop_rx.clone()));
     let reconciler = tokio::spawn(
         Reconciler {
             store: store.clone(),
             keys: keys.clone(),
             cache: cache.clone(),
+            suspects,
         }
         .run(role_rx.clone(), stop_rx),
     );
@@ -142,6 +148,8 @@ pub async fn run(
         .build_v1()?;
     tracing::info!(id = %cfg.id, address = %cfg.advertised_address, "coordinator serving");
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(transport::KEEP_ALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(transport::KEEP_ALIVE_TIMEOUT))
         .initial_stream_window_size(transport::STREAM_WINDOW)
         .initial_connection_window_size(transport::CONNECTION_WINDOW)
         .max_frame_size(transport::MAX_FRAME_SIZE)
@@ -178,6 +186,9 @@ pub async fn run(
             deadline_ms = STOP_DEADLINE.as_millis() as u64,
             "failover loop did not stop in time"
         );
+    }
+    if tokio::time::timeout(STOP_DEADLINE, prober).await.is_err() {
+        tracing::warn!("suspect prober did not stop in time");
     }
     if tokio::time::timeout(STOP_DEADLINE, liveness).await.is_err() {
         tracing::warn!("liveness prober did not stop in time");

@@ -22,7 +22,8 @@ use tokio::sync::watch;
 
 use crate::controller::MAX_OPS_PER_TXN;
 use crate::election::Role;
-use crate::failover::{self, NO_LEADER};
+use crate::failover::{self, Live, LiveNode, NO_LEADER};
+use crate::suspects::Suspects;
 
 /// Topic config key that allows electing a replica outside the ISR (may lose acknowledged data).
 pub const UNCLEAN_LEADER_ELECTION: &str = "unclean.leader.election";
@@ -48,12 +49,42 @@ pub struct Change {
     pub old: PartitionStateRecord,
     /// The state to write.
     pub new: PartitionStateRecord,
+    /// For a newly elected (or confirmed) leader, the create revision of its registration as
+    /// the decision saw it: the write compares it, so a node that registered again meanwhile
+    /// (perhaps with a wiped data directory) is not elected on the strength of its old self.
+    pub leader_registration: Option<i64>,
+    /// Why the partition has no leader after the change, if it has none.
+    pub offline_reason: Option<String>,
+}
+
+/// The registered storage nodes of `view`, as the failover decision sees them.
+pub fn registered_nodes(view: &ClusterView) -> Live {
+    view.nodes
+        .iter()
+        .map(|(id, n)| {
+            let registration = view.node_registrations.get(id).copied().unwrap_or(0);
+            let boot_revision = if n.boot_revision > 0 {
+                n.boot_revision
+            } else {
+                registration
+            };
+            let node = LiveNode {
+                incarnation: n.incarnation.clone(),
+                registration,
+                boot_revision,
+                registered: true,
+            };
+            (*id, node)
+        })
+        .collect()
 }
 
 /// Every change [`failover::decide`] asks for in `view`: partitions below their topic's
-/// partition count, live nodes from the view, unclean election from each topic's config.
-pub fn plan(view: &ClusterView) -> Vec<Change> {
-    let live: BTreeSet<NodeId> = view.nodes.keys().copied().collect();
+/// partition count, live nodes from the view plus `suspects` (vanished nodes that still answer
+/// probes), unclean election from each topic's config.
+pub fn plan(view: &ClusterView, suspects: Live) -> Vec<Change> {
+    let mut live = suspects;
+    live.extend(registered_nodes(view));
     let draining: BTreeSet<NodeId> = view
         .nodes
         .values()
@@ -74,15 +105,22 @@ pub fn plan(view: &ClusterView) -> Vec<Change> {
             if p.record.partition >= t.record.partition_count {
                 continue;
             }
-            let new = failover::decide(&p.record, &live, unclean)
+            let new = failover::decide(&p.record, p.mod_revision, &live, unclean)
                 .or_else(|| failover::move_off_draining(&p.record, &live, &draining));
             if let Some(new) = new {
+                let elected = new.leader != NO_LEADER && new.leader_epoch != p.record.leader_epoch;
+                let leader_registration = elected
+                    .then(|| live.get(&new.leader).map(|n| n.registration))
+                    .flatten();
+                let offline_reason = failover::offline_reason(&new, &live);
                 changes.push(Change {
+                    offline_reason,
                     topic: t.record.name.clone(),
                     topic_id,
                     mod_revision: p.mod_revision,
                     old: p.record.clone(),
                     new,
+                    leader_registration,
                 });
             }
         }
@@ -108,6 +146,8 @@ pub struct Reconciler {
     pub keys: Keys,
     /// The watch-fed view the decisions are made from.
     pub cache: Arc<MetadataCache>,
+    /// Vanished nodes still answering probes.
+    pub suspects: Suspects,
 }
 
 impl Reconciler {
@@ -152,7 +192,13 @@ impl Reconciler {
         let mut backoff = RETRY_BACKOFF;
         loop {
             let view = views.borrow_and_update().clone();
-            let changes = plan(&view);
+            let now = tokio::time::Instant::now();
+            let (suspects, expiry) = {
+                let mut table = self.suspects.table.lock().expect("poisoned");
+                table.observe(&view, now);
+                (table.live(now), table.next_expiry(now))
+            };
+            let changes = plan(&view, suspects);
             let pass = if changes.is_empty() {
                 Ok(Pass::Done)
             } else {
@@ -161,8 +207,18 @@ impl Reconciler {
             match pass {
                 Ok(Pass::Done) => {
                     backoff = RETRY_BACKOFF;
-                    if views.changed().await.is_err() {
-                        return;
+                    // Plan again when the view changes, a suspect is found gone, or a
+                    // suspect's grace ends.
+                    let grace_over = async {
+                        match expiry {
+                            Some(t) => tokio::time::sleep_until(t).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        changed = views.changed() => if changed.is_err() { return },
+                        _ = self.suspects.changed.notified() => {}
+                        _ = grace_over => {}
                     }
                     tokio::time::sleep(COALESCE).await;
                     continue;
@@ -194,13 +250,18 @@ impl Reconciler {
             let mut txn = Txn::new().when(Compare::CreateRevision(self.keys.controller(), fence));
             for c in chunk {
                 let key = self.keys.partition(&c.topic_id, c.new.partition);
-                txn = txn
-                    .when(Compare::ModRevision(key.clone(), c.mod_revision))
-                    .then(Op::Put {
-                        key,
-                        value: c.new.encode_to_vec().into(),
-                        lease: 0,
-                    });
+                txn = txn.when(Compare::ModRevision(key.clone(), c.mod_revision));
+                if let Some(registration) = c.leader_registration {
+                    txn = txn.when(Compare::CreateRevision(
+                        self.keys.node(c.new.leader),
+                        registration,
+                    ));
+                }
+                txn = txn.then(Op::Put {
+                    key,
+                    value: c.new.encode_to_vec().into(),
+                    lease: 0,
+                });
             }
             let outcome = self.store.txn(txn).await?;
             if outcome.succeeded {
@@ -230,15 +291,18 @@ fn log_change(c: &Change) {
             "ISR shrunk to live replicas"
         );
     } else if new_leader == NO_LEADER {
+        let why = c.offline_reason.as_deref().unwrap_or_default();
         tracing::warn!(
             topic,
             partition,
             old_leader,
             leader_epoch,
             ?isr,
-            "partition offline: no live in-sync replica; waits for one to return"
+            "partition offline: no live in-sync replica with its data; {why}"
         );
-    } else if !c.old.isr.contains(&new_leader) {
+    } else if !c.old.isr.contains(&new_leader)
+        || c.old.isr_incarnations.get(&new_leader) != c.new.isr_incarnations.get(&new_leader)
+    {
         tracing::warn!(
             topic,
             partition,
@@ -320,6 +384,7 @@ mod tests {
                         leader_epoch: 0,
                         isr: vec![0],
                         partition_epoch: 0,
+                        ..Default::default()
                     },
                     10 + i64::from(p),
                 ),
@@ -330,14 +395,14 @@ mod tests {
 
     #[test]
     fn a_healthy_cluster_needs_no_writes() {
-        assert!(plan(&view(&[0, 1], 3, 3, false)).is_empty());
+        assert!(plan(&view(&[0, 1], 3, 3, false), Live::new()).is_empty());
     }
 
     #[test]
     fn plan_covers_visible_partitions_and_compares_their_revisions() {
         // Partition 2 exists in the store but is beyond the partition count (an unfinished
         // CreatePartitions): it is not the controller's to elect yet.
-        let changes = plan(&view(&[1], 3, 2, false));
+        let changes = plan(&view(&[1], 3, 2, false), Live::new());
         assert_eq!(changes.len(), 2);
         for (p, c) in changes.iter().enumerate() {
             assert_eq!(c.new.partition, p as i32);
@@ -347,8 +412,28 @@ mod tests {
     }
 
     #[test]
+    fn a_suspect_keeps_its_leadership_and_a_new_election_is_fenced_on_the_registration() {
+        let v = view(&[1], 1, 1, false);
+        let suspect = LiveNode {
+            registered: false,
+            ..Default::default()
+        };
+        assert!(plan(&v, [(0, suspect)].into()).is_empty());
+        let mut v = view(&[0, 1], 1, 1, false);
+        v.node_registrations.insert(0, 30);
+        let changes = plan(&v, Live::new());
+        assert_eq!(
+            changes.len(),
+            1,
+            "node 0 registered after the state was written"
+        );
+        assert_eq!((changes[0].new.leader, changes[0].new.leader_epoch), (0, 1));
+        assert_eq!(changes[0].leader_registration, Some(30));
+    }
+
+    #[test]
     fn plan_reads_unclean_election_from_the_topic_config() {
-        let changes = plan(&view(&[1], 1, 1, true));
+        let changes = plan(&view(&[1], 1, 1, true), Live::new());
         assert_eq!(changes[0].new.leader, 1);
         assert_eq!(changes[0].new.isr, vec![1]);
     }

@@ -11,6 +11,7 @@ use prost::Message;
 use sluice_coordinator::controller::Controller;
 use sluice_coordinator::election::Role;
 use sluice_coordinator::reconcile::Reconciler;
+use sluice_coordinator::suspects::Suspects;
 use sluice_metadata::cache::{ClusterView, MetadataCache};
 use sluice_metadata::embedded::EmbeddedStore;
 use sluice_metadata::keys::Keys;
@@ -160,11 +161,15 @@ impl Cluster {
     fn reconcile(&self, role: Role) -> (watch::Sender<Role>, watch::Sender<bool>, JoinHandle<()>) {
         let (role_tx, role_rx) = watch::channel(role);
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Killed nodes' addresses refuse connections, so the prober finds them gone at once.
+        let suspects = Suspects::new(Duration::from_secs(3));
+        tokio::spawn(suspects.clone().run(self.cache.clone(), stop_rx.clone()));
         let task = tokio::spawn(
             Reconciler {
                 store: self.store.clone(),
                 keys: self.keys.clone(),
                 cache: self.cache.clone(),
+                suspects,
             }
             .run(role_rx, stop_rx),
         );

@@ -2,6 +2,7 @@
 //! coordinators and storage nodes as real processes on loopback, and offers the faults the
 //! tests need (SIGKILL, SIGSTOP/SIGCONT, restart with the same id and data).
 
+pub mod netns;
 pub mod process;
 pub mod workload;
 
@@ -12,7 +13,13 @@ use anyhow::{Context, bail};
 use sluice_client::{Admin, ClientConfig};
 use sluice_metadata::testing::EtcdProcess;
 
+use crate::netns::{Host, Network};
 use crate::process::{ManagedProcess, free_port};
+
+/// Ports of every server in a namespace of its own (each namespace has its own port space).
+const NS_COORDINATOR_PORT: u16 = 9092;
+const NS_NODE_PORT: u16 = 9093;
+const NS_METRICS_PORT: u16 = 9100;
 
 /// Where the built binaries are: `$SLUICE_BIN_DIR`, else the target dir this test runs from.
 pub fn bin_path(name: &str) -> PathBuf {
@@ -53,6 +60,9 @@ pub struct ClusterSpec {
     pub storage_nodes: usize,
     /// Lease TTL of coordinators and nodes; short so failover tests are quick.
     pub lease_ttl: Duration,
+    /// Every coordinator and storage node in a network namespace of its own, etcd and the
+    /// test's clients on the bridge (see [`netns`]), so tests can cut links. Needs root.
+    pub network: bool,
 }
 
 impl Default for ClusterSpec {
@@ -61,6 +71,7 @@ impl Default for ClusterSpec {
             coordinators: 1,
             storage_nodes: 1,
             lease_ttl: Duration::from_millis(1500),
+            network: false,
         }
     }
 }
@@ -75,7 +86,13 @@ pub struct TestCluster {
     pub nodes: Vec<ManagedProcess>,
     /// Holds data dirs and logs.
     pub dir: tempfile::TempDir,
+    /// Namespaces of the coordinators, by index (with [`ClusterSpec::network`]).
+    pub coordinator_hosts: Vec<Host>,
+    /// Namespaces of the storage nodes, by node id (with [`ClusterSpec::network`]).
+    pub node_hosts: Vec<Host>,
     spec: ClusterSpec,
+    /// Dropped last: the namespaces go once the processes in them are killed.
+    pub network: Option<Network>,
 }
 
 impl TestCluster {
@@ -83,7 +100,25 @@ impl TestCluster {
     /// controller and every node is registered.
     pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
         init_client_logs();
-        let etcd = EtcdProcess::start().await.context("starting etcd")?;
+        let mut network = if spec.network {
+            Some(Network::new().context("creating the test network")?)
+        } else {
+            None
+        };
+        let etcd = match &network {
+            Some(n) => EtcdProcess::start_on(n.gateway().into()).await,
+            None => EtcdProcess::start().await,
+        }
+        .context("starting etcd")?;
+        let (mut coordinator_hosts, mut node_hosts) = (Vec::new(), Vec::new());
+        if let Some(n) = network.as_mut() {
+            for _ in 0..spec.coordinators {
+                coordinator_hosts.push(n.add_host()?);
+            }
+            for _ in 0..spec.storage_nodes {
+                node_hosts.push(n.add_host()?);
+            }
+        }
         let mut dir = tempfile::Builder::new().prefix("sluice-it-").tempdir()?;
         if std::env::var_os("SLUICE_KEEP_LOGS").is_some() {
             // Keep data and logs for post-mortems; the path is printed.
@@ -95,14 +130,22 @@ impl TestCluster {
             coordinators: Vec::new(),
             nodes: Vec::new(),
             dir,
+            coordinator_hosts,
+            node_hosts,
             spec: spec.clone(),
+            network,
         };
         for i in 0..spec.coordinators {
             let p = cluster.spawn_coordinator(i)?;
             cluster.coordinators.push(p);
         }
         for id in 0..spec.storage_nodes {
-            let p = cluster.spawn_node(id, free_port()?)?;
+            let port = if spec.network {
+                NS_NODE_PORT
+            } else {
+                free_port()?
+            };
+            let p = cluster.spawn_node(id, port)?;
             cluster.nodes.push(p);
         }
         cluster.wait_ready(Duration::from_secs(30)).await?;
@@ -110,24 +153,47 @@ impl TestCluster {
     }
 
     fn spawn_coordinator(&self, i: usize) -> anyhow::Result<ManagedProcess> {
-        self.spawn_coordinator_on(i, free_port()?)
+        let port = if self.spec.network {
+            NS_COORDINATOR_PORT
+        } else {
+            free_port()?
+        };
+        self.spawn_coordinator_on(i, port)
+    }
+
+    /// The address a process listens on (its namespace's, or loopback) and a free metrics
+    /// address beside it.
+    fn listen_addrs(&self, host: Option<&Host>, port: u16) -> anyhow::Result<(String, String)> {
+        Ok(match host {
+            Some(h) => (
+                format!("{}:{port}", h.ip),
+                format!("{}:{NS_METRICS_PORT}", h.ip),
+            ),
+            None => (
+                format!("127.0.0.1:{port}"),
+                format!("127.0.0.1:{}", free_port()?),
+            ),
+        })
     }
 
     fn spawn_coordinator_on(&self, i: usize, port: u16) -> anyhow::Result<ManagedProcess> {
-        ManagedProcess::spawn(
+        let host = self.coordinator_hosts.get(i);
+        let (listen, metrics) = self.listen_addrs(host, port)?;
+        ManagedProcess::spawn_on(
+            host,
             &format!("coordinator-{i}"),
             bin_path("sluice-coordinator"),
             vec![
                 "--id".into(),
                 format!("coordinator-{i}"),
                 "--listen".into(),
-                format!("127.0.0.1:{port}"),
+                listen,
                 "--etcd".into(),
                 self.etcd.endpoint(),
                 "--lease-ttl-ms".into(),
                 self.spec.lease_ttl.as_millis().to_string(),
                 "--metrics-listen".into(),
-                format!("127.0.0.1:{}", free_port()?),
+                metrics,
             ],
             self.dir.path().join(format!("coordinator-{i}.log")),
             port,
@@ -135,7 +201,10 @@ impl TestCluster {
     }
 
     fn spawn_node(&self, id: usize, port: u16) -> anyhow::Result<ManagedProcess> {
-        ManagedProcess::spawn(
+        let host = self.node_hosts.get(id);
+        let (listen, metrics) = self.listen_addrs(host, port)?;
+        ManagedProcess::spawn_on(
+            host,
             &format!("node-{id}"),
             bin_path("sluice-storage-node"),
             vec![
@@ -148,7 +217,7 @@ impl TestCluster {
                     .display()
                     .to_string(),
                 "--listen".into(),
-                format!("127.0.0.1:{port}"),
+                listen,
                 "--etcd".into(),
                 self.etcd.endpoint(),
                 "--lease-ttl-ms".into(),
@@ -156,7 +225,7 @@ impl TestCluster {
                 "--faults-dir".into(),
                 self.faults_dir(id).display().to_string(),
                 "--metrics-listen".into(),
-                format!("127.0.0.1:{}", free_port()?),
+                metrics,
             ],
             self.dir.path().join(format!("node-{id}.log")),
             port,
@@ -386,6 +455,43 @@ impl TestCluster {
     /// SIGKILLs a storage node.
     pub fn kill_node(&mut self, id: usize) {
         self.nodes[id].kill();
+    }
+
+    /// Deletes a (killed) node's data directory, as a lost or replaced volume would.
+    pub fn wipe_node_data(&self, id: usize) -> anyhow::Result<()> {
+        let dir = self.dir.path().join(format!("node-{id}"));
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("wiping {}", dir.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The test network (with [`ClusterSpec::network`]).
+    pub fn net(&self) -> &Network {
+        self.network
+            .as_ref()
+            .expect("a cluster started with network: true")
+    }
+
+    /// Lines of every process log that report a panic.
+    pub fn panics(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for path in entries.flatten().map(|e| e.path()) {
+            if path.extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                out.extend(
+                    text.lines()
+                        .filter(|l| l.contains("panicked"))
+                        .map(|l| format!("{}: {l}", path.display())),
+                );
+            }
+        }
+        out
     }
 
     /// Restarts a killed node with the same id, port and data dir.

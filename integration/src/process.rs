@@ -15,7 +15,9 @@ pub fn free_port() -> std::io::Result<u16> {
 pub struct ManagedProcess {
     /// Name, e.g. `node-1`; for coordinators also their `--id`.
     pub name: String,
-    /// The loopback port it serves on.
+    /// The address it serves on: 127.0.0.1, or its network namespace's address.
+    pub host: String,
+    /// The port it serves on.
     pub port: u16,
     /// Its log file.
     pub log: PathBuf,
@@ -24,7 +26,7 @@ pub struct ManagedProcess {
 }
 
 impl ManagedProcess {
-    /// Starts `bin` with `args`, stdout and stderr appended to `log`.
+    /// Starts `bin` with `args` on 127.0.0.1, stdout and stderr appended to `log`.
     pub fn spawn(
         name: &str,
         bin: PathBuf,
@@ -32,8 +34,29 @@ impl ManagedProcess {
         log: PathBuf,
         port: u16,
     ) -> anyhow::Result<Self> {
+        Self::spawn_on(None, name, bin, args, log, port)
+    }
+
+    /// [`ManagedProcess::spawn`] inside `host`'s network namespace when one is given (through
+    /// `ip netns exec`, which execs, so the child is the server itself).
+    pub fn spawn_on(
+        host: Option<&crate::netns::Host>,
+        name: &str,
+        bin: PathBuf,
+        args: Vec<String>,
+        log: PathBuf,
+        port: u16,
+    ) -> anyhow::Result<Self> {
         let out = File::options().create(true).append(true).open(&log)?;
-        let child = Command::new(&bin)
+        let mut cmd = match host {
+            Some(h) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &h.netns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .args(&args)
             .env(
                 "RUST_LOG",
@@ -45,6 +68,7 @@ impl ManagedProcess {
             .map_err(|e| anyhow::anyhow!("spawning {}: {e}", bin.display()))?;
         Ok(Self {
             name: name.to_string(),
+            host: host.map_or_else(|| "127.0.0.1".to_string(), |h| h.ip.to_string()),
             port,
             log,
             args,
@@ -61,9 +85,9 @@ impl ManagedProcess {
             .cloned()
     }
 
-    /// `127.0.0.1:<port>`.
+    /// `<host>:<port>`.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     /// The OS process id while running.

@@ -38,6 +38,9 @@ pub struct ClusterView {
     pub coordinators: BTreeMap<String, ControllerRecord>,
     /// Live storage nodes (their lease is alive) by id.
     pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// Create revision of each live node's registration: a new one means a new lease (a
+    /// restarted process, or one that lost its lease and registered again).
+    pub node_registrations: BTreeMap<NodeId, i64>,
     /// Topics by name.
     pub topics: BTreeMap<String, Stored<TopicRecord>>,
     /// Partition states by topic id and partition.
@@ -75,6 +78,7 @@ impl ClusterView {
                     }
                     Some(KeyKind::Node(id)) => {
                         self.nodes.remove(&id);
+                        self.node_registrations.remove(&id);
                     }
                     Some(KeyKind::Topic(name)) => {
                         self.topics.remove(&name);
@@ -113,6 +117,7 @@ impl ClusterView {
             Some(KeyKind::Node(id)) => {
                 if let Some(s) = stored::<NodeRecord>(&v) {
                     self.nodes.insert(id, s.record);
+                    self.node_registrations.insert(id, s.create_revision);
                 }
             }
             Some(KeyKind::Topic(name)) => {

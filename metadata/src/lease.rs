@@ -20,12 +20,15 @@ pub struct LeaseKeeper {
 }
 
 impl LeaseKeeper {
-    /// Grants a lease of `ttl` and starts refreshing it.
+    /// Grants a lease of `ttl` and starts refreshing it. The lease counts from the grant's
+    /// answer: a grant that waited for an unreachable store (a node cut from etcd asks again
+    /// and again) starts its ttl when the store granted it, not when it was asked for, or it
+    /// would be presumed lost at once and the node would rejoin a ttl late.
     pub async fn start(store: Arc<dyn MetaStore>, ttl: Duration) -> Result<Self, StoreError> {
-        let asked = Instant::now();
         let id = store.grant_lease(ttl).await?;
+        let granted = Instant::now();
         let (lost_tx, lost) = watch::channel(false);
-        let task = tokio::spawn(refresh(Arc::clone(&store), id, ttl, asked, lost_tx));
+        let task = tokio::spawn(refresh(Arc::clone(&store), id, ttl, granted, lost_tx));
         Ok(Self {
             id,
             store,
@@ -62,8 +65,10 @@ impl Drop for LeaseKeeper {
 }
 
 /// Refreshes every `ttl / 3`, retrying faster after a failure, until the lease is lost.
-/// The store granted or renewed the lease no earlier than we asked, so deadlines count from the
-/// ask: `lost` may flip slightly before the store expires the lease, never after.
+/// A renewal counts from when it was asked for (the store renewed it no earlier), so `lost`
+/// flips before the store expires the lease, not after; the first period counts from the
+/// grant's answer (see [`LeaseKeeper::start`]), which may be late by the answer's one-way
+/// delay.
 async fn refresh(
     store: Arc<dyn MetaStore>,
     id: LeaseId,

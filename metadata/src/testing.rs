@@ -7,7 +7,7 @@
 //! the supervisor kills etcd and removes its data directory, so no etcd outlives its test.
 
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
@@ -46,6 +46,7 @@ wait "$child"
 pub struct EtcdProcess {
     binary: PathBuf,
     dir: PathBuf,
+    ip: IpAddr,
     client_port: u16,
     peer_port: u16,
     supervisor: Option<Supervisor>,
@@ -57,15 +58,22 @@ struct Supervisor {
 }
 
 impl EtcdProcess {
-    /// Starts etcd and waits until it serves requests.
+    /// Starts etcd on 127.0.0.1 and waits until it serves requests.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST)).await
+    }
+
+    /// Starts etcd listening on `ip` (a local address, e.g. a test network's bridge, so that
+    /// processes in other network namespaces reach it) and waits until it serves requests.
+    pub async fn start_on(ip: IpAddr) -> anyhow::Result<Self> {
         let binary = find_etcd()?;
         let mut last_error = None;
         for attempt in 1..=START_ATTEMPTS {
-            let (client_port, peer_port) = free_ports()?;
+            let (client_port, peer_port) = free_ports(ip)?;
             let mut etcd = Self {
                 binary: binary.clone(),
                 dir: data_dir()?,
+                ip,
                 client_port,
                 peer_port,
                 supervisor: None,
@@ -81,9 +89,14 @@ impl EtcdProcess {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("etcd failed to start")))
     }
 
-    /// The client URL, `http://127.0.0.1:<port>`.
+    /// The client URL, `http://<ip>:<port>`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}:{}", self.ip, self.client_port)
+    }
+
+    /// The client port.
+    pub fn client_port(&self) -> u16 {
+        self.client_port
     }
 
     /// The data directory, which also holds `etcd.log`.
@@ -146,7 +159,7 @@ impl EtcdProcess {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
-        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer_url = format!("http://{}:{}", self.ip, self.peer_port);
         let client_url = self.endpoint();
         let child = Command::new("sh")
             .arg("-c")
@@ -179,7 +192,7 @@ impl EtcdProcess {
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.client_port));
+        let addr = SocketAddr::new(self.ip, self.client_port);
         loop {
             if !self.is_running() {
                 bail!("etcd exited during start-up; log:\n{}", self.log_tail());
@@ -249,9 +262,9 @@ fn find_etcd() -> anyhow::Result<PathBuf> {
 
 /// Two distinct free ports. They are released before etcd binds them, so another process may
 /// take one in between; [`EtcdProcess::start`] retries when that happens.
-fn free_ports() -> anyhow::Result<(u16, u16)> {
-    let client = TcpListener::bind("127.0.0.1:0").context("picking a free port")?;
-    let peer = TcpListener::bind("127.0.0.1:0").context("picking a free port")?;
+fn free_ports(ip: IpAddr) -> anyhow::Result<(u16, u16)> {
+    let client = TcpListener::bind((ip, 0)).context("picking a free port")?;
+    let peer = TcpListener::bind((ip, 0)).context("picking a free port")?;
     Ok((client.local_addr()?.port(), peer.local_addr()?.port()))
 }
 

@@ -1,8 +1,10 @@
 //! The leader's ISR maintenance loop: for every partition this node leads, apply
 //! [`crate::replica::isr::isr_change`] with a compare-and-swap on the partition state, fenced by
 //! the leader epoch (the stored state must still name this node leader at this epoch) and the
-//! key's mod revision (no concurrent change is overwritten).
+//! key's mod revision (no concurrent change is overwritten). Each member's data-directory
+//! incarnation is written with it: kept for members that stay, the registered one for joiners.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,9 +30,15 @@ pub async fn run_isr_manager(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let registered: BTreeMap<i32, String> = cache
+            .view()
+            .nodes
+            .iter()
+            .map(|(id, n)| (*id, n.incarnation.clone()))
+            .collect();
         for r in partitions.all() {
-            if let Some(isr) = r.isr_change() {
-                update_isr(store.as_ref(), &keys, &cache, &r, isr).await;
+            if let Some(isr) = r.isr_change(&registered) {
+                update_isr(store.as_ref(), &keys, &cache, &r, isr, &registered).await;
             }
         }
     }
@@ -42,6 +50,7 @@ async fn update_isr(
     cache: &MetadataCache,
     r: &Arc<Replica>,
     isr: Vec<i32>,
+    registered: &BTreeMap<i32, String>,
 ) {
     let view = cache.view();
     let Some(stored) = view.partitions.get(&(r.topic_id(), r.partition())) else {
@@ -56,8 +65,19 @@ async fn update_isr(
     }
     let old = stored.record.isr.clone();
     let grows = isr.iter().any(|n| !old.contains(n));
+    let isr_incarnations = isr
+        .iter()
+        .filter_map(|n| {
+            let kept = old
+                .contains(n)
+                .then(|| stored.record.isr_incarnations.get(n).cloned())
+                .flatten();
+            kept.or_else(|| registered.get(n).cloned()).map(|i| (*n, i))
+        })
+        .collect();
     let record = sluice_proto::pb::PartitionStateRecord {
         isr: isr.clone(),
+        isr_incarnations,
         partition_epoch: stored.record.partition_epoch + 1,
         ..stored.record.clone()
     };

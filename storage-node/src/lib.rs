@@ -82,6 +82,9 @@ pub async fn run(
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let rocks = RocksLog::open(&cfg.data_dir.join("rocksdb"), cfg.fsync)
         .with_context(|| format!("opening RocksDB under {}", cfg.data_dir.display()))?;
+    let incarnation = rocks
+        .incarnation()
+        .context("reading the data directory's incarnation")?;
     let log: Arc<dyn LogStore> = Arc::new(TailCachedLog::new(rocks, cfg.tail_cache_bytes));
     let keys = Keys::for_cluster(&cfg.cluster_name);
     let cache = Arc::new(
@@ -92,15 +95,18 @@ pub async fn run(
     let (writer, writer_thread) = Writer::spawn(log.clone(), !cfg.fsync);
     let follower_ctx = Arc::new(follower::FollowerContext {
         node_id: cfg.node_id,
+        incarnation: incarnation.clone(),
         cache: cache.clone(),
         writer: writer.clone(),
         links: follower::link::Links::default(),
     });
+    let (boot_tx, boot_rx) = watch::channel(None);
     let partitions = Arc::new(Partitions::new(
         cfg.node_id,
         log.clone(),
         writer.clone(),
         follower_ctx,
+        boot_rx.clone(),
     ));
     {
         let (p, view) = (partitions.clone(), cache.view());
@@ -110,7 +116,7 @@ pub async fn run(
         })
         .await??;
     }
-    let reconcile = tokio::spawn(reconcile_loop(cache.clone(), partitions.clone()));
+    let reconcile = tokio::spawn(reconcile_loop(cache.clone(), partitions.clone(), boot_rx));
     let partitions_for_shutdown = partitions.clone();
     let isr_manager = tokio::spawn(isr_manager::run_isr_manager(
         store.clone(),
@@ -134,9 +140,12 @@ pub async fn run(
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
             draining: false,
+            incarnation,
+            boot_revision: 0,
         },
         cfg.lease_ttl,
         registered_tx,
+        boot_tx,
         draining_rx,
         stop_rx,
     ));
@@ -200,6 +209,8 @@ pub async fn run(
     };
     tracing::info!(node_id = cfg.node_id, address = %cfg.advertised_address, data_dir = %cfg.data_dir.display(), "storage node serving");
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(transport::KEEP_ALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(transport::KEEP_ALIVE_TIMEOUT))
         .initial_stream_window_size(transport::STREAM_WINDOW)
         .initial_connection_window_size(transport::CONNECTION_WINDOW)
         .max_frame_size(transport::MAX_FRAME_SIZE)
@@ -256,10 +267,23 @@ pub async fn run(
     Ok(())
 }
 
-/// Re-reconciles hosted replicas at every change of the cluster view.
-async fn reconcile_loop(cache: Arc<MetadataCache>, partitions: Arc<Partitions>) {
+/// Re-reconciles hosted replicas at every change of the cluster view, and once this process has
+/// registered (leaderships are confirmed against its boot revision).
+async fn reconcile_loop(
+    cache: Arc<MetadataCache>,
+    partitions: Arc<Partitions>,
+    mut boot: watch::Receiver<Option<i64>>,
+) {
     let mut rx = cache.subscribe();
-    while rx.changed().await.is_ok() {
+    let mut booted = false;
+    loop {
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            changed = boot.changed(), if !booted => {
+                booted = true;
+                if changed.is_err() { continue }
+            }
+        }
         let view = rx.borrow_and_update().clone();
         let p = partitions.clone();
         match tokio::task::spawn_blocking(move || p.reconcile(&view)).await {

@@ -1,12 +1,20 @@
 //! The replicas this node hosts, reconciled with the cluster view: a replica opens when the
 //! metadata assigns the partition to this node, follows its leader (a follower task) or leads,
 //! and is deleted (data included) when its topic is deleted or the partition moves away.
+//!
+//! A leadership counts only once confirmed for this process: the partition state naming this
+//! node leader must have been written after the process first registered (its boot revision).
+//! Until then the replica has no leader (it serves nothing and follows nobody), because that
+//! leadership was granted to an earlier process with this node id, perhaps over a data
+//! directory that no longer exists; the controller confirms it with a new leader epoch, or
+//! moves it, as soon as it sees the registration.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use sluice_metadata::cache::ClusterView;
 use sluice_proto::model::{MAX_MESSAGE_BYTES, NodeId, TopicId};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::follower::{self, FollowerContext};
@@ -26,6 +34,7 @@ pub struct Partitions {
     followers: Mutex<HashMap<PartitionKey, JoinHandle<()>>>,
     follower_ctx: Arc<FollowerContext>,
     runtime: tokio::runtime::Handle,
+    boot: watch::Receiver<Option<i64>>,
 }
 
 /// What the view asks of one local replica.
@@ -46,12 +55,14 @@ fn config_of(cfg: &std::collections::HashMap<String, String>) -> ReplicaConfig {
 
 impl Partitions {
     /// No replicas yet; call [`Partitions::reconcile`] with the first view. Must be created
-    /// inside a tokio runtime (follower tasks are spawned on it).
+    /// inside a tokio runtime (follower tasks are spawned on it). `boot` turns to the create
+    /// revision of this process's first registration.
     pub fn new(
         node_id: NodeId,
         log: Arc<dyn LogStore>,
         writer: Writer,
         follower_ctx: Arc<FollowerContext>,
+        boot: watch::Receiver<Option<i64>>,
     ) -> Self {
         Self {
             node_id,
@@ -61,6 +72,7 @@ impl Partitions {
             followers: Mutex::new(HashMap::new()),
             follower_ctx,
             runtime: tokio::runtime::Handle::current(),
+            boot,
         }
     }
 
@@ -90,6 +102,7 @@ impl Partitions {
     }
 
     fn desired(&self, view: &ClusterView) -> BTreeMap<PartitionKey, Desired> {
+        let boot = *self.boot.borrow();
         let mut out = BTreeMap::new();
         for t in view.topics.values() {
             let Ok(topic_id) = TopicId::from_slice(&t.record.topic_id) else {
@@ -101,6 +114,12 @@ impl Partitions {
                 if s.partition >= t.record.partition_count || !s.replicas.contains(&self.node_id) {
                     continue;
                 }
+                let confirmed = boot.is_some_and(|b| p.mod_revision > b);
+                let leader = if s.leader == self.node_id && !confirmed {
+                    -1
+                } else {
+                    s.leader
+                };
                 out.insert(
                     PartitionKey {
                         topic_id,
@@ -110,12 +129,13 @@ impl Partitions {
                         topic: t.record.name.clone(),
                         assignment: Assignment {
                             leadership: Leadership {
-                                leader: s.leader,
+                                leader,
                                 epoch: s.leader_epoch,
                             },
                             replicas: s.replicas.clone(),
                             isr: s.isr.clone(),
                             partition_epoch: s.partition_epoch,
+                            isr_incarnations: s.isr_incarnations.clone(),
                         },
                         config,
                     },

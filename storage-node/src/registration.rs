@@ -13,7 +13,9 @@ use sluice_proto::pb::NodeRecord;
 use tokio::sync::watch;
 
 /// Keeps `nodes/<id>` registered until `shutdown` flips, then revokes the lease so the node
-/// disappears from the cluster at once. `registered` reports whether the key is ours now. When
+/// disappears from the cluster at once. `registered` reports whether the key is ours now;
+/// `boot` is set once, to the create revision of the first registration (which every later
+/// registration of this process carries as `boot_revision`). When
 /// `draining` flips to true (controlled shutdown) the record is rewritten with `draining` set,
 /// so the controller moves this node's leaderships away.
 pub async fn run_registration(
@@ -22,6 +24,7 @@ pub async fn run_registration(
     mut record: NodeRecord,
     ttl: Duration,
     registered: watch::Sender<bool>,
+    boot: watch::Sender<Option<i64>>,
     mut draining: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -46,7 +49,11 @@ pub async fn run_registration(
             });
         match store.txn(txn).await {
             Ok(o) if o.succeeded => {
-                tracing::info!(node_id = record.node_id, address = %record.address, "registered");
+                tracing::info!(node_id = record.node_id, address = %record.address, incarnation = %record.incarnation, revision = o.revision, "registered");
+                if boot.borrow().is_none() {
+                    boot.send_replace(Some(o.revision));
+                    record.boot_revision = o.revision;
+                }
                 registered.send_replace(true);
                 let mut lost = lease.lost();
                 let mark_draining = async {

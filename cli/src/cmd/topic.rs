@@ -85,6 +85,9 @@ fn print_description(t: &sluice_proto::pb::TopicDescription) {
         ]);
     }
     outln!("{tab}");
+    for p in t.partitions.iter().filter(|p| !p.offline_reason.is_empty()) {
+        outln!("partition {} is offline: {}", p.partition, p.offline_reason);
+    }
     if !t.config.is_empty() {
         let mut cfg = table(&["config", "value"]);
         let sorted: BTreeMap<_, _> = t.config.iter().collect();

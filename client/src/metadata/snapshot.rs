@@ -164,6 +164,7 @@ pub(super) mod tests {
             leader_epoch: epoch,
             replicas: vec![],
             isr: vec![],
+            offline_reason: String::new(),
         }
     }
 

@@ -20,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
 
 /// How long connecting to a leader may take before the follower retries.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Chunks queued for one follower task; the session's reader waits when it is full.
 const QUEUED_CHUNKS: usize = 8;
 /// Acknowledgements one message carries at most.
@@ -163,6 +163,9 @@ async fn connect(
         .map_err(|e| e.to_string())?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
+        .http2_keep_alive_interval(transport::KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(transport::KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         // Replicated batches stream at disk speed; h2's defaults would throttle them.
         .initial_stream_window_size(transport::STREAM_WINDOW)
         .initial_connection_window_size(transport::CONNECTION_WINDOW)

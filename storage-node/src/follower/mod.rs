@@ -18,12 +18,13 @@ use futures::{FutureExt, StreamExt};
 use sluice_metadata::cache::MetadataCache;
 use sluice_proto::model::{NodeId, Offset};
 use sluice_proto::pb;
+use std::panic::AssertUnwindSafe;
 
 use crate::replica::{Leadership, Replica};
 use crate::writer::Writer;
 
 /// Longest pause between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_millis(250);
 /// Chunks queued to the writer and not yet acknowledged, per replication stream.
 const MAX_QUEUED_WRITES: usize = 4;
 
@@ -31,6 +32,8 @@ const MAX_QUEUED_WRITES: usize = 4;
 pub struct FollowerContext {
     /// This node.
     pub node_id: NodeId,
+    /// This node's data-directory incarnation, announced to every leader.
+    pub incarnation: String,
     /// Leader addresses come from the cluster view.
     pub cache: Arc<MetadataCache>,
     /// Replicated appends and truncations go through the group-commit writer.
@@ -39,7 +42,9 @@ pub struct FollowerContext {
     pub links: link::Links,
 }
 
-/// Follows the partition's leader until this node leads it or the replica is removed.
+/// Follows the partition's leader until this node leads it or the replica is removed. Nothing a
+/// leader sends ends it: a stream that ends or fails is reopened (at once, or with backoff after
+/// a failure), and a panic in one attempt is logged and counted as a failure.
 pub async fn run_follower(ctx: Arc<FollowerContext>, r: Arc<Replica>) {
     let mut leadership = r.watch_leadership();
     let mut backoff = Duration::from_millis(20);
@@ -62,8 +67,17 @@ pub async fn run_follower(ctx: Arc<FollowerContext>, r: Arc<Replica>) {
             let _ = tokio::time::timeout(Duration::from_millis(200), leadership.changed()).await;
             continue;
         };
+        let attempt = AssertUnwindSafe(follow_once(&ctx, &r, l, &addr)).catch_unwind();
         let outcome = tokio::select! {
-            res = follow_once(&ctx, &r, l, &addr) => res,
+            res = attempt => res.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(topic = %r.topic, partition = r.partition(), leader = l.leader, panic = %what, "replication attempt panicked; reopening");
+                Err(format!("panicked: {what}"))
+            }),
             _ = leadership.changed() => Ok(()),
         };
         match outcome {
@@ -77,7 +91,7 @@ pub async fn run_follower(ctx: Arc<FollowerContext>, r: Arc<Replica>) {
     }
 }
 
-fn ack(r: &Replica, node_id: NodeId, l: Leadership) -> pb::ReplicaAck {
+fn ack(r: &Replica, node_id: NodeId, incarnation: &str, l: Leadership) -> pb::ReplicaAck {
     pb::ReplicaAck {
         topic: r.topic.clone(),
         partition: r.partition(),
@@ -86,6 +100,7 @@ fn ack(r: &Replica, node_id: NodeId, l: Leadership) -> pb::ReplicaAck {
         leader_epoch: l.epoch,
         log_end_offset: r.log_end(),
         last_epoch: r.epochs.lock().expect("poisoned").last_epoch(),
+        incarnation: incarnation.to_string(),
     }
 }
 
@@ -97,9 +112,11 @@ async fn follow_once(
     l: Leadership,
     addr: &str,
 ) -> Result<(), String> {
+    let mut leadership = r.watch_leadership();
+    leadership.mark_unchanged();
     let (tx, mut inbound) = ctx
         .links
-        .open(l.leader, addr, ack(r, ctx.node_id, l))
+        .open(l.leader, addr, ack(r, ctx.node_id, &ctx.incarnation, l))
         .await?;
     // Chunks go to the writer as they arrive and are acknowledged in order once written: the
     // next chunk is on its way (and may share a group commit) while this one is written.
@@ -107,7 +124,20 @@ async fn follow_once(
         FuturesOrdered::new();
     let mut ended = false;
     loop {
+        // The leader ended the stream and every queued write is acknowledged: reopen.
+        if ended && writes.is_empty() {
+            return Ok(());
+        }
         tokio::select! {
+            _ = leadership.changed() => {
+                let now = *leadership.borrow();
+                if now.epoch > l.epoch {
+                    // Tell the old leader it was deposed: one cut from the metadata store
+                    // would otherwise keep waiting for replicas that moved on.
+                    let _ = tx.send(ack(r, ctx.node_id, &ctx.incarnation, now)).await;
+                }
+                return Ok(());
+            }
             done = writes.next(), if !writes.is_empty() => {
                 let mut leader_hw = done.expect("a queued write")?;
                 // Writes that landed in the same group commit share one acknowledgement.
@@ -115,7 +145,7 @@ async fn follow_once(
                     leader_hw = more?;
                 }
                 r.follow_high_watermark(leader_hw);
-                if !tx.send(ack(r, ctx.node_id, l)).await {
+                if !tx.send(ack(r, ctx.node_id, &ctx.incarnation, l)).await {
                     return Ok(());
                 }
             }
@@ -153,9 +183,6 @@ async fn follow_once(
                     }));
                 }
             }
-        }
-        if ended && writes.is_empty() {
-            return Ok(());
         }
     }
 }

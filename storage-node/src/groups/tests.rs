@@ -43,6 +43,7 @@ impl Fixture {
                 replicas: vec![0],
                 isr: vec![0],
                 partition_epoch: 0,
+                isr_incarnations: Default::default(),
             },
             ReplicaConfig {
                 max_batch_bytes: 1 << 20,

@@ -44,6 +44,8 @@ const META_EPOCHS: u8 = b'e';
 const META_HW: u8 = b'h';
 /// `meta` key holding the last uid handed out.
 const META_LAST_UID: &[u8] = b"last_uid";
+/// The database's incarnation id (see [`RocksLog::incarnation`]).
+const META_INCARNATION: &[u8] = b"incarnation";
 
 /// A [`LogStore`] of segment files indexed in RocksDB.
 pub struct RocksLog {
@@ -176,6 +178,25 @@ impl RocksLog {
         };
         log.migrate_inline_batches()?;
         Ok(log)
+    }
+
+    /// The id of this data directory, made (and synced) the first time the database is opened:
+    /// a node that comes back with another one lost its data, however it lost it. Kept in the
+    /// database itself, so a directory restored from elsewhere or wiped cannot keep an id it
+    /// does not deserve.
+    pub fn incarnation(&self) -> Result<String, LogError> {
+        let meta = self.cf(CF_META);
+        if let Some(v) = self.db.get_cf(meta, META_INCARNATION).map_err(err)? {
+            return String::from_utf8(v).map_err(|_| LogError("corrupt incarnation id".into()));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db
+            .put_cf_opt(meta, META_INCARNATION, id.as_bytes(), &wo)
+            .map_err(err)?;
+        tracing::info!(incarnation = %id, "new data directory");
+        Ok(id)
     }
 
     /// Moves batches stored inline by earlier versions into segments, in chunks, each chunk's

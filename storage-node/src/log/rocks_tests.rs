@@ -157,3 +157,23 @@ fn inline_batches_of_earlier_versions_move_into_segments_at_open() {
     );
     assert_eq!(segment_files(dir.path(), uid), 1);
 }
+
+#[test]
+fn a_data_directory_keeps_its_incarnation_and_a_new_one_gets_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = RocksLog::open(dir.path(), false)
+        .unwrap()
+        .incarnation()
+        .unwrap();
+    let again = RocksLog::open(dir.path(), false)
+        .unwrap()
+        .incarnation()
+        .unwrap();
+    assert_eq!(first, again, "reopening keeps the id");
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    let wiped = RocksLog::open(dir.path(), false)
+        .unwrap()
+        .incarnation()
+        .unwrap();
+    assert_ne!(first, wiped, "a wiped directory is a new incarnation");
+}

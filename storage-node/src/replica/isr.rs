@@ -1,13 +1,14 @@
-//! In-sync replica set maintenance by the leader: which followers to drop (lagging too long)
-//! and which to add back (caught up). A pure decision; the leader applies it with a
-//! compare-and-swap on the partition state.
+//! In-sync replica set maintenance by the leader: which followers to drop (lagging too long, or
+//! replicating into another data directory than the one that joined) and which to add back
+//! (caught up, and registered with the controller with the data directory they replicate into).
+//! A pure decision; the leader applies it with a compare-and-swap on the partition state.
 
 use std::collections::BTreeMap;
 
 use sluice_proto::model::{NodeId, Offset};
 
 /// What the leader knows of one follower.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowerView {
     /// Log end as last reported, if any since this leadership began.
     pub end: Option<Offset>,
@@ -15,6 +16,8 @@ pub struct FollowerView {
     pub last_caught_up_ms: u64,
     /// Whether its replication stream is open now.
     pub connected: bool,
+    /// The data-directory incarnation its stream announced, if one opened in this leadership.
+    pub incarnation: Option<String>,
 }
 
 /// Inputs of the ISR decision.
@@ -38,6 +41,10 @@ pub struct IsrInputs<'a> {
     pub now_ms: u64,
     /// `replica.lag.time.max.ms` of the topic.
     pub max_lag_ms: u64,
+    /// The incarnation each ISR member had when it joined (members without one are trusted).
+    pub isr_incarnations: &'a BTreeMap<NodeId, String>,
+    /// Nodes registered now, with their incarnation, as this leader's view shows them.
+    pub registered: &'a BTreeMap<NodeId, String>,
 }
 
 /// The ISR the leader should write, or `None` when it stays.
@@ -47,10 +54,12 @@ pub struct IsrInputs<'a> {
 /// | caught up (connected, end >= leader end) | yes | - | stays |
 /// | behind or disconnected, last caught up < max lag ago | yes | - | stays |
 /// | behind or disconnected, last caught up >= max lag ago | yes | - | removed |
-/// | connected, end >= HW and >= epoch start | no | - | added |
-/// | not connected, or end < HW, or end < epoch start | no | - | stays out |
+/// | streams into another incarnation than it joined with | yes | - | removed |
+/// | connected, end >= HW and >= epoch start, registered with the incarnation it streams into | no | - | added |
+/// | not connected, or end < HW, or end < epoch start, or not registered so (KIP-841) | no | - | stays out |
 ///
-/// The leader itself always stays.
+/// The leader itself always stays. A follower the controller does not count as live is never
+/// added back, so the leader and the controller cannot add and remove it in turn.
 pub fn isr_change(i: &IsrInputs<'_>) -> Option<Vec<NodeId>> {
     let keep = |f: NodeId| -> bool {
         if f == i.leader {
@@ -60,13 +69,19 @@ pub fn isr_change(i: &IsrInputs<'_>) -> Option<Vec<NodeId>> {
             return false;
         };
         let caught_up_now = v.connected && v.end.is_some_and(|e| e >= i.leader_end);
-        caught_up_now || i.now_ms.saturating_sub(v.last_caught_up_ms) < i.max_lag_ms
+        let same_data = match (&v.incarnation, i.isr_incarnations.get(&f)) {
+            (Some(now), Some(joined)) => now == joined,
+            _ => true,
+        };
+        same_data && (caught_up_now || i.now_ms.saturating_sub(v.last_caught_up_ms) < i.max_lag_ms)
     };
     let join = |f: NodeId| -> bool {
         i.followers.get(&f).is_some_and(|v| {
             v.connected
                 && v.end
                     .is_some_and(|e| e >= i.high_watermark && e >= i.epoch_start)
+                && v.incarnation.is_some()
+                && i.registered.get(&f) == v.incarnation.as_ref()
         })
     };
     let new: Vec<NodeId> = i
@@ -97,12 +112,25 @@ mod tests {
             end,
             last_caught_up_ms: last,
             connected,
+            incarnation: Some("same".into()),
         }
     }
 
     fn decide(isr: &[NodeId], followers: &[(NodeId, FollowerView)]) -> Option<Vec<NodeId>> {
-        let followers: BTreeMap<_, _> = followers.iter().copied().collect();
+        let registered = (0..3).map(|r| (r, "same".to_string())).collect();
+        decide_with(isr, followers, &registered)
+    }
+
+    fn decide_with(
+        isr: &[NodeId],
+        followers: &[(NodeId, FollowerView)],
+        registered: &BTreeMap<NodeId, String>,
+    ) -> Option<Vec<NodeId>> {
+        let followers: BTreeMap<_, _> = followers.iter().cloned().collect();
+        let isr_incarnations = isr.iter().map(|r| (*r, "same".to_string())).collect();
         isr_change(&IsrInputs {
+            isr_incarnations: &isr_incarnations,
+            registered,
             leader: 0,
             replicas: &[0, 1, 2],
             isr,
@@ -154,6 +182,26 @@ mod tests {
         assert_eq!(decide(&[0], &[(2, view(Some(85), 0, true))]), None);
         assert_eq!(decide(&[0], &[(2, view(Some(95), 0, false))]), None);
         assert_eq!(decide(&[0], &[(2, view(None, 0, true))]), None);
+    }
+
+    #[test]
+    fn a_follower_the_controller_does_not_count_as_live_is_not_added_back() {
+        let caught_up = [(2, view(Some(100), 0, true))];
+        let only_0_and_1 = (0..2).map(|r| (r, "same".to_string())).collect();
+        assert_eq!(decide_with(&[0], &caught_up, &only_0_and_1), None);
+        let other_dir = (0..3).map(|r| (r, format!("dir-{r}"))).collect();
+        assert_eq!(
+            decide_with(&[0], &caught_up, &other_dir),
+            None,
+            "registered with another data directory than it streams into"
+        );
+    }
+
+    #[test]
+    fn a_member_streaming_into_a_new_data_directory_is_removed_at_once() {
+        let mut wiped = view(Some(0), 19_999, true);
+        wiped.incarnation = Some("new".into());
+        assert_eq!(decide(&[0, 1], &[(1, wiped)]), Some(vec![0]));
     }
 
     #[test]

@@ -51,12 +51,15 @@ pub struct Assignment {
     pub isr: Vec<NodeId>,
     /// Version of the partition state (bumped at every leader or ISR change).
     pub partition_epoch: i32,
+    /// The incarnation each ISR member joined with.
+    pub isr_incarnations: BTreeMap<NodeId, String>,
 }
 
 /// State that changes with the role, under one lock.
 struct RoleState {
     replicas: Vec<NodeId>,
     isr: Vec<NodeId>,
+    isr_incarnations: BTreeMap<NodeId, String>,
     partition_epoch: i32,
     followers: BTreeMap<NodeId, FollowerView>,
     /// Log end when this leadership began (where the epoch starts if nothing is written yet).
@@ -129,6 +132,7 @@ impl Replica {
             role: Mutex::new(RoleState {
                 replicas: Vec::new(),
                 isr: Vec::new(),
+                isr_incarnations: BTreeMap::new(),
                 partition_epoch: -1,
                 followers: BTreeMap::new(),
                 leadership_start_end: log_end,
@@ -175,9 +179,14 @@ impl Replica {
     }
 
     /// Applies the partition state seen in the metadata. Becoming leader (or a new epoch as
-    /// leader) resets the view of the followers: nothing is known of them yet.
-    pub fn assign(&self, a: Assignment) {
+    /// leader) resets the view of the followers: nothing is known of them yet. A leadership of
+    /// an older epoch than the one this replica knows (a lagging view, after
+    /// [`Replica::deposed`]) is ignored: epochs never go back.
+    pub fn assign(&self, mut a: Assignment) {
         let was = self.leadership();
+        if a.leadership.epoch < was.epoch {
+            a.leadership = was;
+        }
         {
             let mut role = lock(&self.role);
             let new_term = a.leadership != was && a.leadership.leader == self.node_id;
@@ -194,6 +203,7 @@ impl Replica {
                                 end: None,
                                 last_caught_up_ms: now,
                                 connected: false,
+                                incarnation: None,
                             },
                         )
                     })
@@ -204,6 +214,7 @@ impl Replica {
             // A view older than this leader's own ISR write must not undo it.
             if new_term || a.partition_epoch >= role.partition_epoch {
                 role.isr = a.isr;
+                role.isr_incarnations = a.isr_incarnations;
                 role.partition_epoch = a.partition_epoch;
             }
         }
@@ -211,6 +222,19 @@ impl Replica {
             self.leadership.send_replace(a.leadership);
         }
         self.recompute_high_watermark();
+    }
+
+    /// A follower follows a newer epoch than this replica knows: the partition has another
+    /// leader (or none). Stops leading at once, without waiting for this node's view: pending
+    /// `acks=all` waits end with NOT_LEADER, so producers ask the metadata again.
+    pub fn deposed(&self, epoch: i32) {
+        let was = self.leadership();
+        if epoch <= was.epoch {
+            return;
+        }
+        tracing::warn!(topic = %self.topic, partition = self.partition(), old_epoch = was.epoch, epoch, "a follower follows a newer leader epoch: no longer leading");
+        self.leadership
+            .send_replace(Leadership { leader: -1, epoch });
     }
 
     /// The in-sync replicas as last seen or written.
@@ -296,6 +320,22 @@ impl Replica {
         self.recompute_high_watermark();
     }
 
+    /// As leader: a follower's stream opened and announced the data directory it replicates
+    /// into (an empty one says nothing: such a follower can stay in the ISR but not join it).
+    pub fn set_follower_incarnation(&self, id: NodeId, incarnation: String) {
+        if incarnation.is_empty() {
+            return;
+        }
+        if let Some(v) = lock(&self.role).followers.get_mut(&id) {
+            v.incarnation = Some(incarnation);
+        }
+    }
+
+    /// The incarnation each ISR member joined with, as last seen.
+    pub fn isr_incarnations(&self) -> BTreeMap<NodeId, String> {
+        lock(&self.role).isr_incarnations.clone()
+    }
+
     /// Moves the high watermark as far as the ISR allows (leaders only).
     pub fn recompute_high_watermark(&self) {
         if !self.is_leader() {
@@ -315,8 +355,9 @@ impl Replica {
         }
     }
 
-    /// The ISR this leader should write now, if it should change.
-    pub fn isr_change(&self) -> Option<Vec<NodeId>> {
+    /// The ISR this leader should write now, if it should change; `registered` holds the nodes
+    /// the cluster view shows registered, with their incarnation.
+    pub fn isr_change(&self, registered: &BTreeMap<NodeId, String>) -> Option<Vec<NodeId>> {
         if !self.is_leader() {
             return None;
         }
@@ -335,6 +376,8 @@ impl Replica {
             followers: &role.followers,
             now_ms: now_ms(),
             max_lag_ms: self.max_lag_ms.load(Ordering::Relaxed),
+            isr_incarnations: &role.isr_incarnations,
+            registered,
         })
     }
 

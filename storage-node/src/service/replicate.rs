@@ -58,6 +58,15 @@ impl Following {
         (self.replica.clone(), self.epoch, self.next)
     }
 
+    /// The follower follows `epoch`: when that is newer than this leadership, this node was
+    /// deposed (the follower saw the partition state that says so, which this node may not
+    /// see, cut from the metadata store) and stops leading at once.
+    pub(super) fn deposed_if_newer(&self, epoch: i32) {
+        if epoch > self.epoch {
+            self.replica.deposed(epoch);
+        }
+    }
+
     /// The follower stopped reading: it no longer counts as connected.
     pub(super) fn gone(&self) {
         self.replica.update_follower(self.follower, None, false);
@@ -128,6 +137,7 @@ pub(super) fn accept(
             ..Default::default()
         }));
     }
+    replica.set_follower_incarnation(hello.follower_id, hello.incarnation.clone());
     replica.update_follower(hello.follower_id, Some(hello.log_end_offset), true);
     Ok(Accepted::Follow(Following {
         replica,
@@ -167,6 +177,7 @@ pub async fn open(
             tokio::spawn(async move {
                 while let Ok(Some(ack)) = inbound.message().await {
                     if !f.acked(&ack) {
+                        f.deposed_if_newer(ack.leader_epoch);
                         break;
                     }
                 }

@@ -27,6 +27,7 @@ fn replica(log: &dyn LogStore, p: i32, leader: i32, epoch: i32) -> Arc<Replica> 
             replicas: vec![0],
             isr: vec![0],
             partition_epoch: 0,
+            isr_incarnations: Default::default(),
         },
         ReplicaConfig {
             max_batch_bytes: 1 << 20,
@@ -191,6 +192,7 @@ async fn chunks_still_queued_when_the_node_took_over_leadership_are_refused() {
         replicas: vec![0],
         isr: vec![0],
         partition_epoch: 1,
+        isr_incarnations: Default::default(),
     });
     assert!(matches!(
         writer.replicate(r.clone(), batch(2, 1)).await,

@@ -105,6 +105,7 @@ impl SuspectTable {
         if self.suspects.get(&id).is_some_and(|s| s.address == address) {
             tracing::warn!(node_id = id, "vanished storage node does not answer: gone");
             self.suspects.remove(&id);
+            self.seen.remove(&id);
         }
     }
 }
@@ -245,6 +246,8 @@ mod tests {
         assert_eq!(t.next_expiry(t0), Some(t0 + Duration::from_secs(3)));
         t.gone(1, "127.0.0.1:1001");
         assert!(t.live(t0).is_empty(), "a failed probe ends it at once");
+        t.observe(&view(&[0]), t0);
+        assert!(t.live(t0).is_empty(), "and for good");
     }
 
     #[test]

@@ -206,22 +206,35 @@ impl Network {
 
     /// Resets `a`'s TCP connections to port `port` of `b`: for `hold` every segment `a` sends
     /// there is answered by a local RST (the connection fails as after a peer's reset), then
-    /// traffic flows again.
+    /// traffic flows again. Returns how many segments were answered so.
     pub async fn reset_connections(
         &self,
         a: &Host,
         b: Ipv4Addr,
         port: u16,
         hold: std::time::Duration,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<u64> {
         nft(
             &a.netns,
             &format!(
-                "add rule inet chaos output ip daddr {b} tcp dport {port} reject with tcp reset\n"
+                "add rule inet chaos output ip daddr {b} tcp dport {port} counter reject with tcp reset\n"
             ),
         )?;
         tokio::time::sleep(hold).await;
-        self.heal(a)
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &a.netns, "nft", "list", "chain", "inet", "chaos", "output",
+            ])
+            .output()?;
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let packets = listing
+            .split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        self.heal(a)?;
+        Ok(packets)
     }
 
     /// Removes every fault of `a`.

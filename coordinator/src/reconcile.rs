@@ -242,11 +242,12 @@ impl Reconciler {
         }
     }
 
-    /// Writes `changes` in fenced transactions of at most [`MAX_OPS_PER_TXN`] partitions. A
-    /// transaction that loses a compare does not stop the others: they hold other partitions.
+    /// Writes `changes` in fenced transactions of at most [`MAX_OPS_PER_TXN`] compares (one
+    /// per partition, two for an election). A transaction that loses a compare does not stop
+    /// the others: they hold other partitions.
     async fn write(&self, fence: i64, changes: &[Change]) -> Result<Pass, StoreError> {
         let mut pass = Pass::Done;
-        for chunk in changes.chunks(MAX_OPS_PER_TXN) {
+        for chunk in txn_chunks(changes) {
             let mut txn = Txn::new().when(Compare::CreateRevision(self.keys.controller(), fence));
             for c in chunk {
                 let key = self.keys.partition(&c.topic_id, c.new.partition);
@@ -274,6 +275,24 @@ impl Reconciler {
         }
         Ok(pass)
     }
+}
+
+/// `changes` split so no transaction has more than [`MAX_OPS_PER_TXN`] compares.
+fn txn_chunks(changes: &[Change]) -> Vec<&[Change]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut compares) = (0, 0);
+    for (i, c) in changes.iter().enumerate() {
+        let cost = 1 + usize::from(c.leader_registration.is_some());
+        if compares + cost > MAX_OPS_PER_TXN {
+            chunks.push(&changes[start..i]);
+            (start, compares) = (i, 0);
+        }
+        compares += cost;
+    }
+    if start < changes.len() {
+        chunks.push(&changes[start..]);
+    }
+    chunks
 }
 
 /// One log line per written change, at a level that matches its consequence.
@@ -429,6 +448,28 @@ mod tests {
         );
         assert_eq!((changes[0].new.leader, changes[0].new.leader_epoch), (0, 1));
         assert_eq!(changes[0].leader_registration, Some(30));
+    }
+
+    #[test]
+    fn elections_cost_two_compares_and_no_transaction_has_more_than_the_limit() {
+        let v = view(&[0, 1], 250, 250, false);
+        let mut changes = plan(&v, Live::new());
+        assert!(changes.is_empty());
+        let mut v = view(&[0, 1], 250, 250, false);
+        v.node_registrations.insert(0, 300);
+        changes = plan(&v, Live::new());
+        assert_eq!(changes.len(), 250);
+        changes[0].leader_registration = None;
+        let chunks = txn_chunks(&changes);
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 250);
+        for c in &chunks {
+            let compares: usize = c
+                .iter()
+                .map(|c| 1 + usize::from(c.leader_registration.is_some()))
+                .sum();
+            assert!(compares <= MAX_OPS_PER_TXN, "{compares}");
+        }
+        assert_eq!(chunks[0].len(), 50, "one single compare, then 49 elections");
     }
 
     #[test]

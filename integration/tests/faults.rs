@@ -616,8 +616,58 @@ async fn a_5_s_etcd_pause_takes_no_partition_offline() {
     run.finish().await;
 }
 
+/// One `acks=all` record to every partition of `topic`: every leader serves and every ISR
+/// replicates.
+async fn write_everywhere(cluster: &TestCluster, topic: &str, partitions: i32) -> Duration {
+    let t0 = Instant::now();
+    let producer = sluice_client::Producer::new(ProducerConfig {
+        client: cluster.client_config(),
+        acks: Acks::All,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut acks = Vec::new();
+    for p in 0..partitions {
+        let record =
+            sluice_client::ProducerRecord::new(topic, bytes::Bytes::from_static(b"x")).partition(p);
+        acks.push(producer.send(record).await.unwrap());
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    producer.close().await.unwrap();
+    t0.elapsed()
+}
+
+/// Waits until no ISR of `topic` holds `node` (every failover after its death is written).
+async fn wait_out_of_every_isr(cluster: &TestCluster, topic: &str, node: i32, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let t = cluster
+            .admin()
+            .await
+            .unwrap()
+            .describe_topic(topic)
+            .await
+            .unwrap();
+        if t.partitions
+            .iter()
+            .all(|p| !p.isr.contains(&node) && p.leader >= 0)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node} still in some ISR after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_thousand_partitions_recover_from_a_leader_restart_without_a_panic() {
+    const N: i32 = 3000;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
     let mut cluster = TestCluster::start(ClusterSpec {
         storage_nodes: 3,
@@ -630,27 +680,66 @@ async fn three_thousand_partitions_recover_from_a_leader_restart_without_a_panic
     admin
         .create_topic(
             "many",
-            3000,
+            N,
             3,
             BTreeMap::from([("min.insync.replicas".into(), "2".into())]),
         )
         .await
         .unwrap();
-    let created = wait_full_isr(&cluster, "many", 3000, Duration::from_secs(120)).await;
+    let wrote = write_everywhere(&cluster, "many", N).await;
     println!(
-        "3,000 partitions at RF 3 created, every ISR full after {:?}",
-        t0.elapsed().max(created)
+        "3,000 partitions at RF 3 created and an acks=all record written to each after {:?} (writes {wrote:?})",
+        t0.elapsed()
     );
+    let bound = Duration::from_secs(60);
+
+    // A leader killed, failed over, then restarted.
     let victim = rng.random_range(0..3);
     let at = Instant::now();
     cluster.kill_node(victim);
-    cluster.restart_node(victim).unwrap();
-    let bound = Duration::from_secs(60);
-    wait_full_isr(&cluster, "many", 3000, bound).await;
+    wait_out_of_every_isr(&cluster, "many", victim as i32, bound).await;
     println!(
-        "node {victim} killed and restarted: every ISR full again after {:?} (bound {bound:?})",
+        "node {victim} killed: out of every ISR, every partition led, after {:?}",
         at.elapsed()
     );
+    let at = Instant::now();
+    cluster.restart_node(victim).unwrap();
+    wait_full_isr(&cluster, "many", N, bound).await;
+    println!(
+        "node {victim} restarted: every ISR full again after {:?} (bound {bound:?})",
+        at.elapsed()
+    );
+
+    // A leader killed and restarted at once: its leaderships are confirmed or moved.
+    let victim = (victim + 1) % 3;
+    let before = admin.describe_topic("many").await.unwrap();
+    let at = Instant::now();
+    cluster.kill_node(victim);
+    cluster.restart_node(victim).unwrap();
+    let deadline = at + bound;
+    loop {
+        let now = admin.describe_topic("many").await.unwrap();
+        let settled = now.partitions.iter().zip(&before.partitions).all(|(p, b)| {
+            p.isr.len() == 3
+                && p.leader >= 0
+                && (b.leader != victim as i32 || p.leader_epoch > b.leader_epoch)
+        });
+        if settled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled after {bound:?}\n{}",
+            cluster.log_tails(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "node {victim} killed and restarted at once: every leadership it held confirmed at a new epoch or moved, every ISR full, after {:?}",
+        at.elapsed()
+    );
+    let wrote = write_everywhere(&cluster, "many", N).await;
+    println!("an acks=all record written to each partition again in {wrote:?}");
     let panics = cluster.panics();
     assert!(panics.is_empty(), "panics:\n{}", panics.join("\n"));
 }

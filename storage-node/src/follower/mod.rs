@@ -67,19 +67,17 @@ pub async fn run_follower(ctx: Arc<FollowerContext>, r: Arc<Replica>) {
             let _ = tokio::time::timeout(Duration::from_millis(200), leadership.changed()).await;
             continue;
         };
+        // The attempt ends by itself when the leadership changes (telling the old leader).
         let attempt = AssertUnwindSafe(follow_once(&ctx, &r, l, &addr)).catch_unwind();
-        let outcome = tokio::select! {
-            res = attempt => res.unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                tracing::error!(topic = %r.topic, partition = r.partition(), leader = l.leader, panic = %what, "replication attempt panicked; reopening");
-                Err(format!("panicked: {what}"))
-            }),
-            _ = leadership.changed() => Ok(()),
-        };
+        let outcome = attempt.await.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(topic = %r.topic, partition = r.partition(), leader = l.leader, panic = %what, "replication attempt panicked; reopening");
+            Err(format!("panicked: {what}"))
+        });
         match outcome {
             Ok(()) => backoff = Duration::from_millis(20),
             Err(error) => {
@@ -113,11 +111,16 @@ async fn follow_once(
     addr: &str,
 ) -> Result<(), String> {
     let mut leadership = r.watch_leadership();
-    leadership.mark_unchanged();
-    let (tx, mut inbound) = ctx
+    if *leadership.borrow_and_update() != l {
+        return Ok(());
+    }
+    let open = ctx
         .links
-        .open(l.leader, addr, ack(r, ctx.node_id, &ctx.incarnation, l))
-        .await?;
+        .open(l.leader, addr, ack(r, ctx.node_id, &ctx.incarnation, l));
+    let (tx, mut inbound) = tokio::select! {
+        opened = open => opened?,
+        _ = leadership.changed() => return Ok(()),
+    };
     // Chunks go to the writer as they arrive and are acknowledged in order once written: the
     // next chunk is on its way (and may share a group commit) while this one is written.
     let mut writes: FuturesOrdered<BoxFuture<'static, Result<Offset, String>>> =

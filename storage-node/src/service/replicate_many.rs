@@ -99,11 +99,8 @@ async fn serve_acks(
             _ = &mut closing => break,
         };
         let Ok(Some(msg)) = msg else { break };
-        for id in msg.end {
-            if let Some(route) = routes.remove(&id) {
-                route.following.gone();
-            }
-        }
+        // Acknowledgements before ends: a follower that moves to a newer leader sends its new
+        // epoch, then ends the sub-stream, and both may arrive in one message.
         for tagged in msg.acks {
             let (id, Some(ack)) = (tagged.id, tagged.ack) else {
                 continue;
@@ -165,6 +162,11 @@ async fn serve_acks(
             };
             if !sent {
                 break 'serve;
+            }
+        }
+        for id in msg.end {
+            if let Some(route) = routes.remove(&id) {
+                route.following.gone();
             }
         }
     }

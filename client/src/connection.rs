@@ -17,14 +17,13 @@ use crate::error::{ClientError, Result};
 /// allow batches of up to 64 MiB, so tonic's 4 MiB default would refuse legal answers.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
 
-/// How often an idle connection is pinged, and how long a ping may go unanswered before the
-/// connection is dropped: a node that vanished without closing its sockets (power loss, network
-/// cut) is noticed within seconds rather than at the next request's deadline.
-
 /// Channels by address. A tonic `Channel` multiplexes requests over one HTTP/2 connection and
 /// reconnects by itself, so one per server is enough: after a failed connect or a broken
 /// connection, a lazy channel reports the error to one request and dials again for the next, so
 /// a cached channel to a restarted node recovers (`client/tests` restarts a node to check it).
+/// Every connection is pinged ([`transport::KEEP_ALIVE_INTERVAL`]), idle or not, so a node that
+/// vanished without closing its sockets (power loss, network cut) is noticed within about a
+/// second rather than at the next request's deadline.
 #[derive(Debug)]
 pub(crate) struct Pool {
     connect_timeout: Duration,

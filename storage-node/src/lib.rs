@@ -144,8 +144,10 @@ pub async fn run(
             boot_revision: 0,
         },
         cfg.lease_ttl,
-        registered_tx,
-        boot_tx,
+        registration::Reports {
+            registered: registered_tx,
+            boot: boot_tx,
+        },
         draining_rx,
         stop_rx,
     ));

@@ -12,10 +12,17 @@ use sluice_metadata::{Compare, MetaStore, Op, Txn};
 use sluice_proto::pb::NodeRecord;
 use tokio::sync::watch;
 
+/// What registration reports to the rest of the node.
+pub struct Reports {
+    /// Whether the key is ours now.
+    pub registered: watch::Sender<bool>,
+    /// Set once, to the create revision of this process's first registration (which every
+    /// later registration of the process carries as `boot_revision`).
+    pub boot: watch::Sender<Option<i64>>,
+}
+
 /// Keeps `nodes/<id>` registered until `shutdown` flips, then revokes the lease so the node
-/// disappears from the cluster at once. `registered` reports whether the key is ours now;
-/// `boot` is set once, to the create revision of the first registration (which every later
-/// registration of this process carries as `boot_revision`). When
+/// disappears from the cluster at once, publishing its state in [`Reports`]. When
 /// `draining` flips to true (controlled shutdown) the record is rewritten with `draining` set,
 /// so the controller moves this node's leaderships away.
 pub async fn run_registration(
@@ -23,11 +30,11 @@ pub async fn run_registration(
     keys: Keys,
     mut record: NodeRecord,
     ttl: Duration,
-    registered: watch::Sender<bool>,
-    boot: watch::Sender<Option<i64>>,
+    reports: Reports,
     mut draining: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Reports { registered, boot } = reports;
     let key = keys.node(record.node_id);
     let mut waited_logged = false;
     while !*shutdown.borrow() {

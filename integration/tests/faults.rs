@@ -475,7 +475,13 @@ async fn a_leader_whose_data_directory_was_wiped_rejoins_without_losing_anything
     let (_, took) = tokio::join!(
         watch_wiped_leader(&run.cluster, leader, epoch, committed),
         async {
-            wait_full_isr(&run.cluster, "t", 1, Duration::from_secs(30)).await;
+            // Full again after the failover (the record from before the wipe names all three).
+            run.cluster
+                .wait_partition("t", 0, Duration::from_secs(30), |p| {
+                    p.leader_epoch > epoch && p.isr.len() == 3
+                })
+                .await
+                .unwrap();
             at.elapsed()
         },
     );

@@ -155,8 +155,9 @@ impl Run {
     }
 
     /// The longest time without an acknowledgement on the partition from `since` to the last
-    /// acknowledgement (counted from the last one before `since`).
-    fn gap_since(&self, since: Instant) -> Duration {
+    /// acknowledgement (counted from the last one before `since`), and when it began relative
+    /// to `since`.
+    fn gap_since(&self, since: Instant) -> (Duration, Duration) {
         let ledger = self.ledger.lock().unwrap();
         let mut times: Vec<Instant> = ledger
             .acked
@@ -169,20 +170,25 @@ impl Run {
             .copied()
             .rfind(|t| *t <= since)
             .unwrap_or(since);
-        let mut gap = Duration::ZERO;
+        let (mut gap, mut began) = (Duration::ZERO, Duration::ZERO);
         for t in times.into_iter().filter(|t| *t > since) {
-            gap = gap.max(t - prev);
+            if t - prev > gap {
+                gap = t - prev;
+                began = prev.saturating_duration_since(since);
+            }
             prev = t;
         }
-        gap
+        (gap, began)
     }
 
     /// After a fault that began at `fault_at`: waits for writes to flow again, then prints and
     /// returns the gap.
     async fn gap(&self, what: &str, fault_at: Instant) -> Duration {
         self.wait_for_acks(Instant::now(), 20).await;
-        let gap = self.gap_since(fault_at);
-        println!("{what}: longest time without an acks=all acknowledgement: {gap:?}");
+        let (gap, began) = self.gap_since(fault_at);
+        println!(
+            "{what}: longest time without an acks=all acknowledgement: {gap:?} (from {began:?} after the fault began)"
+        );
         gap
     }
 
@@ -324,6 +330,81 @@ async fn a_leader_cut_from_etcd_and_the_coordinators_is_replaced() {
         FAULT + GAP_OVER_FAULT,
         "leader cut from etcd and coordinators",
     );
+    assert!(healed <= ISR_AFTER_HEAL, "ISR full {healed:?} after heal");
+    run.finish().await;
+}
+
+/// Lines of the cluster's logs that record an ISR change of `t` (by the controller or a
+/// leader).
+fn isr_changes(cluster: &TestCluster) -> usize {
+    let Ok(entries) = std::fs::read_dir(cluster.dir.path()) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .map(|p| {
+            strip_ansi(&std::fs::read_to_string(p).unwrap_or_default())
+                .lines()
+                .filter(|l| {
+                    l.contains("ISR") && (l.contains(" topic=t ") || l.contains(" topic=\"t\" "))
+                })
+                .count()
+        })
+        .sum()
+}
+
+/// `text` without terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_from_etcd_and_the_coordinators_does_not_flap_in_and_out_of_the_isr() {
+    let Some(run) = start(true, 1, &[]).await else {
+        return;
+    };
+    let leader = run.leader().await;
+    let follower = (0..3).find(|f| *f != leader).unwrap();
+    let host = run.cluster.node_hosts[follower].clone();
+    let net = run.cluster.net();
+    let before = isr_changes(&run.cluster);
+    let at = Instant::now();
+    net.cut_port(&host, net.gateway(), run.cluster.etcd.client_port())
+        .unwrap();
+    for c in &run.cluster.coordinator_hosts {
+        net.cut(&host, c.ip).unwrap();
+    }
+    tokio::time::sleep(FAULT).await;
+    let during = run.cluster.partition_state("t", 0).await.unwrap();
+    net.heal(&host).unwrap();
+    let healed = wait_full_isr(&run.cluster, "t", 1, Duration::from_secs(30)).await;
+    let changes = isr_changes(&run.cluster) - before;
+    let what = format!(
+        "node {follower} (follower) cut from etcd and the coordinators for {FAULT:?} (ISR then {:?}, {changes} ISR changes in all, full again {healed:?} after the heal)",
+        during.isr
+    );
+    let gap = run.gap(&what, at).await;
+    assert!(
+        !during.isr.contains(&(follower as i32)),
+        "a follower the controller cannot see left the ISR"
+    );
+    assert!(changes <= 2, "the ISR flapped: {changes} changes");
+    run.assert_gap(gap, GAP_OVER_FAULT, "follower cut from etcd");
     assert!(healed <= ISR_AFTER_HEAL, "ISR full {healed:?} after heal");
     run.finish().await;
 }

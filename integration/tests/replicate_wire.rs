@@ -29,6 +29,7 @@ fn hello(partition: i32, follower: i32, epoch: i32) -> pb::ReplicaAck {
         log_end_offset: 0,
         last_epoch: -1,
         incarnation: String::new(),
+        leader_id: -1,
     }
 }
 

@@ -1,7 +1,7 @@
 //! The cached view itself and the pure rules for changing it: building a snapshot from a
 //! metadata answer, never letting an older answer undo a newer leader, and judging hints.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -110,7 +110,22 @@ pub(super) fn build_snapshot(
 /// from another, whose view may lag) and from `NOT_LEADER` hints, and an older answer must not
 /// send requests back to a deposed leader. The kept leader's address is carried over when the
 /// newer answer lacks it.
+///
+/// Likewise a leader whose node the newer answer no longer lists keeps its address: a node whose
+/// lease lapsed (an etcd hiccup, or a node cut from etcd alone) still leads while the controller
+/// probes it, and requests should keep going to it rather than wait for a new leader.
 pub(super) fn keep_newer_leaders(previous: &Snapshot, next: &mut Snapshot) {
+    let unlisted: BTreeSet<i32> = next
+        .topics
+        .values()
+        .flat_map(|t| t.partitions.iter().map(|p| p.leader))
+        .filter(|l| *l >= 0 && !next.nodes.contains_key(l))
+        .collect();
+    for leader in unlisted {
+        if let Some(addr) = previous.nodes.get(&leader) {
+            next.nodes.insert(leader, addr.clone());
+        }
+    }
     for (name, topic) in next.topics.iter_mut() {
         let Some(old) = previous.topics.get(name).filter(|old| old.id == topic.id) else {
             continue;
@@ -263,6 +278,21 @@ pub(super) mod tests {
         let mut next = build_snapshot(3, &asked, recreated);
         keep_newer_leaders(&previous, &mut next);
         assert_eq!(next.topics["a"].partitions[1].leader, 1);
+    }
+
+    #[test]
+    fn a_leader_no_longer_listed_among_the_nodes_keeps_its_address() {
+        let asked = ["a".to_string()];
+        let mut before = response();
+        before.nodes.push(node(2));
+        before.topics[0].partitions = vec![partition(0, 2, 4), partition(1, 1, 4)];
+        let previous = build_snapshot(1, &asked, before);
+        let mut lapsed = response();
+        lapsed.topics[0].partitions = vec![partition(0, 2, 4), partition(1, 1, 4)];
+        let mut next = build_snapshot(2, &asked, lapsed);
+        assert!(!next.nodes.contains_key(&2));
+        keep_newer_leaders(&previous, &mut next);
+        assert_eq!(next.nodes[&2], "127.0.0.2:1");
     }
 
     #[test]

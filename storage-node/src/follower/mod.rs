@@ -99,6 +99,7 @@ fn ack(r: &Replica, node_id: NodeId, incarnation: &str, l: Leadership) -> pb::Re
         log_end_offset: r.log_end(),
         last_epoch: r.epochs.lock().expect("poisoned").last_epoch(),
         incarnation: incarnation.to_string(),
+        leader_id: l.leader,
     }
 }
 

@@ -224,17 +224,18 @@ impl Replica {
         self.recompute_high_watermark();
     }
 
-    /// A follower follows a newer epoch than this replica knows: the partition has another
-    /// leader (or none). Stops leading at once, without waiting for this node's view: pending
-    /// `acks=all` waits end with NOT_LEADER, so producers ask the metadata again.
-    pub fn deposed(&self, epoch: i32) {
+    /// A follower follows `leader` at a newer epoch than this replica knows: the partition has
+    /// another leader. Stops leading at once, without waiting for this node's view (which may
+    /// be cut from the metadata store): pending `acks=all` waits end with NOT_LEADER naming the
+    /// new leader, so producers go there at once.
+    pub fn deposed(&self, epoch: LeaderEpoch, leader: NodeId) {
         let was = self.leadership();
         if epoch <= was.epoch {
             return;
         }
-        tracing::warn!(topic = %self.topic, partition = self.partition(), old_epoch = was.epoch, epoch, "a follower follows a newer leader epoch: no longer leading");
-        self.leadership
-            .send_replace(Leadership { leader: -1, epoch });
+        let leader = if leader == self.node_id { -1 } else { leader };
+        tracing::warn!(topic = %self.topic, partition = self.partition(), old_epoch = was.epoch, epoch, leader, "a follower follows a newer leader epoch: no longer leading");
+        self.leadership.send_replace(Leadership { leader, epoch });
     }
 
     /// The in-sync replicas as last seen or written.

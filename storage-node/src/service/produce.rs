@@ -229,7 +229,15 @@ pub async fn produce(
         } else {
             DEFAULT_ACK_TIMEOUT
         };
-        wait_committed(&replica, appended.end_offset, epoch, timeout).await?;
+        wait_committed(&replica, appended.end_offset, epoch, timeout)
+            .await
+            .map_err(|e| match e.code {
+                ErrorCode::NotLeader => ApiError::not_leader(
+                    e.message,
+                    super::resolve::leader_hint(&svc.cache.view(), &replica),
+                ),
+                _ => e,
+            })?;
     }
     if svc.faults.take(faults::DROP_PRODUCE_RESPONSE) {
         tracing::warn!(topic = %replica.topic, partition = replica.partition(), "fault injection: dropping a produce answer");

@@ -61,9 +61,9 @@ impl Following {
     /// The follower follows `epoch`: when that is newer than this leadership, this node was
     /// deposed (the follower saw the partition state that says so, which this node may not
     /// see, cut from the metadata store) and stops leading at once.
-    pub(super) fn deposed_if_newer(&self, epoch: i32) {
-        if epoch > self.epoch {
-            self.replica.deposed(epoch);
+    pub(super) fn deposed_if_newer(&self, ack: &pb::ReplicaAck) {
+        if ack.leader_epoch > self.epoch {
+            self.replica.deposed(ack.leader_epoch, ack.leader_id);
         }
     }
 
@@ -177,7 +177,7 @@ pub async fn open(
             tokio::spawn(async move {
                 while let Ok(Some(ack)) = inbound.message().await {
                     if !f.acked(&ack) {
-                        f.deposed_if_newer(ack.leader_epoch);
+                        f.deposed_if_newer(&ack);
                         break;
                     }
                 }

@@ -107,7 +107,7 @@ async fn serve_acks(
             };
             if let Some(route) = routes.get(&id) {
                 if !route.following.acked(&ack) {
-                    route.following.deposed_if_newer(ack.leader_epoch);
+                    route.following.deposed_if_newer(&ack);
                     let route = routes.remove(&id).expect("just found");
                     route.following.gone();
                     let e = ApiError::new(

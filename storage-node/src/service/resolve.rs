@@ -24,6 +24,25 @@ pub struct Target<'a> {
     pub leader_epoch: LeaderEpoch,
 }
 
+/// Where the leader of `r`'s partition is, from what this node knows: the replica's own
+/// leadership when it is newer than the view (a follower told it), else the view's.
+pub fn leader_hint(view: &ClusterView, r: &Replica) -> Option<LeaderHint> {
+    let local = r.leadership();
+    let stored = view
+        .partitions
+        .get(&(r.topic_id(), r.partition()))
+        .map(|s| (s.record.leader, s.record.leader_epoch));
+    let (leader, leader_epoch) = match stored {
+        Some((leader, epoch)) if epoch >= local.epoch => (leader, epoch),
+        _ => (local.leader, local.epoch),
+    };
+    view.nodes.get(&leader).map(|n| LeaderHint {
+        node_id: leader,
+        address: n.address.clone(),
+        leader_epoch,
+    })
+}
+
 /// Finds the leader replica for `t` on this node.
 pub fn leader_replica(
     view: &ClusterView,
@@ -70,18 +89,24 @@ pub fn leader_replica(
         .partitions
         .get(&(topic_id, t.partition))
         .map(|s| &s.record);
-    let hint = state.and_then(|s| {
-        view.nodes.get(&s.leader).map(|n| LeaderHint {
-            node_id: s.leader,
-            address: n.address.clone(),
-            leader_epoch: s.leader_epoch,
-        })
-    });
-    let replica = partitions
-        .get(&key)
-        .filter(|r| r.leadership().leader == node_id);
+    let local = partitions.get(&key);
+    let hint = match &local {
+        Some(r) => leader_hint(view, r),
+        None => state.and_then(|s| {
+            view.nodes.get(&s.leader).map(|n| LeaderHint {
+                node_id: s.leader,
+                address: n.address.clone(),
+                leader_epoch: s.leader_epoch,
+            })
+        }),
+    };
+    // A follower told this replica of a newer epoch than the view shows.
+    let deposed = local
+        .as_ref()
+        .is_some_and(|r| state.is_some_and(|s| r.leadership().epoch > s.leader_epoch));
+    let replica = local.filter(|r| r.leadership().leader == node_id);
     let Some(replica) = replica else {
-        if state.is_some_and(|s| s.leader == node_id) {
+        if state.is_some_and(|s| s.leader == node_id) && !deposed {
             return Err(ApiError::new(
                 ErrorCode::LeaderNotAvailable,
                 format!(

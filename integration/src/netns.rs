@@ -97,12 +97,14 @@ impl Network {
     /// are reached) and no hosts yet.
     pub fn new() -> anyhow::Result<Self> {
         let id = (std::process::id() % 200) * 16 + NEXT.fetch_add(1, Ordering::Relaxed) % 16;
-        let (a, b) = (10 + (id / 250) as u8 % 200, (id % 250) as u8);
+        // RFC 2544's benchmarking range (198.18.0.0/15): no real network uses it.
+        let subnet = id % 500;
+        let (a, b) = (18 + (subnet / 250) as u8, (subnet % 250) as u8);
         let bridge = format!("slb{id}");
         let net = Self {
             id,
             bridge: bridge.clone(),
-            gateway: Ipv4Addr::new(10, a, b, 1),
+            gateway: Ipv4Addr::new(198, a, b, 1),
             hosts: Vec::new(),
         };
         // Leftovers of an earlier run that was killed before it could clean up.

@@ -2,6 +2,7 @@
 //! coordinators and storage nodes as real processes on loopback, and offers the faults the
 //! tests need (SIGKILL, SIGSTOP/SIGCONT, restart with the same id and data).
 
+pub mod matrix;
 pub mod netns;
 pub mod process;
 pub mod workload;

@@ -101,17 +101,18 @@ pub async fn run(
         role_tx,
         stop_rx.clone(),
     ));
-    let liveness = tokio::spawn(liveness::run_liveness(
-        store.clone(),
-        keys.clone(),
-        cache.clone(),
-        role_rx.clone(),
-        stop_rx.clone(),
-    ));
     // A vanished node that still answers probes keeps its roles for two lease TTLs (at least
     // 3 s): long enough to register again after an etcd pause expired every lease at once.
     let suspects = suspects::Suspects::new((cfg.lease_ttl * 2).max(Duration::from_secs(3)));
     let prober = tokio::spawn(suspects.clone().run(cache.clone(), stop_rx.clone()));
+    let liveness = tokio::spawn(liveness::run_liveness(
+        store.clone(),
+        keys.clone(),
+        cache.clone(),
+        suspects.clone(),
+        role_rx.clone(),
+        stop_rx.clone(),
+    ));
     let reconciler = tokio::spawn(
         Reconciler {
             store: store.clone(),

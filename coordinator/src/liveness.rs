@@ -7,6 +7,8 @@
 //! Only a refusal counts (the host answered that nothing listens there), never a timeout: a
 //! paused or partitioned node keeps its lease until the TTL says otherwise. A false positive is
 //! safe: a live node whose lease was revoked registers again, and epochs fence its old role.
+//! A node revoked so is also marked dead in the [`crate::suspects`] table, so its leaderships
+//! move as soon as its registration vanishes, without another probe.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +42,7 @@ pub async fn run_liveness(
     store: Arc<dyn MetaStore>,
     keys: Keys,
     cache: Arc<MetadataCache>,
+    suspects: crate::suspects::Suspects,
     role: watch::Receiver<Role>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -77,6 +80,13 @@ pub async fn run_liveness(
             *s += 1;
             if *s >= REFUSALS {
                 strikes.remove(&id);
+                if let Some(registration) = cache.view().node_registrations.get(&id) {
+                    suspects
+                        .table
+                        .lock()
+                        .expect("poisoned")
+                        .dead(id, *registration);
+                }
                 revoke(store.as_ref(), &keys, id).await;
             }
         }

@@ -36,6 +36,9 @@ pub struct SuspectTable {
     grace: Duration,
     seen: BTreeMap<NodeId, (String, LiveNode)>,
     suspects: BTreeMap<NodeId, Suspect>,
+    /// Registrations already known dead (the liveness prober saw their port refuse
+    /// connections): when they vanish they are gone at once, not suspects.
+    dead: BTreeMap<NodeId, i64>,
 }
 
 impl SuspectTable {
@@ -45,15 +48,35 @@ impl SuspectTable {
             grace,
             seen: BTreeMap::new(),
             suspects: BTreeMap::new(),
+            dead: BTreeMap::new(),
         }
+    }
+
+    /// Registration `registration` of node `id` is known dead (nothing listens on its port):
+    /// when it vanishes it is not probed again.
+    pub fn dead(&mut self, id: NodeId, registration: i64) {
+        self.dead.insert(id, registration);
     }
 
     /// Takes a view: registered nodes stop being suspects, nodes seen before and missing now
     /// become suspects (from `now`).
     pub fn observe(&mut self, view: &ClusterView, now: Instant) {
         let registered = crate::reconcile::registered_nodes(view);
-        for id in registered.keys() {
+        for (id, node) in &registered {
             self.suspects.remove(id);
+            if self.dead.get(id).is_some_and(|r| *r != node.registration) {
+                self.dead.remove(id);
+            }
+        }
+        let known_dead: Vec<NodeId> = self
+            .dead
+            .keys()
+            .filter(|id| !registered.contains_key(id))
+            .copied()
+            .collect();
+        for id in known_dead {
+            self.dead.remove(&id);
+            self.seen.remove(&id);
         }
         for (id, (address, node)) in &self.seen {
             if !registered.contains_key(id) && !self.suspects.contains_key(id) {
@@ -248,6 +271,21 @@ mod tests {
         assert!(t.live(t0).is_empty(), "a failed probe ends it at once");
         t.observe(&view(&[0]), t0);
         assert!(t.live(t0).is_empty(), "and for good");
+    }
+
+    #[test]
+    fn a_node_known_dead_is_never_a_suspect() {
+        let mut t = SuspectTable::new(Duration::from_secs(3));
+        let t0 = Instant::now();
+        t.observe(&view(&[0, 1]), t0);
+        t.dead(1, 7);
+        t.observe(&view(&[0]), t0);
+        assert!(t.live(t0).is_empty());
+        let mut again = view(&[0, 1]);
+        again.node_registrations.insert(1, 9);
+        t.observe(&again, t0);
+        t.observe(&view(&[0]), t0);
+        assert_eq!(t.live(t0).len(), 1, "a new registration is probed again");
     }
 
     #[test]

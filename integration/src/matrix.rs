@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice_client::{Acks, ConsumerConfig, ProducerConfig};
+use sluice_client::{Acks, ProducerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -207,31 +207,24 @@ impl Run {
         self.producer.take().unwrap().await.unwrap().unwrap();
         wait_full_isr(&self.cluster, "t", 1, Duration::from_secs(30)).await;
         let ledger = std::mem::take(&mut *self.ledger.lock().unwrap());
-        let failed: usize = ledger.failed.values().map(Vec::len).sum();
-        let report = workload::check(
-            ConsumerConfig {
-                client: self.cluster.client_config(),
-                ..Default::default()
-            },
-            "t",
-            1,
-            &ledger,
-        )
-        .await
-        .expect("checker");
-        println!(
-            "checked {} acknowledged records, read {} ({} committed without an ack), {} sends failed",
-            report.acked, report.read, report.committed_unacked, failed
-        );
-        assert!(
-            report.violations.is_empty(),
-            "guarantees violated:\n{}",
-            report.violations.join("\n")
-        );
-        assert!(report.acked > 0);
+        workload::assert_guarantees(&self.cluster, "t", 1, &ledger).await;
         assert_replicas_agree(&self.cluster, "t").await;
         let panics = self.cluster.panics();
         assert!(panics.is_empty(), "panics:\n{}", panics.join("\n"));
+    }
+
+    /// After a network fault that began at `fault_at` and was just healed: waits for every ISR
+    /// to be full again and for writes to flow, prints both, and asserts that the ISR took at
+    /// most [`ISR_AFTER_HEAL`] and the gap at most `gap_bound`.
+    pub async fn healed(&self, what: &str, fault_at: Instant, gap_bound: Duration) {
+        let healed = wait_full_isr(&self.cluster, "t", 1, Duration::from_secs(30)).await;
+        println!("{what}: ISR full again {healed:?} after the heal");
+        let gap = self.gap(what, fault_at).await;
+        self.assert_gap(gap, gap_bound, what);
+        assert!(
+            healed <= ISR_AFTER_HEAL,
+            "{what}: ISR full {healed:?} after the heal"
+        );
     }
 
     /// Asserts a gap, printing every process log's end when it fails.

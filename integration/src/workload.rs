@@ -235,3 +235,40 @@ pub async fn check(
     }
     Ok(report)
 }
+
+/// Reads `topic` back with [`check`] through `cluster`'s coordinators and asserts the
+/// guarantees: no violation, something acknowledged, and every send eventually acknowledged
+/// (none gave up within the delivery timeout). Prints what it checked.
+pub async fn assert_guarantees(
+    cluster: &crate::TestCluster,
+    topic: &str,
+    partitions: i32,
+    ledger: &Ledger,
+) {
+    let failed: usize = ledger.failed.values().map(Vec::len).sum();
+    let report = check(
+        ConsumerConfig {
+            client: cluster.client_config(),
+            ..Default::default()
+        },
+        topic,
+        partitions,
+        ledger,
+    )
+    .await
+    .expect("checker");
+    println!(
+        "checked {} acknowledged records, read {} ({} committed without an ack), {} sends failed",
+        report.acked, report.read, report.committed_unacked, failed
+    );
+    assert!(
+        report.violations.is_empty(),
+        "guarantees violated:\n{}",
+        report.violations.join("\n")
+    );
+    assert!(report.acked > 0);
+    assert_eq!(
+        failed, 0,
+        "every send eventually succeeded within the delivery timeout"
+    );
+}

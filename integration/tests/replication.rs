@@ -83,32 +83,7 @@ async fn finish_and_check(
     ledger: &Arc<Mutex<Ledger>>,
 ) {
     let ledger = std::mem::take(&mut *ledger.lock().unwrap());
-    let failed: usize = ledger.failed.values().map(Vec::len).sum();
-    let report = workload::check(
-        ConsumerConfig {
-            client: cluster.client_config(),
-            ..Default::default()
-        },
-        topic,
-        partitions,
-        &ledger,
-    )
-    .await
-    .expect("checker");
-    println!(
-        "checked {} acknowledged records, read {} ({} committed without an ack), {} sends failed",
-        report.acked, report.read, report.committed_unacked, failed
-    );
-    assert!(
-        report.violations.is_empty(),
-        "guarantees violated:\n{}",
-        report.violations.join("\n")
-    );
-    assert!(report.acked > 0);
-    assert_eq!(
-        failed, 0,
-        "every send eventually succeeded within the delivery timeout"
-    );
+    workload::assert_guarantees(cluster, topic, partitions, &ledger).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

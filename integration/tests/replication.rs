@@ -10,17 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use sluice_client::{Acks, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
+use sluice_integration::matrix::seed;
 use sluice_integration::workload::{self, Ledger};
 use sluice_integration::{ClusterSpec, TestCluster};
-
-fn seed() -> u64 {
-    let seed = std::env::var("SLUICE_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("chaos seed: {seed} (replay with SLUICE_CHAOS_SEED={seed})");
-    seed
-}
 
 fn rf3_config(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
     let mut c = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);

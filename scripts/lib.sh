@@ -39,3 +39,17 @@ ensure_build_deps() {
     fi
   fi
 }
+
+# The gRPC contract tests' clients in other languages: Python's grpcio family (stubs generated
+# from the shipped .proto files at test time) and Node's @grpc/grpc-js, pinned by the lock file.
+ensure_polyglot_clients() {
+  if ! python3 -c "import grpc, grpc_tools, grpc_status, grpc_reflection" >/dev/null 2>&1; then
+    echo "installing grpcio, grpcio-tools, grpcio-status, grpcio-reflection (gRPC contract tests)" >&2
+    pip install -q grpcio grpcio-tools grpcio-status grpcio-reflection >/dev/null
+  fi
+  local node_dir="$ROOT/integration/polyglot/node"
+  if [ ! -d "$node_dir/node_modules/@grpc/grpc-js" ]; then
+    echo "installing @grpc/grpc-js and @grpc/proto-loader (gRPC contract tests)" >&2
+    (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+}

@@ -64,6 +64,7 @@ impl ClientError {
                     | ErrorCode::UnknownTopicId
                     | ErrorCode::FencedLeaderEpoch
                     | ErrorCode::PartitionOffline
+                    | ErrorCode::NotEnoughReplicas
                     | ErrorCode::LeaderNotAvailable
                     | ErrorCode::MetadataUnavailable
                     // The leader gave up waiting for its followers: it may have been cut off and
@@ -90,6 +91,7 @@ impl ClientError {
                     | ErrorCode::UnknownPartition
                     | ErrorCode::UnknownTopicId
                     | ErrorCode::PartitionOffline
+                    | ErrorCode::NotEnoughReplicas
                     | ErrorCode::LeaderNotAvailable
                     | ErrorCode::MetadataUnavailable
                     | ErrorCode::InvalidRequest
@@ -141,7 +143,7 @@ fn is_connection_error(status: &tonic::Status) -> bool {
 
 impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> Self {
-        if status.details().is_empty() {
+        if sluice_proto::error::error_detail(&status).is_none() {
             match status.code() {
                 tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
                     return ClientError::Transport(status.message().to_string());
@@ -209,6 +211,7 @@ mod tests {
             ErrorCode::LeaderNotAvailable,
             ErrorCode::PartitionOffline,
             ErrorCode::NotEnoughReplicas,
+            ErrorCode::NotEnoughReplicasAfterAppend,
             ErrorCode::RequestTimedOut,
         ] {
             assert!(ClientError::api(code, "x").is_retriable(), "{code:?}");
@@ -221,7 +224,10 @@ mod tests {
             assert!(!e.is_retriable() && !e.may_have_been_written(), "{code:?}");
         }
         assert!(!ClientError::api(ErrorCode::NotLeader, "x").may_have_been_written());
-        assert!(ClientError::api(ErrorCode::NotEnoughReplicas, "x").may_have_been_written());
+        assert!(!ClientError::api(ErrorCode::NotEnoughReplicas, "x").may_have_been_written());
+        assert!(
+            ClientError::api(ErrorCode::NotEnoughReplicasAfterAppend, "x").may_have_been_written()
+        );
         assert!(ClientError::api(ErrorCode::RequestTimedOut, "x").may_have_been_written());
         assert!(ClientError::Transport("reset".into()).may_have_been_written());
     }

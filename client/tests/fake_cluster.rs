@@ -435,32 +435,6 @@ async fn pushed_batches_larger_than_the_queue_arrive_whole_and_in_order() {
 }
 
 #[tokio::test]
-async fn a_node_without_subscribe_is_long_polled_instead() {
-    let cluster = FakeCluster::start(1).await;
-    cluster.create_topic("t", 1, 1);
-    cluster.state.lock().unwrap().no_subscribe = true;
-    produce_batch(&cluster, 0..5).await;
-    let mut consumer = Consumer::new(consumer_config(&cluster)).await.unwrap();
-    consumer
-        .assign(vec![("t".into(), 0)], SeekTo::Earliest)
-        .await
-        .unwrap();
-    for i in 0..5 {
-        assert_eq!(next_record(&mut consumer).await.unwrap().offset, i);
-    }
-    // Records produced while the consumer waits arrive through its long polls.
-    produce_batch(&cluster, 5..10).await;
-    for i in 5..10 {
-        assert_eq!(next_record(&mut consumer).await.unwrap().offset, i);
-    }
-    assert_eq!(
-        cluster.state.lock().unwrap().subscribes,
-        1,
-        "asked once, then polled"
-    );
-}
-
-#[tokio::test]
 async fn offset_out_of_range_surfaces_from_next_and_seek_recovers() {
     let cluster = FakeCluster::start(1).await;
     cluster.create_topic("t", 1, 1);

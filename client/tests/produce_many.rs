@@ -79,21 +79,7 @@ async fn one_refused_partition_is_retried_alone_and_the_others_land_once() {
 }
 
 #[tokio::test]
-async fn a_node_without_produce_many_gets_one_produce_per_batch() {
-    let cluster = FakeCluster::start(1).await;
-    cluster.create_topic("t", 4, 1);
-    cluster.state.lock().unwrap().no_produce_many = true;
-    let producer = Producer::new(config(&cluster)).await.unwrap();
-    assert_eq!(one_record_per_partition(&producer, 4).await, vec![0; 4]);
-    // Later batches skip the call the node refused.
-    assert_eq!(one_record_per_partition(&producer, 4).await, vec![1; 4]);
-    let st = cluster.state.lock().unwrap();
-    assert_eq!(st.accepted.len(), 8);
-    assert!(st.produce_many.is_empty());
-}
-
-#[tokio::test]
-async fn a_node_without_produce_stream_is_asked_once_then_gets_calls() {
+async fn requests_to_one_node_share_its_produce_stream() {
     let cluster = FakeCluster::start(1).await;
     cluster.create_topic("t", 4, 1);
     let producer = Producer::new(config(&cluster)).await.unwrap();
@@ -101,9 +87,5 @@ async fn a_node_without_produce_stream_is_asked_once_then_gets_calls() {
     assert_eq!(one_record_per_partition(&producer, 4).await, vec![1; 4]);
     let st = cluster.state.lock().unwrap();
     assert_eq!(st.accepted.len(), 8, "every batch landed once");
-    assert_eq!(
-        st.produce_streams_refused, 1,
-        "the refusal is remembered: later requests go straight to ProduceMany"
-    );
-    assert!(!st.produce_many.is_empty());
+    assert_eq!(st.produce_streams, 1, "one stream carried every request");
 }

@@ -85,19 +85,6 @@ async fn partitions_of_one_node_share_one_stream_and_arrive_in_order() {
 }
 
 #[tokio::test]
-async fn a_node_without_subscribe_many_gets_one_subscribe_per_partition() {
-    let cluster = FakeCluster::start(1).await;
-    cluster.create_topic("t", PARTITIONS as usize, 1);
-    cluster.state.lock().unwrap().no_subscribe_many = true;
-    produce(&cluster, 0, 10).await;
-    let mut consumer = consumer_of_all(&cluster).await;
-    assert_eq!(read(&mut consumer, 40).await, in_order(10));
-    let st = cluster.state.lock().unwrap();
-    assert_eq!(st.subscription_streams, 0);
-    assert_eq!(st.subscribes, PARTITIONS as usize);
-}
-
-#[tokio::test]
 async fn a_seek_moves_one_partition_and_leaves_the_others_streaming() {
     let cluster = FakeCluster::start(1).await;
     cluster.create_topic("t", PARTITIONS as usize, 1);

@@ -16,7 +16,6 @@ pub mod producer_ids;
 pub mod reconcile;
 pub mod service;
 pub mod suspects;
-pub mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -144,9 +143,8 @@ pub async fn run(
     health
         .set_service_status("readiness", tonic_health::ServingStatus::Serving)
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let (reflection, reflection_v1alpha) =
+        sluice_proto::server::reflection(&["sluice.v1.Admin", "sluice.v1.Metadata"])?;
     tracing::info!(id = %cfg.id, address = %cfg.advertised_address, "coordinator serving");
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(transport::KEEP_ALIVE_INTERVAL))
@@ -154,9 +152,10 @@ pub async fn run(
         .initial_stream_window_size(transport::STREAM_WINDOW)
         .initial_connection_window_size(transport::CONNECTION_WINDOW)
         .max_frame_size(transport::MAX_FRAME_SIZE)
-        .layer(telemetry::MetricsLayer)
+        .layer(sluice_proto::server::MetricsLayer)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(pb::admin_server::AdminServer::new(
             service::admin::AdminService {
                 controller,

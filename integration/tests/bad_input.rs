@@ -45,6 +45,7 @@ fn produce(topic: &str, partition: i32, batch: Bytes) -> pb::ProduceRequest {
         compression: 0,
         leader_epoch: -1,
         topic_id: Bytes::new(),
+        producer: None,
     }
 }
 

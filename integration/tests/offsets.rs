@@ -107,6 +107,7 @@ async fn structured_records_round_trip_without_a_client_side_codec() {
         compression: pb::Compression::Zstd as i32,
         leader_epoch: -1,
         topic_id: Bytes::new(),
+        producer: None,
     };
     // The new partition may still be opening on its leader for a moment after creation.
     let produced = produce_when_open(&mut log, request, Duration::from_secs(10))

@@ -141,8 +141,8 @@ async fn processes_serve_prometheus_metrics_and_grpc_readiness() {
     }
     for needle in [
         // The producer's requests travel on its produce stream.
-        "sluice_requests_total{api=\"produce_stream\",code=\"OK\"}",
-        "sluice_request_duration_seconds_bucket{api=\"produce_stream\"",
+        "sluice_requests_total{api=\"ProduceStream\",code=\"OK\"}",
+        "sluice_request_duration_seconds_bucket{api=\"ProduceStream\"",
         "sluice_produce_streams_total 1",
         "sluice_produce_bytes_total{topic=\"seen\"}",
         "sluice_partition_isr_size{topic=\"seen\"",
@@ -159,7 +159,7 @@ async fn processes_serve_prometheus_metrics_and_grpc_readiness() {
     let coordinator = cluster.scrape(&cluster.coordinators[0]).await.unwrap();
     for needle in [
         "sluice_controller_active 1",
-        "sluice_requests_total{api=\"CreateTopic\"} 1",
+        "sluice_requests_total{api=\"CreateTopic\",code=\"OK\"} 1",
         "sluice_request_duration_seconds_bucket{api=\"GetMetadata\"",
     ] {
         assert!(

@@ -1,10 +1,21 @@
 //! The one table that maps Sluice error codes to gRPC status codes and retriability, and the
-//! [`ApiError`] value that crosses every gRPC boundary (encoded as `ErrorDetail` in the status
-//! details, so clients in any language branch on a stable code).
+//! [`ApiError`] value that crosses every gRPC boundary. On the wire an error is a standard
+//! `google.rpc.Status` in the `grpc-status-details-bin` trailer (what every gRPC library's
+//! status helpers read): its code and message equal the call's, and its details hold the
+//! `sluice.v1.ErrorDetail` packed as an `Any`, so clients in any language branch on a stable
+//! code, plus a `google.rpc.ErrorInfo` naming it for tools that know only the standard types.
 
 use prost::Message;
+use prost_types::Any;
 
 use crate::pb::{ErrorCode, ErrorDetail, LeaderHint};
+
+/// Type URL of the packed `ErrorDetail` in a status's details.
+pub const ERROR_DETAIL_TYPE_URL: &str = "type.googleapis.com/sluice.v1.ErrorDetail";
+/// Type URL of `google.rpc.ErrorInfo`.
+const ERROR_INFO_TYPE_URL: &str = "type.googleapis.com/google.rpc.ErrorInfo";
+/// `ErrorInfo.domain` of every Sluice error.
+const ERROR_DOMAIN: &str = "sluice.v1";
 
 /// An error as seen on the wire: a stable code, a message that says what to do, and hints.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -48,6 +59,7 @@ pub fn classify(code: ErrorCode) -> (tonic::Code, bool) {
         E::GroupIdNotFound => (C::NotFound, false),
         E::PartitionOffline
         | E::NotEnoughReplicas
+        | E::NotEnoughReplicasAfterAppend
         | E::MetadataUnavailable
         | E::LeaderNotAvailable => (C::Unavailable, true),
         E::RequestTimedOut => (C::DeadlineExceeded, true),
@@ -102,22 +114,38 @@ impl ApiError {
         }
     }
 
-    /// Encodes this error as a gRPC status carrying an `ErrorDetail`.
+    /// Encodes this error as a gRPC status whose details are a `google.rpc.Status` carrying the
+    /// `ErrorDetail` (and an `ErrorInfo` with the code's name).
     pub fn to_status(&self) -> tonic::Status {
-        tonic::Status::with_details(
-            classify(self.code).0,
-            format!("{}: {}", self.code.as_str_name(), self.message),
-            self.detail().encode_to_vec().into(),
-        )
+        let code = classify(self.code).0;
+        let message = format!("{}: {}", self.code.as_str_name(), self.message);
+        let info = tonic_types::pb::ErrorInfo {
+            reason: self.code.as_str_name().to_string(),
+            domain: ERROR_DOMAIN.to_string(),
+            metadata: Default::default(),
+        };
+        let details = tonic_types::pb::Status {
+            code: code as i32,
+            message: message.clone(),
+            details: vec![
+                Any {
+                    type_url: ERROR_DETAIL_TYPE_URL.to_string(),
+                    value: self.detail().encode_to_vec(),
+                },
+                Any {
+                    type_url: ERROR_INFO_TYPE_URL.to_string(),
+                    value: info.encode_to_vec(),
+                },
+            ],
+        };
+        tonic::Status::with_details(code, message, details.encode_to_vec().into())
     }
 
     /// Decodes a status received from a Sluice server; statuses without details (transport
     /// failures, other servers) become `METADATA_UNAVAILABLE` when the peer is unreachable and
     /// `INTERNAL` otherwise.
     pub fn from_status(status: &tonic::Status) -> Self {
-        if let Ok(detail) = ErrorDetail::decode(status.details())
-            && detail.code != 0
-        {
+        if let Some(detail) = error_detail(status) {
             let code = ErrorCode::try_from(detail.code).unwrap_or(ErrorCode::Internal);
             let prefix = format!("{}: ", code.as_str_name());
             let message = status
@@ -136,6 +164,16 @@ impl ApiError {
         };
         Self::new(code, status.message().to_string())
     }
+}
+
+/// The `ErrorDetail` packed in a status's `google.rpc.Status` details, if it has one.
+pub fn error_detail(status: &tonic::Status) -> Option<ErrorDetail> {
+    let rpc = tonic_types::pb::Status::decode(status.details()).ok()?;
+    rpc.details
+        .iter()
+        .find(|any| any.type_url == ERROR_DETAIL_TYPE_URL)
+        .and_then(|any| ErrorDetail::decode(any.value.as_slice()).ok())
+        .filter(|d| d.code != 0)
 }
 
 impl From<ApiError> for tonic::Status {
@@ -162,6 +200,23 @@ mod tests {
         assert_eq!(back, e);
         assert!(back.is_retriable());
         assert_eq!(back.leader, Some(hint));
+    }
+
+    #[test]
+    fn status_details_are_a_google_rpc_status_with_the_calls_code_and_message() {
+        let e = ApiError::new(ErrorCode::NotEnoughReplicas, "too few in sync");
+        let status = e.to_status();
+        let rpc = tonic_types::pb::Status::decode(status.details()).expect("a google.rpc.Status");
+        assert_eq!(rpc.code, status.code() as i32);
+        assert_eq!(rpc.message, status.message());
+        assert_eq!(rpc.details[0].type_url, ERROR_DETAIL_TYPE_URL);
+        let detail = ErrorDetail::decode(rpc.details[0].value.as_slice()).unwrap();
+        assert_eq!(detail.name, "NOT_ENOUGH_REPLICAS");
+        let info = tonic_types::pb::ErrorInfo::decode(rpc.details[1].value.as_slice()).unwrap();
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("NOT_ENOUGH_REPLICAS", "sluice.v1")
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod error;
 pub mod model;
+pub mod server;
 pub mod subscribe;
 pub mod transport;
 

@@ -181,9 +181,8 @@ pub async fn run(
             closing_tx.send_replace(true);
         }
     };
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let (reflection, reflection_v1alpha) =
+        sluice_proto::server::reflection(&["sluice.v1.Log", "sluice.v1.Groups"])?;
     let coordinator = Arc::new(groups::GroupCoordinator::new(
         cfg.node_id,
         cache.clone(),
@@ -216,8 +215,10 @@ pub async fn run(
         .initial_stream_window_size(transport::STREAM_WINDOW)
         .initial_connection_window_size(transport::CONNECTION_WINDOW)
         .max_frame_size(transport::MAX_FRAME_SIZE)
+        .layer(sluice_proto::server::MetricsLayer)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(
             pb::log_server::LogServer::new(log_service)
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)

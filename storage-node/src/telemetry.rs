@@ -3,38 +3,17 @@
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
-//! | `sluice_requests_total` | counter | `api`, `code` (`OK` or the error code) |
-//! | `sluice_request_duration_seconds` | histogram | `api` |
+//! | `sluice_requests_total`, `sluice_request_duration_seconds` | see [`sluice_proto::server`] | `api`, `code` |
 //! | `sluice_produce_bytes_total`, `sluice_fetch_bytes_total` | counter | `topic` |
 //! | `sluice_partition_log_end_offset`, `sluice_partition_high_watermark`, `sluice_partition_isr_size` | gauge | `topic`, `partition` (leaders only) |
 //! | `sluice_under_replicated_partitions`, `sluice_leader_partitions` | gauge | - |
 //! | `sluice_rocksdb_*` | gauge | - |
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use sluice_proto::error::ApiError;
+use std::time::Duration;
 
 use crate::log::LogStore;
 use crate::partitions::Partitions;
-
-/// Runs one API call, counting it by outcome and timing it.
-pub async fn observe<T>(
-    api: &'static str,
-    call: impl Future<Output = Result<T, ApiError>>,
-) -> Result<T, ApiError> {
-    let start = Instant::now();
-    let result = call.await;
-    let code = match &result {
-        Ok(_) => "OK",
-        Err(e) => e.code.as_str_name(),
-    };
-    metrics::counter!("sluice_requests_total", "api" => api, "code" => code).increment(1);
-    metrics::histogram!("sluice_request_duration_seconds", "api" => api)
-        .record(start.elapsed().as_secs_f64());
-    result
-}
 
 /// Publishes per-partition and storage gauges every second until aborted.
 pub async fn run_gauges(partitions: Arc<Partitions>, log: Arc<dyn LogStore>) {

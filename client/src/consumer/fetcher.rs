@@ -1,8 +1,7 @@
 //! One task per assigned partition: subscribes to the partition's leader from the fetch position
 //! (the leader pushes batches as they commit), decodes the batches and hands each push's records
 //! to the consumer as one chunk. Subscriptions to one node share its `SubscribeMany` stream (see
-//! `session`); a node without it gets one `Subscribe` per partition, and a node without that is
-//! long-polled with `Fetch`.
+//! `session`).
 //! The queue is bounded in records by a semaphore (so a slow application pauses fetching instead
 //! of growing memory); a chunk's permits return when the consumer has handed all of it out.
 //!
@@ -15,17 +14,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sluice_proto::batch::{BatchIter, decode_records_shared};
 use sluice_proto::error::ApiError;
-use sluice_proto::pb::{self, log_client::LogClient};
+use sluice_proto::pb;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::ConsumerRecord;
 use super::session::{Event, Sessions};
 use crate::config::ConsumerConfig;
-use crate::connection::{MAX_MESSAGE_BYTES, request, with_timeout};
+use crate::connection::MAX_MESSAGE_BYTES;
 use crate::error::{ClientError, Result};
 use crate::metadata::{Leader, Metadata};
 use crate::retry::RetryPolicy;
@@ -51,10 +50,6 @@ const RETRY: RetryPolicy = RetryPolicy {
     backoff: Duration::from_millis(100),
 };
 
-/// Shortest time a fetch that returned nothing should have taken; a server that does not honour
-/// `max_wait` would otherwise make the loop spin.
-const MIN_EMPTY_FETCH: Duration = Duration::from_millis(20);
-
 /// Where one partition's records go: its fetch position and the consumer's queue.
 pub(crate) struct Target {
     pub(crate) fetch_id: u64,
@@ -74,9 +69,6 @@ pub(crate) struct Fetcher {
     pub(crate) meta: Arc<Metadata>,
     pub(crate) cfg: Arc<ConsumerConfig>,
     pub(crate) sessions: Arc<Sessions>,
-    /// Whether to subscribe (push) rather than long-poll; cleared when a leader does not
-    /// implement `Subscribe` (an older node during a rolling upgrade).
-    pub(crate) push: bool,
 }
 
 impl Target {
@@ -171,44 +163,9 @@ impl Fetcher {
         let mut failures = 0u32;
         loop {
             let seen = self.meta.version();
-            let err = if self.push && self.sessions.supported() {
-                match self.subscribe_shared(&mut failures).await {
-                    Stop::QueueClosed => return,
-                    // The node predates SubscribeMany: one Subscribe per partition from now on.
-                    Stop::Unsupported => continue,
-                    Stop::Corrupt(e) | Stop::Failed(e) => e,
-                }
-            } else if self.push {
-                match self.subscribe_once(&mut failures).await {
-                    Stop::QueueClosed => return,
-                    Stop::Unsupported => {
-                        tracing::debug!(topic = %self.target.topic, partition = self.target.partition, "the leader cannot push; long-polling instead");
-                        self.push = false;
-                        continue;
-                    }
-                    Stop::Corrupt(e) | Stop::Failed(e) => e,
-                }
-            } else {
-                let started = Instant::now();
-                match self.fetch_once().await {
-                    Ok(resp) => {
-                        failures = 0;
-                        match self.target.deliver(resp).await {
-                            Ok(0) => {
-                                let elapsed = started.elapsed();
-                                if elapsed < MIN_EMPTY_FETCH {
-                                    tokio::time::sleep(MIN_EMPTY_FETCH - elapsed).await;
-                                }
-                                continue;
-                            }
-                            Ok(_) => continue,
-                            Err(Stop::QueueClosed) => return,
-                            Err(Stop::Corrupt(e) | Stop::Failed(e)) => e,
-                            Err(Stop::Unsupported) => continue,
-                        }
-                    }
-                    Err(e) => e,
-                }
+            let err = match self.subscribe(&mut failures).await {
+                Stop::QueueClosed => return,
+                Stop::Corrupt(e) | Stop::Failed(e) => e,
             };
             if let ClientError::LeaderMoved(_) = &err {
                 // A long poll on a deposed leader: refetch from the new one at once.
@@ -255,14 +212,9 @@ impl Fetcher {
         }
     }
 
-    fn log_client(&self, leader: &Leader) -> Result<LogClient<tonic::transport::Channel>> {
-        Ok(LogClient::new(self.meta.pool.channel(&leader.address)?)
-            .max_decoding_message_size(decode_limit(&self.cfg)))
-    }
-
     /// Subscribes through the leader's session until the subscription ends; a delivered push
     /// resets `failures`. A move of the leader in the metadata cache ends it at once.
-    async fn subscribe_shared(&mut self, failures: &mut u32) -> Stop {
+    async fn subscribe(&mut self, failures: &mut u32) -> Stop {
         let leader = match self
             .meta
             .leader(&self.target.topic, self.target.partition)
@@ -276,7 +228,7 @@ impl Fetcher {
             Ok(r) => r,
             Err(e) => return Stop::Failed(e),
         };
-        let (target, sessions) = (&self.target, &self.sessions);
+        let target = &self.target;
         let follow = async {
             loop {
                 match registration.events.recv().await {
@@ -287,7 +239,6 @@ impl Fetcher {
                         }
                     }
                     Some(Event::End(stop)) => return Ok(stop),
-                    None if !sessions.supported() => return Ok(Stop::Unsupported),
                     None => {
                         return Ok(Stop::Failed(ClientError::Transport(
                             "the subscription stream ended".into(),
@@ -307,95 +258,10 @@ impl Fetcher {
             Err(moved) => Stop::Failed(moved),
         }
     }
-
-    /// Follows one subscription until it fails; every push resets `failures`. A leader without
-    /// `Subscribe` switches this task to long polls.
-    async fn subscribe_once(&mut self, failures: &mut u32) -> Stop {
-        let leader = match self
-            .meta
-            .leader(&self.target.topic, self.target.partition)
-            .await
-        {
-            Ok(l) => l,
-            Err(e) => return Stop::Failed(e),
-        };
-        let mut client = match self.log_client(&leader) {
-            Ok(c) => c,
-            Err(e) => return Stop::Failed(e),
-        };
-        let req = self.request(&leader);
-        let (meta, topic, partition) = (
-            self.meta.clone(),
-            self.target.topic.clone(),
-            self.target.partition,
-        );
-        let timeout = self.cfg.client.request_timeout;
-        let follow = async {
-            // No deadline on the call itself: it lasts as long as the assignment. Opening it
-            // is bounded, and HTTP/2 keep-alives notice a dead connection afterwards.
-            let opened = tokio::time::timeout(timeout, client.subscribe(req)).await;
-            let mut stream = match opened {
-                Err(_) => {
-                    return Err(Stop::Failed(ClientError::Timeout(format!(
-                        "subscribe after {timeout:?}"
-                    ))));
-                }
-                Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
-                    return Err(Stop::Unsupported);
-                }
-                Ok(Err(status)) => return Err(Stop::Failed(status.into())),
-                Ok(Ok(r)) => r.into_inner(),
-            };
-            loop {
-                match stream.message().await {
-                    Ok(Some(resp)) => {
-                        *failures = 0;
-                        self.target.deliver(resp).await?;
-                    }
-                    Ok(None) => {
-                        return Err(Stop::Failed(ClientError::Transport(
-                            "the leader ended the subscription".into(),
-                        )));
-                    }
-                    Err(status) => return Err(Stop::Failed(status.into())),
-                }
-            }
-        };
-        // A leader that hangs would hold the partition; a move in the metadata cuts it short.
-        let moved = meta.unless_leader_moves(&topic, partition, &leader, async {
-            match follow.await {
-                Err(stop) => Ok(stop),
-                Ok(()) => unreachable!("a subscription only ends in a stop"),
-            }
-        });
-        match moved.await {
-            Ok(stop) => stop,
-            Err(e) => Stop::Failed(e),
-        }
-    }
-
-    async fn fetch_once(&self) -> Result<pb::FetchResponse> {
-        let leader = self
-            .meta
-            .leader(&self.target.topic, self.target.partition)
-            .await?;
-        let mut client = self.log_client(&leader)?;
-        let req = self.request(&leader);
-        let timeout = self.cfg.client.request_timeout + self.cfg.max_wait;
-        let attempt = async {
-            let resp = with_timeout(timeout, "fetch", client.fetch(request(req, timeout))).await?;
-            Ok(resp.into_inner())
-        };
-        // A leader that hangs would hold the partition until the timeout; a move cuts it short.
-        self.meta
-            .unless_leader_moves(&self.target.topic, self.target.partition, &leader, attempt)
-            .await
-    }
 }
 
 /// The largest answer a consumer accepts: a node sends at least one whole batch however small
-/// `max_bytes` is, and a `SubscribeMany` message gathers pushes up to 2 MiB plus one more (older
-/// nodes gathered up to 8 MiB; the limit leaves room for either).
+/// `max_bytes` is, and a `SubscribeMany` message gathers pushes up to 2 MiB plus one more.
 pub(crate) fn decode_limit(cfg: &ConsumerConfig) -> usize {
     MAX_MESSAGE_BYTES.max(cfg.max_bytes as usize + (9 << 20))
 }
@@ -406,8 +272,6 @@ pub(crate) enum Stop {
     QueueClosed,
     Corrupt(ClientError),
     Failed(ClientError),
-    /// The leader does not implement `Subscribe`.
-    Unsupported,
 }
 
 fn corrupt(e: sluice_proto::batch::BatchError) -> ClientError {

@@ -308,7 +308,6 @@ impl Consumer {
             meta: self.meta.clone(),
             cfg: self.cfg.clone(),
             sessions: self.sessions.clone(),
-            push: true,
         };
         let task = tokio::spawn(fetcher.run());
         self.assigned.insert(

@@ -1,20 +1,17 @@
 //! One `SubscribeMany` stream per node for every partition a consumer reads from that node.
 //!
-//! Why: with one `Subscribe` per partition, a burst of records over many partitions cost a
-//! push, an HTTP/2 frame and a stream wake-up per partition on the node and on the wire; here
-//! the node sends what committed for all of them in one message, and this session task hands
-//! each partition's part to that partition's fetch task over a small bounded channel (the tasks
-//! decode in parallel; decoding all of them in this one task cut catch-up reads by 15 %).
+//! The node sends what committed for all of them in one message (one push, HTTP/2 frame and
+//! wake-up per burst instead of per partition), and this session task hands each partition's
+//! part to that partition's fetch task over a small bounded channel, so the tasks decode in
+//! parallel.
 //!
-//! Each partition's fetch task still owns its partition: it picks the leader, registers with
-//! that node's session, delivers what arrives, and retries as before when the subscription ends
-//! (an error from the node, the stream breaking, the leader moving). A push still in the channel
-//! when the task leaves is dropped undelivered, so its position stays exact. A node that does
-//! not implement `SubscribeMany` answers UNIMPLEMENTED; the fetch tasks then subscribe one
-//! partition at a time.
+//! Each partition's fetch task owns its partition: it picks the leader, registers with that
+//! node's session, delivers what arrives, and retries when the subscription ends (an error from
+//! the node, the stream breaking, the leader moving). A push still in the channel when the task
+//! leaves is dropped undelivered, so its position stays exact.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use sluice_proto::error::ApiError;
@@ -32,8 +29,6 @@ pub(crate) struct Sessions {
     /// Largest message a session accepts.
     decode_limit: usize,
     by_address: Mutex<HashMap<String, Arc<Session>>>,
-    /// Set once a node answered UNIMPLEMENTED.
-    unsupported: AtomicBool,
 }
 
 /// One node's stream and the subscriptions on it.
@@ -71,8 +66,7 @@ const ROUTE_DEPTH: usize = 2;
 pub(crate) struct Registration {
     session: Arc<Session>,
     id: u32,
-    /// The subscription's pushes; closed when the session ended (see [`Sessions::supported`]
-    /// for whether it was refused).
+    /// The subscription's pushes; closed when the session ended.
     pub(crate) events: mpsc::Receiver<Event>,
 }
 
@@ -82,13 +76,7 @@ impl Sessions {
             meta,
             decode_limit,
             by_address: Mutex::new(HashMap::new()),
-            unsupported: AtomicBool::new(false),
         })
-    }
-
-    /// Whether the nodes seen so far implement `SubscribeMany`.
-    pub(crate) fn supported(&self) -> bool {
-        !self.unsupported.load(Ordering::Relaxed)
     }
 
     /// Subscribes at the node at `address` from `fetch`'s offset.
@@ -204,7 +192,7 @@ async fn run(
     client: LogClient<tonic::transport::Channel>,
     control: mpsc::UnboundedReceiver<pb::SubscribeControl>,
 ) {
-    let why = follow(&session, &sessions, client, control).await;
+    let why = follow(&session, client, control).await;
     // Dropping the routes closes their channels: each fetch task then resubscribes.
     let left = {
         let mut routes = session.routes.lock().unwrap();
@@ -219,7 +207,6 @@ async fn run(
 
 async fn follow(
     session: &Session,
-    sessions: &Weak<Sessions>,
     mut client: LogClient<tonic::transport::Channel>,
     control: mpsc::UnboundedReceiver<pb::SubscribeControl>,
 ) -> Stop {
@@ -228,12 +215,6 @@ async fn follow(
         .await;
     let mut stream = match opened {
         Ok(r) => r.into_inner(),
-        Err(status) if status.code() == tonic::Code::Unimplemented => {
-            if let Some(s) = sessions.upgrade() {
-                s.unsupported.store(true, Ordering::Relaxed);
-            }
-            return Stop::Unsupported;
-        }
         Err(status) => return Stop::Failed(status.into()),
     };
     loop {

@@ -20,7 +20,6 @@ mod stream;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -150,8 +149,6 @@ pub(crate) struct Shared {
     pub(crate) wake: Notify,
     /// Buffer memory, one permit per byte of record.
     memory: Arc<Semaphore>,
-    /// Set once a node answered `ProduceMany` with UNIMPLEMENTED: one request per batch since.
-    pub(crate) no_produce_many: AtomicBool,
     /// One `ProduceStream` per node, carrying the `ProduceMany` requests.
     pub(crate) streams: stream::ProduceStreams,
 }
@@ -194,7 +191,6 @@ impl Producer {
             metadata,
             acc: Mutex::new(acc),
             wake: Notify::new(),
-            no_produce_many: AtomicBool::new(false),
             streams: stream::ProduceStreams::default(),
         });
         let (control, control_rx) = mpsc::unbounded_channel();

@@ -1,16 +1,12 @@
-//! One produce attempt for the batches the sender drained together: a lone batch goes in a
-//! `Produce`, several that share a leader in one `ProduceMany` (one request, one answer and one
-//! group commit on the node instead of one each per partition, which is what keeps latency low
-//! when many partitions have a few records ready at once). Each batch still gets its own
-//! result, and a failed batch its own routing reaction (follow the `NOT_LEADER` hint or refresh
-//! metadata) so its retry goes to the right node.
-//!
-//! A node that does not know `ProduceMany` (an older node during a rolling upgrade) answers
-//! UNIMPLEMENTED; the producer then sends one `Produce` per batch from then on.
+//! One produce attempt for the batches the sender drained together: the batches that share a
+//! leader go in one `ProduceMany` message on that node's produce stream (one request, one
+//! answer and one group commit on the node instead of one each per partition, which is what
+//! keeps latency low when many partitions have a few records ready at once). Each batch still
+//! gets its own result, and a failed batch its own routing reaction (follow the `NOT_LEADER`
+//! hint or refresh metadata) so its retry goes to the right node.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,12 +31,6 @@ pub(super) struct Completion {
 /// Sends `batches` (drained together, grouped by their cached leader) and returns one completion
 /// per batch.
 pub(super) async fn send(shared: Arc<Shared>, batches: Vec<ProducerBatch>) -> Vec<Completion> {
-    // A lone batch goes as a `Produce` only where there is no produce stream to carry it.
-    let lone = batches.len() == 1
-        && (shared.streams.unsupported() || batches[0].size() > STREAM_MAX_BYTES);
-    if lone || shared.no_produce_many.load(Ordering::Relaxed) {
-        return join_all(batches.into_iter().map(|b| send_batch(shared.clone(), b))).await;
-    }
     let meta = &shared.metadata;
     let seen = meta.version();
     let mut done = Vec::with_capacity(batches.len());
@@ -101,8 +91,8 @@ async fn send_to_node(shared: Arc<Shared>, parts: Vec<Part>, seen: u64) -> Vec<C
     let answer = meta.unless_any_leader_moves(&watched, attempt).await;
     drop(watched);
     let results: Vec<Result<pb::ProduceResponse>> = match answer {
-        Ok(Some(results)) if results.len() == parts.len() => results,
-        Ok(Some(results)) => {
+        Ok(results) if results.len() == parts.len() => results,
+        Ok(results) => {
             let err = ClientError::api(
                 ErrorCode::Internal,
                 format!(
@@ -113,14 +103,6 @@ async fn send_to_node(shared: Arc<Shared>, parts: Vec<Part>, seen: u64) -> Vec<C
             );
             vec![Err(err); parts.len()]
         }
-        Ok(None) => {
-            tracing::info!(%address, "the node does not implement ProduceMany; sending one request per partition");
-            shared.no_produce_many.store(true, Ordering::Relaxed);
-            let batches = parts
-                .into_iter()
-                .map(|p| send_batch(shared.clone(), p.batch));
-            return join_all(batches).await;
-        }
         Err(e) => vec![Err(e); parts.len()],
     };
     join_all(
@@ -130,31 +112,6 @@ async fn send_to_node(shared: Arc<Shared>, parts: Vec<Part>, seen: u64) -> Vec<C
             .map(|(part, result)| conclude(&shared, part.batch, result, seen)),
     )
     .await
-}
-
-/// One produce attempt for a lone `batch`, including the routing reaction to its error.
-async fn send_batch(shared: Arc<Shared>, mut batch: ProducerBatch) -> Completion {
-    let payload = match batch.payload() {
-        Ok(p) => p,
-        Err(e) => {
-            return Completion {
-                batch,
-                result: Err(ClientError::Api(ApiError::from(e))),
-                rerouted: false,
-            };
-        }
-    };
-    let meta = &shared.metadata;
-    let seen = meta.version();
-    let result = match meta.leader(&batch.topic, batch.partition).await {
-        Ok(leader) => {
-            let attempt = produce(&shared, &batch, &leader, payload);
-            meta.unless_leader_moves(&batch.topic, batch.partition, &leader, attempt)
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    conclude(&shared, batch, result, seen).await
 }
 
 /// Pairs a batch with its result and reacts to a retriable error: a move the cache already knows
@@ -199,6 +156,7 @@ fn produce_request(
         compression: pb::Compression::None as i32,
         leader_epoch: leader.epoch,
         topic_id: leader.topic_id.clone(),
+        producer: None,
     }
 }
 
@@ -214,26 +172,13 @@ fn answer_timeout(shared: &Shared) -> Duration {
     shared.cfg.client.request_timeout + Duration::from_secs(1)
 }
 
-async fn produce(
-    shared: &Shared,
-    batch: &ProducerBatch,
-    leader: &Leader,
-    payload: Bytes,
-) -> Result<pb::ProduceResponse> {
-    let mut client = log_client(shared, &leader.address)?;
-    let req = produce_request(shared, batch, leader, payload);
-    let timeout = answer_timeout(shared);
-    // The node bounds its wait by `timeout_ms`; no grpc-timeout header, which would cost a
-    // second timer per request.
-    let resp = with_timeout(timeout, "produce", client.produce(req)).await?;
-    Ok(resp.into_inner())
-}
-
-/// Largest request sent on a node's produce stream; larger ones go as calls of their own. The
-/// stream saves a fixed cost per request, which is most of a small request's; a large one
-/// spends its time encoding, sending and decoding its bytes, which separate calls do in
-/// parallel on both sides while one stream does it a message at a time.
-const STREAM_MAX_BYTES: usize = 64 << 10;
+/// The one exception to "every produce travels on the node's stream": a request larger than
+/// this goes as a `ProduceMany` call of its own. The stream saves a fixed cost per request,
+/// which is most of a small request's; a large one spends its time encoding, sending and
+/// decoding its bytes, which separate calls do in parallel on both sides (HTTP/2 streams are
+/// encoded and decoded by separate tasks) while one stream does it a message at a time
+/// (BENCHMARKS.md, "Large produce requests").
+const PARALLEL_ENCODE_BYTES: usize = 64 << 10;
 
 fn payload_len(r: &pb::ProduceRequest) -> usize {
     match &r.payload {
@@ -242,52 +187,37 @@ fn payload_len(r: &pb::ProduceRequest) -> usize {
     }
 }
 
-/// Sends `requests` as one `ProduceMany`, on the node's produce stream where it has one and
-/// they are small; `None` when the node does not implement `ProduceMany`.
+/// Sends `requests` as one `ProduceMany`: on the node's produce stream, or as a call of its own
+/// when it is larger than [`PARALLEL_ENCODE_BYTES`].
 async fn produce_many(
     shared: &Shared,
     address: &str,
     requests: Vec<pb::ProduceRequest>,
-) -> Result<Option<Vec<Result<pb::ProduceResponse>>>> {
+) -> Result<Vec<Result<pb::ProduceResponse>>> {
     let timeout = answer_timeout(shared);
     let bytes: usize = requests.iter().map(payload_len).sum();
     let msg = pb::ProduceManyRequest { requests };
-    let streamed = if bytes <= STREAM_MAX_BYTES {
+    let resp = if bytes <= PARALLEL_ENCODE_BYTES {
         let client = || log_client(shared, address);
-        let request = msg.clone();
-        shared
-            .streams
-            .call(client, address, request, timeout)
-            .await?
+        shared.streams.call(client, address, msg, timeout).await?
     } else {
-        None
-    };
-    let answer = match streamed {
-        Some(resp) => Some(resp),
-        None => {
-            let mut client = log_client(shared, address)?;
-            with_timeout(timeout, "produce", async {
-                match client.produce_many(msg).await {
-                    Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
-                    other => other.map(|r| Some(r.into_inner())),
-                }
-            })
+        let mut client = log_client(shared, address)?;
+        // The node bounds its wait by each request's `timeout_ms`; no grpc-timeout header,
+        // which would cost a second timer per request.
+        with_timeout(timeout, "produce", client.produce_many(msg))
             .await?
-        }
+            .into_inner()
     };
-    Ok(answer.map(|resp| {
-        resp.results
-            .into_iter()
-            .map(|r| match (r.response, r.error) {
-                (Some(response), None) => Ok(response),
-                (_, Some(detail)) => {
-                    Err(ClientError::Api(ApiError::from_detail(detail, r.message)))
-                }
-                (None, None) => Err(ClientError::api(
-                    ErrorCode::Internal,
-                    "the node answered a produce request with neither a result nor an error",
-                )),
-            })
-            .collect()
-    }))
+    Ok(resp
+        .results
+        .into_iter()
+        .map(|r| match (r.response, r.error) {
+            (Some(response), None) => Ok(response),
+            (_, Some(detail)) => Err(ClientError::Api(ApiError::from_detail(detail, r.message))),
+            (None, None) => Err(ClientError::api(
+                ErrorCode::Internal,
+                "the node answered a produce request with neither a result nor an error",
+            )),
+        })
+        .collect())
 }

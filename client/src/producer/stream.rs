@@ -6,12 +6,10 @@
 //!
 //! A session task per node reads the answers and hands each to its waiting request. When the
 //! stream breaks (the node went away), every request still waiting fails with a transport error,
-//! retried like any other, and the next request opens a new stream. A node that does not
-//! implement `ProduceStream` (an older node in a rolling upgrade) answers UNIMPLEMENTED; the
-//! producer then uses `ProduceMany` calls from then on.
+//! retried like any other, and the next request opens a new stream.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,15 +32,11 @@ pub(crate) struct ProduceStreams {
     /// Per address, the stream (or `None` before the first one opens). Opening holds only that
     /// address's lock, so a node that is slow to answer delays no other node's requests.
     slots: Mutex<HashMap<String, Arc<Slot>>>,
-    /// Set once a node answered UNIMPLEMENTED.
-    unsupported: AtomicBool,
 }
 
 impl std::fmt::Debug for ProduceStreams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProduceStreams")
-            .field("unsupported", &self.unsupported)
-            .finish_non_exhaustive()
+        f.debug_struct("ProduceStreams").finish_non_exhaustive()
     }
 }
 
@@ -61,26 +55,15 @@ struct Waiting {
 }
 
 impl ProduceStreams {
-    /// Whether a node answered UNIMPLEMENTED (every request goes as a call since).
-    pub(crate) fn unsupported(&self) -> bool {
-        self.unsupported.load(Ordering::Relaxed)
-    }
-
-    /// Sends `request` on the stream to `address` and waits up to `timeout` for its answer;
-    /// `None` when the node does not implement `ProduceStream` (send a `ProduceMany` instead).
+    /// Sends `request` on the stream to `address` and waits up to `timeout` for its answer.
     pub(crate) async fn call(
         &self,
         client: impl FnOnce() -> Result<LogClient<tonic::transport::Channel>>,
         address: &str,
         request: pb::ProduceManyRequest,
         timeout: Duration,
-    ) -> Result<Option<pb::ProduceManyResponse>> {
-        if self.unsupported() {
-            return Ok(None);
-        }
-        let Some(session) = self.session(client, address, timeout).await? else {
-            return Ok(None);
-        };
+    ) -> Result<pb::ProduceManyResponse> {
+        let session = self.session(client, address, timeout).await?;
         let (tx, rx) = oneshot::channel();
         let id = session.next_id.fetch_add(1, Ordering::Relaxed);
         {
@@ -105,15 +88,14 @@ impl ProduceStreams {
                 "the produce stream to {address} closed"
             )));
         }
-        let answer = with_timeout(timeout, "produce", async {
+        with_timeout(timeout, "produce", async {
             Ok(rx.await.unwrap_or_else(|_| {
                 Err(ClientError::Transport(format!(
                     "the produce stream to {address} ended"
                 )))
             }))
         })
-        .await?;
-        answer.map(Some)
+        .await?
     }
 
     /// The open stream to `address`, opening one when there is none (or it ended).
@@ -122,7 +104,7 @@ impl ProduceStreams {
         client: impl FnOnce() -> Result<LogClient<tonic::transport::Channel>>,
         address: &str,
         timeout: Duration,
-    ) -> Result<Option<Arc<Session>>> {
+    ) -> Result<Arc<Session>> {
         let slot = self
             .slots
             .lock()
@@ -134,25 +116,12 @@ impl ProduceStreams {
         if let Some(s) = slot.as_ref()
             && s.waiting.lock().unwrap().ended.is_none()
         {
-            return Ok(Some(s.clone()));
+            return Ok(s.clone());
         }
         let mut client = client()?;
         let (requests, rx) = mpsc::unbounded_channel();
-        let opened = with_timeout(timeout, "opening a produce stream", async {
-            match client
-                .produce_stream(UnboundedReceiverStream::new(rx))
-                .await
-            {
-                Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
-                other => other.map(Some),
-            }
-        })
-        .await?;
-        let Some(answers) = opened else {
-            tracing::info!(%address, "the node does not implement ProduceStream; sending ProduceMany calls");
-            self.unsupported.store(true, Ordering::Relaxed);
-            return Ok(None);
-        };
+        let opening = client.produce_stream(UnboundedReceiverStream::new(rx));
+        let answers = with_timeout(timeout, "opening a produce stream", opening).await?;
         let session = Arc::new(Session {
             requests,
             next_id: AtomicU64::new(0),
@@ -160,7 +129,7 @@ impl ProduceStreams {
         });
         tokio::spawn(read_answers(session.clone(), answers.into_inner()));
         *slot = Some(session.clone());
-        Ok(Some(session))
+        Ok(session)
     }
 }
 

@@ -108,20 +108,15 @@ pub struct State {
     pub init_calls: usize,
     /// Requests a paused node held: (node, "produce" or "fetch"), in arrival order.
     pub stalled: Vec<(i32, &'static str)>,
-    /// Nodes answer `Subscribe` with UNIMPLEMENTED, as nodes predating it would.
-    pub no_subscribe: bool,
-    /// `Subscribe` calls received.
+    /// Subscriptions opened on `SubscribeMany` streams.
     pub subscribes: usize,
-    /// Nodes answer `SubscribeMany` with UNIMPLEMENTED, as nodes predating it would.
-    pub no_subscribe_many: bool,
     /// `SubscribeMany` calls received.
     pub subscription_streams: usize,
-    /// Nodes answer `ProduceMany` with UNIMPLEMENTED, as nodes predating it would.
-    pub no_produce_many: bool,
-    /// `ProduceMany` calls received, and how many requests each carried.
+    /// `ProduceMany` requests received (alone or on a stream), and how many requests each
+    /// carried.
     pub produce_many: Vec<usize>,
-    /// `ProduceStream` calls, each refused as UNIMPLEMENTED (the fake predates it).
-    pub produce_streams_refused: usize,
+    /// `ProduceStream` calls received.
+    pub produce_streams: usize,
 }
 
 impl Default for State {
@@ -140,13 +135,10 @@ impl Default for State {
             init_faults: VecDeque::new(),
             init_calls: 0,
             stalled: Vec::new(),
-            no_subscribe: false,
             subscribes: 0,
-            no_subscribe_many: false,
             subscription_streams: 0,
-            no_produce_many: false,
             produce_many: Vec::new(),
-            produce_streams_refused: 0,
+            produce_streams: 0,
         }
     }
 }

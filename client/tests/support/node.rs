@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use sluice_proto::batch::{BatchHeader, decode_records, set_base_offset, validate};
 use sluice_proto::error::ApiError;
 use sluice_proto::pb::{
@@ -119,7 +119,6 @@ fn produced(base_offset: i64) -> Response<pb::ProduceResponse> {
     })
 }
 
-type ReplicaStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaChunk, Status>> + Send>>;
 type ReplicaChunksStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaChunks, Status>> + Send>>;
 type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Status>> + Send>>;
 type ProduceAnswers = Pin<Box<dyn Stream<Item = Result<pb::ProduceStreamResponse, Status>> + Send>>;
@@ -247,9 +246,6 @@ impl log_server::Log for FakeNode {
         }
     }
 
-    type SubscribeStream = FetchStream;
-
-    /// Fetches in a loop, pushing every non-empty answer, until a fetch fails.
     /// Each request as `produce` answers it; a status without Sluice details (a simulated
     /// transport failure) fails the whole call, as a broken connection would.
     async fn produce_many(
@@ -259,9 +255,6 @@ impl log_server::Log for FakeNode {
         let requests = req.into_inner().requests;
         {
             let mut st = self.state.lock().unwrap();
-            if st.no_produce_many {
-                return Err(Status::unimplemented("ProduceMany"));
-            }
             st.produce_many.push(requests.len());
         }
         let mut results = Vec::with_capacity(requests.len());
@@ -271,7 +264,9 @@ impl log_server::Log for FakeNode {
                     response: Some(resp.into_inner()),
                     ..Default::default()
                 }),
-                Err(status) if status.details().is_empty() => return Err(status),
+                Err(status) if sluice_proto::error::error_detail(&status).is_none() => {
+                    return Err(status);
+                }
                 Err(status) => {
                     let e = ApiError::from_status(&status);
                     results.push(pb::ProduceResult {
@@ -287,14 +282,42 @@ impl log_server::Log for FakeNode {
 
     type ProduceStreamStream = ProduceAnswers;
 
-    /// A node of the version before `ProduceStream`: the producer falls back to `ProduceMany`
-    /// (whose faults these tests inject); real nodes serve the stream in `integration/tests`.
+    /// Each message answered as `produce_many` answers the call, in order; a simulated
+    /// transport failure ends the stream, as a broken connection would.
     async fn produce_stream(
         &self,
-        _req: Request<tonic::Streaming<pb::ProduceStreamRequest>>,
+        req: Request<tonic::Streaming<pb::ProduceStreamRequest>>,
     ) -> Result<Response<ProduceAnswers>, Status> {
-        self.state.lock().unwrap().produce_streams_refused += 1;
-        Err(Status::unimplemented("ProduceStream"))
+        self.state.lock().unwrap().produce_streams += 1;
+        let (node, mut requests) = (self.clone(), req.into_inner());
+        let mut stopping = self.stopping.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                // A stopping node ends the stream, as a real one does when it drains.
+                let msg = tokio::select! {
+                    m = requests.message() => m,
+                    _ = stopping.wait_for(|s| *s) => return,
+                };
+                let Ok(Some(msg)) = msg else { return };
+                let request = Request::new(msg.request.unwrap_or_default());
+                let answer = match log_server::Log::produce_many(&node, request).await {
+                    Ok(r) => Ok(pb::ProduceStreamResponse {
+                        id: msg.id,
+                        response: Some(r.into_inner()),
+                        ..Default::default()
+                    }),
+                    Err(status) => Err(status),
+                };
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     type SubscribeManyStream = sluice_proto::subscribe::PushStream;
@@ -306,10 +329,6 @@ impl log_server::Log for FakeNode {
     ) -> Result<Response<Self::SubscribeManyStream>, Status> {
         {
             let mut st = self.state.lock().unwrap();
-            // A node without Subscribe predates SubscribeMany too.
-            if st.no_subscribe_many || st.no_subscribe {
-                return Err(Status::unimplemented("SubscribeMany"));
-            }
             st.subscription_streams += 1;
         }
         let node = self.clone();
@@ -317,64 +336,12 @@ impl log_server::Log for FakeNode {
         let closing = async move { drop(stopping.wait_for(|s| *s).await) };
         let open = move |fetch: pb::FetchRequest| {
             let node = node.clone();
-            futures::stream::once(async move {
-                log_server::Log::subscribe(&node, Request::new(fetch)).await
-            })
-            .flat_map(|opened| match opened {
-                Ok(pushes) => pushes.into_inner().left_stream(),
-                Err(status) => futures::stream::iter([Err(status)]).right_stream(),
-            })
+            node.subscribe(fetch)
         };
         Ok(Response::new(sluice_proto::subscribe::merge(
             req.into_inner(),
             open,
             closing,
-        )))
-    }
-
-    async fn subscribe(
-        &self,
-        req: Request<pb::FetchRequest>,
-    ) -> Result<Response<FetchStream>, Status> {
-        {
-            let mut st = self.state.lock().unwrap();
-            st.subscribes += 1;
-            if st.no_subscribe {
-                return Err(Status::unimplemented("Subscribe"));
-            }
-        }
-        let node = self.clone();
-        let mut stopping = self.stopping.clone();
-        let mut req = req.into_inner();
-        req.max_wait_ms = 200;
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        tokio::spawn(async move {
-            loop {
-                let answer = tokio::select! {
-                    answer = node.fetch(Request::new(req.clone())) => answer,
-                    _ = tx.closed() => return,
-                    _ = async { drop(stopping.wait_for(|s| *s).await) } => {
-                        let _ = tx.send(Err(Status::unavailable("node stopping"))).await;
-                        return;
-                    }
-                };
-                match answer.map(Response::into_inner) {
-                    Ok(resp) if resp.next_offset == req.offset => {}
-                    Ok(resp) => {
-                        req.offset = resp.next_offset;
-                        if tx.send(Ok(resp)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
 
@@ -405,16 +372,6 @@ impl log_server::Log for FakeNode {
         }))
     }
 
-    type ReplicateStream = ReplicaStream;
-
-    /// Node-to-node replication; the client never calls it.
-    async fn replicate(
-        &self,
-        _req: Request<tonic::Streaming<pb::ReplicaAck>>,
-    ) -> Result<Response<ReplicaStream>, Status> {
-        Err(Status::unimplemented("the fake cluster does not replicate"))
-    }
-
     type ReplicateManyStream = ReplicaChunksStream;
 
     /// Node-to-node replication; the client never calls it.
@@ -423,5 +380,43 @@ impl log_server::Log for FakeNode {
         _req: Request<tonic::Streaming<pb::ReplicaAcks>>,
     ) -> Result<Response<ReplicaChunksStream>, Status> {
         Err(Status::unimplemented("the fake cluster does not replicate"))
+    }
+}
+
+impl FakeNode {
+    /// One subscription of a `SubscribeMany`: fetches in a loop, pushing every non-empty
+    /// answer, until a fetch fails.
+    fn subscribe(&self, mut req: pb::FetchRequest) -> FetchStream {
+        self.state.lock().unwrap().subscribes += 1;
+        let node = self.clone();
+        let mut stopping = self.stopping.clone();
+        req.max_wait_ms = 200;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            loop {
+                let answer = tokio::select! {
+                    answer = log_server::Log::fetch(&node, Request::new(req.clone())) => answer,
+                    _ = tx.closed() => return,
+                    _ = async { drop(stopping.wait_for(|s| *s).await) } => {
+                        let _ = tx.send(Err(Status::unavailable("node stopping"))).await;
+                        return;
+                    }
+                };
+                match answer.map(Response::into_inner) {
+                    Ok(resp) if resp.next_offset == req.offset => {}
+                    Ok(resp) => {
+                        req.offset = resp.next_offset;
+                        if tx.send(Ok(resp)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 }

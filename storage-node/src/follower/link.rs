@@ -1,11 +1,10 @@
 //! How a follower task reaches its leader: a sub-stream of the one `ReplicateMany` stream this
-//! node keeps per leader node (a [`Session`]), or, against a leader without `ReplicateMany` (an
-//! older node during a rolling upgrade), a `Replicate` stream of its own.
+//! node keeps per leader node (a [`Session`]).
 //!
 //! A session's acknowledgements from every follower task go out together in one message, and
 //! one task hands each incoming chunk to its partition's task in order. A sub-stream ends when
 //! its task drops its [`AckSender`] (the leader is told), when the leader ends it, or with the
-//! session; the task then reopens as it would after a `Replicate` stream that ended.
+//! session; the task then reopens it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,8 +15,7 @@ use sluice_proto::model::NodeId;
 use sluice_proto::pb::{self, log_client::LogClient};
 use sluice_proto::transport;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Status, Streaming};
+use tonic::{Status, Streaming};
 
 /// How long connecting to a leader may take before the follower retries.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -26,67 +24,52 @@ const QUEUED_CHUNKS: usize = 8;
 /// Acknowledgements one message carries at most.
 const MESSAGE_ACKS: usize = 1024;
 
-/// Where a follower task sends its acknowledgements.
-pub enum AckSender {
-    /// Its own `Replicate` stream.
-    One(mpsc::Sender<pb::ReplicaAck>),
-    /// Sub-stream `id` of a session; ended when dropped.
-    Many(u32, Arc<Session>),
+/// Where a follower task sends its acknowledgements: sub-stream `id` of a session, ended when
+/// dropped.
+pub struct AckSender {
+    id: u32,
+    session: Arc<Session>,
 }
 
-/// Where a follower task reads its chunks.
-pub enum ChunkReceiver {
-    /// Its own `Replicate` stream.
-    One(Box<Streaming<pb::ReplicaChunk>>),
-    /// Its sub-stream's chunks, in order, from the session's reader.
-    Many(mpsc::Receiver<Result<pb::ReplicaChunk, Status>>),
-}
+/// Where a follower task reads its chunks: its sub-stream's, in order, from the session's
+/// reader.
+pub struct ChunkReceiver(mpsc::Receiver<Result<pb::ReplicaChunk, Status>>);
 
 impl AckSender {
     /// Sends an acknowledgement; `false` once the stream is gone.
     pub async fn send(&self, ack: pb::ReplicaAck) -> bool {
-        match self {
-            Self::One(tx) => tx.send(ack).await.is_ok(),
-            Self::Many(id, session) => session.out.send(Out::Ack(*id, ack)).is_ok(),
-        }
+        self.session.out.send(Out::Ack(self.id, ack)).is_ok()
     }
 }
 
 impl Drop for AckSender {
     fn drop(&mut self) {
-        if let Self::Many(id, session) = self {
-            session.routes.lock().expect("poisoned").chunks.remove(id);
-            let _ = session.out.send(Out::End(*id));
-        }
+        let session = &self.session;
+        session
+            .routes
+            .lock()
+            .expect("poisoned")
+            .chunks
+            .remove(&self.id);
+        let _ = session.out.send(Out::End(self.id));
     }
 }
 
 impl ChunkReceiver {
-    /// The next chunk; `None` once the leader ended the stream.
+    /// The next chunk; `None` once the leader ended the sub-stream.
     pub async fn next(&mut self) -> Result<Option<pb::ReplicaChunk>, Status> {
-        match self {
-            Self::One(inbound) => inbound.message().await,
-            Self::Many(rx) => rx.recv().await.transpose(),
-        }
+        self.0.recv().await.transpose()
     }
 }
+
+/// One leader address's session, locked while connecting.
+type Slot = tokio::sync::Mutex<Option<Arc<Session>>>;
 
 /// The streams this node keeps to its leaders, one per leader address.
 #[derive(Default)]
 pub struct Links {
-    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
-}
-
-/// What a leader address offers.
-#[derive(Default)]
-enum Slot {
-    /// Nothing connected yet, or the last session failed.
-    #[default]
-    Empty,
-    /// A live session.
-    Many(Arc<Session>),
-    /// The leader does not know `ReplicateMany`.
-    Legacy,
+    /// Per leader address, its live session (`None` before the first or after one failed).
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
 impl Links {
@@ -107,52 +90,16 @@ impl Links {
             .clone();
         // Held while connecting, so partitions that find no session wait for one connection.
         let mut slot = slot.lock().await;
-        if let Slot::Many(session) = &*slot
+        if let Some(session) = &*slot
             && let Some(link) = session.open(hello.clone())
         {
             return Ok(link);
         }
-        if !matches!(*slot, Slot::Legacy) {
-            let client = connect(leader, addr).await?;
-            match Session::start(client).await? {
-                Some(session) => {
-                    let link = session.open(hello.clone());
-                    *slot = Slot::Many(session);
-                    if let Some(link) = link {
-                        return Ok(link);
-                    }
-                    return Err(format!(
-                        "replication stream to leader {leader} ended at once"
-                    ));
-                }
-                None => {
-                    tracing::info!(
-                        leader,
-                        addr,
-                        "leader does not know ReplicateMany; one stream per partition"
-                    );
-                    *slot = Slot::Legacy;
-                }
-            }
-        }
-        drop(slot);
-        open_one(connect(leader, addr).await?, hello).await
+        let session = Session::start(connect(leader, addr).await?).await?;
+        let link = session.open(hello);
+        *slot = Some(session);
+        link.ok_or_else(|| format!("replication stream to leader {leader} ended at once"))
     }
-}
-
-/// Opens a `Replicate` stream of the partition's own.
-async fn open_one(
-    mut client: LogClient<tonic::transport::Channel>,
-    hello: pb::ReplicaAck,
-) -> Result<(AckSender, ChunkReceiver), String> {
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(hello).await.map_err(|e| e.to_string())?;
-    let inbound = client
-        .replicate(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| s.message().to_string())?
-        .into_inner();
-    Ok((AckSender::One(tx), ChunkReceiver::One(Box::new(inbound))))
 }
 
 async fn connect(
@@ -199,10 +146,8 @@ struct Routes {
 }
 
 impl Session {
-    /// Opens the stream; `None` when the leader does not know `ReplicateMany`.
-    async fn start(
-        mut client: LogClient<tonic::transport::Channel>,
-    ) -> Result<Option<Arc<Self>>, String> {
+    /// Opens the stream.
+    async fn start(mut client: LogClient<tonic::transport::Channel>) -> Result<Arc<Self>, String> {
         let (out, queued) = mpsc::unbounded_channel();
         let outbound = futures::stream::unfold(queued, |mut queued| async move {
             let mut msg = pb::ReplicaAcks::default();
@@ -220,7 +165,6 @@ impl Session {
         });
         let inbound = match client.replicate_many(outbound).await {
             Ok(resp) => resp.into_inner(),
-            Err(s) if s.code() == Code::Unimplemented => return Ok(None),
             Err(s) => return Err(s.message().to_string()),
         };
         let session = Arc::new(Self {
@@ -232,7 +176,7 @@ impl Session {
             }),
         });
         tokio::spawn(deliver(session.clone(), inbound));
-        Ok(Some(session))
+        Ok(session)
     }
 
     /// Opens a sub-stream with `hello`; `None` once the stream failed.
@@ -247,7 +191,13 @@ impl Session {
         self.out.send(Out::Ack(id, hello)).ok()?;
         let (tx, rx) = mpsc::channel(QUEUED_CHUNKS);
         routes.chunks.insert(id, tx);
-        Some((AckSender::Many(id, self.clone()), ChunkReceiver::Many(rx)))
+        Some((
+            AckSender {
+                id,
+                session: self.clone(),
+            },
+            ChunkReceiver(rx),
+        ))
     }
 }
 

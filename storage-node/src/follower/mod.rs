@@ -6,8 +6,6 @@
 //! so the leader can advance the high watermark.
 
 pub mod link;
-#[cfg(test)]
-mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;

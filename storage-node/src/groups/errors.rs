@@ -8,13 +8,14 @@
 //! | `GroupError::UnreleasedInstanceId` | `UNRELEASED_INSTANCE_ID` | no |
 //! | `GroupError::InvalidRequest` | `INVALID_REQUEST` | no |
 //! | leadership of the offsets partition moved, node stopping, partition deleted | `NOT_COORDINATOR` | yes |
-//! | the change was not replicated in time / too few in-sync replicas | `REQUEST_TIMED_OUT` / `NOT_ENOUGH_REPLICAS` | yes |
+//! | the change was not replicated in time / too few in-sync replicas | `REQUEST_TIMED_OUT` / `NOT_ENOUGH_REPLICAS_AFTER_APPEND` | yes |
 //! | the log store failed | `STORAGE_ERROR` | yes |
 
 use sluice_groups::GroupError;
 use sluice_proto::error::ApiError;
 use sluice_proto::pb::ErrorCode;
 
+use crate::replica::commit::CommitError;
 use crate::writer::AppendError;
 
 /// The client-facing error of a refused heartbeat or commit.
@@ -45,13 +46,18 @@ pub fn append_error(e: AppendError) -> ApiError {
 }
 
 /// A failed wait for replication: a leadership change means another node coordinates now.
-pub fn commit_wait_error(e: ApiError) -> ApiError {
-    if e.code == ErrorCode::NotLeader {
-        ApiError::new(
-            ErrorCode::NotCoordinator,
-            "leadership of the group's __sluice_offsets partition moved while the change awaited replication; find the coordinator again and retry",
-        )
-    } else {
-        e
-    }
+pub fn commit_wait_error(e: CommitError) -> ApiError {
+    let code = match e {
+        CommitError::LeadershipMoved { .. } => ErrorCode::NotCoordinator,
+        CommitError::TooFewInSync { .. } => ErrorCode::NotEnoughReplicasAfterAppend,
+        CommitError::TimedOut(_) => ErrorCode::RequestTimedOut,
+    };
+    let what = match code {
+        ErrorCode::NotCoordinator => "find the group's coordinator again and retry",
+        _ => "retry",
+    };
+    ApiError::new(
+        code,
+        format!("the group change did not commit: {e}; {what}"),
+    )
 }

@@ -192,7 +192,13 @@ impl GroupCoordinator {
         if let Some(h) = self.shards.lock().expect("poisoned").get(&key) {
             return Ok(h.shard.clone());
         }
-        if self.partitions.get(&key).is_some_and(|r| r.is_leader()) {
+        let leader = view
+            .partitions
+            .get(&(topic_id, key.partition))
+            .map_or(-1, |s| s.record.leader);
+        // Led here by the metadata or the replica, but the shard is not serving yet (loading,
+        // or the leadership not yet confirmed since this node started).
+        if leader == self.node_id || self.partitions.get(&key).is_some_and(|r| r.is_leader()) {
             return Err(ApiError::new(
                 ErrorCode::CoordinatorLoadInProgress,
                 format!(
@@ -201,10 +207,6 @@ impl GroupCoordinator {
                 ),
             ));
         }
-        let leader = view
-            .partitions
-            .get(&(topic_id, key.partition))
-            .map_or(-1, |s| s.record.leader);
         Err(ApiError::new(
             ErrorCode::NotCoordinator,
             format!(

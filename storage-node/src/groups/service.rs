@@ -12,7 +12,6 @@ use tonic::{Request, Response, Status};
 use super::codec::{Committed, partitions_from_pb, partitions_to_pb};
 use super::shard::DEFAULT_ASSIGNOR;
 use super::{GroupCoordinator, HeartbeatInput, Subscription};
-use crate::telemetry::observe;
 
 /// Serves `Groups` for one storage node.
 pub struct GroupsService {
@@ -217,54 +216,43 @@ impl Groups for GroupsService {
         &self,
         req: Request<pb::GroupHeartbeatRequest>,
     ) -> Result<Response<pb::GroupHeartbeatResponse>, Status> {
-        let r = observe(
-            "group_heartbeat",
-            GroupsService::heartbeat(self, req.into_inner()),
-        )
-        .await;
-        Ok(Response::new(r?))
+        Ok(Response::new(
+            GroupsService::heartbeat(self, req.into_inner()).await?,
+        ))
     }
 
     async fn commit_offsets(
         &self,
         req: Request<pb::CommitOffsetsRequest>,
     ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
-        Ok(Response::new(
-            observe("commit_offsets", self.commit(req.into_inner())).await?,
-        ))
+        Ok(Response::new(self.commit(req.into_inner()).await?))
     }
 
     async fn fetch_offsets(
         &self,
         req: Request<pb::FetchOffsetsRequest>,
     ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
-        Ok(Response::new(
-            observe("fetch_offsets", self.fetch(req.into_inner())).await?,
-        ))
+        Ok(Response::new(self.fetch(req.into_inner()).await?))
     }
 
     async fn list_groups(
         &self,
         _req: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
-        Ok(Response::new(observe("list_groups", self.list()).await?))
+        Ok(Response::new(self.list().await?))
     }
 
     async fn describe_group(
         &self,
         req: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
-        Ok(Response::new(
-            observe("describe_group", self.describe(req.into_inner())).await?,
-        ))
+        Ok(Response::new(self.describe(req.into_inner()).await?))
     }
 
     async fn delete_group(
         &self,
         req: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
-        Ok(Response::new(
-            observe("delete_group", self.delete(req.into_inner())).await?,
-        ))
+        Ok(Response::new(self.delete(req.into_inner()).await?))
     }
 }

@@ -23,8 +23,8 @@ use tokio::sync::{Mutex, MutexGuard, Notify};
 use super::codec::{self, Committed, KeyValue, LogEntry};
 use super::errors::{append_error, commit_wait_error};
 use crate::log::{LogError, LogStore};
+use crate::replica::commit::wait_committed;
 use crate::replica::{Replica, now_ms};
-use crate::service::produce::wait_committed;
 use crate::writer::Writer;
 
 /// Assignor of a group whose first heartbeat names none.

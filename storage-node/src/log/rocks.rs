@@ -9,9 +9,6 @@
 //! `sync_appends`, fsynced before it), so the index never names bytes that are missing; bytes
 //! past the last entry (a crash between the two) are overwritten by the next append. RocksDB's
 //! write-ahead log is on, so every acknowledged append survives a SIGKILL of the process.
-//!
-//! Batches used to be stored inline in column family `log` (written twice: WAL, then blob
-//! files); a database that still has some moves them into segments when opened.
 
 use std::fs::File;
 use std::path::Path;
@@ -31,8 +28,6 @@ use super::{
     encode_epochs, epochs_from_batches,
 };
 
-/// Legacy: batches stored inline (migrated into segments at open).
-const CF_LOG: &str = "log";
 /// Where each batch sits in the segment files.
 const CF_INDEX: &str = "index";
 const CF_META: &str = "meta";
@@ -151,33 +146,17 @@ impl RocksLog {
         // every WAL file since its last flush (4 GB of WAL after 2 GB appended). Past this total
         // RocksDB flushes it, so old WAL files go.
         opts.set_max_total_wal_size(256 << 20);
-        let mut log_opts = Options::default();
-        // Batches arrive compressed by producers; compressing again costs CPU for little gain.
-        log_opts.set_compression_type(rocksdb::DBCompressionType::None);
-        log_opts.set_write_buffer_size(64 << 20);
-        // Batches are large values under small keys: keep them in blob files so compaction moves
-        // 16-byte keys instead of rewriting every batch at each level (it cost ~15 % of a core
-        // under W1). Tiny batches (a lone record) stay inline. Garbage collection reclaims blob
-        // files whose batches were truncated or deleted.
-        log_opts.set_enable_blob_files(true);
-        log_opts.set_min_blob_size(4096);
-        log_opts.set_blob_file_size(256 << 20);
-        log_opts.set_blob_compression_type(rocksdb::DBCompressionType::None);
-        log_opts.set_enable_blob_gc(true);
         let cfs = vec![
-            ColumnFamilyDescriptor::new(CF_LOG, log_opts),
             ColumnFamilyDescriptor::new(CF_INDEX, Options::default()),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(err)?;
         let segments = Segments::open(dir.join("segments"), segment_bytes)?;
-        let log = Self {
+        Ok(Self {
             db,
             segments,
             sync_appends,
-        };
-        log.migrate_inline_batches()?;
-        Ok(log)
+        })
     }
 
     /// The id of this data directory, made (and synced) the first time the database is opened:
@@ -197,51 +176,6 @@ impl RocksLog {
             .map_err(err)?;
         tracing::info!(incarnation = %id, "new data directory");
         Ok(id)
-    }
-
-    /// Moves batches stored inline by earlier versions into segments, in chunks, each chunk's
-    /// index entries committed (and synced) before its inline copies are deleted.
-    fn migrate_inline_batches(&self) -> Result<(), LogError> {
-        let (log, index) = (self.cf(CF_LOG), self.cf(CF_INDEX));
-        let mut moved = 0u64;
-        loop {
-            let mut wb = WriteBatch::default();
-            let mut files = Vec::new();
-            let mut bytes = 0;
-            let mut last = None;
-            for item in self.db.iterator_cf(log, IteratorMode::Start) {
-                let (k, v) = item.map_err(err)?;
-                let (uid, base) =
-                    parse_log_key(&k).ok_or_else(|| LogError("corrupt legacy log key".into()))?;
-                let (loc, file) = self
-                    .segments
-                    .append(uid, base as u64, &v, || self.last_location(uid))?;
-                wb.put_cf(
-                    index,
-                    log_key(uid, base),
-                    encode_entry(loc, next_offset(&v)?),
-                );
-                files.push(file);
-                bytes += v.len();
-                last = Some(k);
-                if bytes >= 64 << 20 {
-                    break;
-                }
-            }
-            let Some(last) = last else { break };
-            self.segments.sync_files(&files)?;
-            let mut end = last.to_vec();
-            end.push(0);
-            wb.delete_range_cf(log, [0u8; 16].as_slice(), end.as_slice());
-            let mut wo = WriteOptions::default();
-            wo.set_sync(true);
-            self.db.write_opt(wb, &wo).map_err(err)?;
-            moved += bytes as u64;
-        }
-        if moved > 0 {
-            tracing::info!(bytes = moved, "moved inline batches into segment files");
-        }
-        Ok(())
     }
 
     /// Where the replica's last indexed batch ends: (segment, position after it).

@@ -1,12 +1,11 @@
 //! The RocksDB-indexed segment log: the shared conformance suite (with default and with tiny
 //! segments, so nearly every batch rolls a segment, and fsynced with tiny segments, so a write
-//! starts writeback and syncs several files), reopening, truncation across segments and
-//! the move of inline batches written by earlier versions.
+//! starts writeback and syncs several files), reopening and truncation across segments.
 
 use bytes::Bytes;
 use sluice_proto::model::TopicId;
 
-use super::{CF_INDEX, CF_LOG, CF_META, RocksLog, log_key};
+use super::RocksLog;
 use crate::log::conformance::batch;
 use crate::log::{Append, LogOp, LogStore, PartitionKey, Uid};
 
@@ -125,37 +124,6 @@ fn a_truncation_and_appends_of_one_replica_in_one_write_are_refused() {
     assert_eq!(log.read(uid, 0, 10, usize::MAX).unwrap(), vec![b0.clone()]);
     append_all(&log, uid, std::slice::from_ref(&b1));
     assert_eq!(log.read(uid, 0, 10, usize::MAX).unwrap(), vec![b0, b1]);
-}
-
-#[test]
-fn inline_batches_of_earlier_versions_move_into_segments_at_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let uid = {
-        let log = RocksLog::open(dir.path(), false).unwrap();
-        log.open(pkey()).unwrap().uid
-    };
-    let bs: Vec<Bytes> = (0..3).map(|i| batch(i * 2, 2)).collect();
-    {
-        // Written the way earlier versions stored batches: inline in column family `log`.
-        let cfs = [CF_LOG, CF_INDEX, CF_META];
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
-        for (i, b) in bs.iter().enumerate() {
-            let cf = db.cf_handle(CF_LOG).unwrap();
-            db.put_cf(cf, log_key(uid, i as i64 * 2), b).unwrap();
-        }
-    }
-    let log = RocksLog::open(dir.path(), false).unwrap();
-    let opened = log.open(pkey()).unwrap();
-    assert_eq!((opened.log_start, opened.log_end), (0, 6));
-    assert_eq!(log.read(uid, 0, 6, usize::MAX).unwrap(), bs);
-    let cf = log.db.cf_handle(CF_LOG).unwrap();
-    assert!(
-        log.db
-            .iterator_cf(cf, rocksdb::IteratorMode::Start)
-            .next()
-            .is_none()
-    );
-    assert_eq!(segment_files(dir.path(), uid), 1);
 }
 
 #[test]

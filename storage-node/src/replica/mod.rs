@@ -3,6 +3,7 @@
 //! group-commit writer is the only writer of the log end; the decisions (high watermark, ISR,
 //! divergence, producer sequences) are pure functions in the submodules.
 
+pub mod commit;
 pub mod epochs;
 pub mod hw;
 pub mod isr;

@@ -42,8 +42,13 @@ pub fn to_compression(c: i32) -> Result<Compression, ApiError> {
     })
 }
 
-/// Encodes structured records into one batch (for clients without a codec).
-pub fn encode_records(list: &pb::RecordList, compression: Compression) -> Result<Bytes, ApiError> {
+/// Encodes structured records into one batch (for clients without a codec), stamped with the
+/// idempotent producer's identity and sequence when given.
+pub fn encode_records(
+    list: &pb::RecordList,
+    compression: Compression,
+    producer: Option<&pb::ProducerSequence>,
+) -> Result<Bytes, ApiError> {
     if list.records.is_empty() {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
@@ -52,6 +57,19 @@ pub fn encode_records(list: &pb::RecordList, compression: Compression) -> Result
     }
     let now = now_ms();
     let mut b = BatchBuilder::new(compression);
+    if let Some(p) = producer {
+        let epoch = i16::try_from(p.producer_epoch).ok().filter(|e| *e >= 0);
+        let (Some(epoch), true, true) = (epoch, p.producer_id >= 0, p.base_sequence >= 0) else {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "producer id {}, epoch {} and base sequence {} must be the non-negative values InitProducerId gave and the records sent so far (epoch at most 32767)",
+                    p.producer_id, p.producer_epoch, p.base_sequence
+                ),
+            ));
+        };
+        b = b.with_producer(p.producer_id, epoch, p.base_sequence);
+    }
     for r in &list.records {
         b.push(&batch::Record {
             key: r.has_key.then(|| r.key.clone()),

@@ -1,5 +1,5 @@
 //! The `Log` gRPC service: a screenful of adapters over produce, fetch, list-offsets and the
-//! leader side of replication.
+//! leader side of replication (request metrics come from the server's layer).
 
 use std::sync::Arc;
 
@@ -8,11 +8,10 @@ use sluice_proto::model::NodeId;
 use sluice_proto::pb::{self, log_server::Log};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{fetch, produce, produce_stream, replicate, replicate_many};
+use super::{fetch, produce, produce_stream, replicate_many};
 use crate::faults::Faults;
 use crate::log::LogStore;
 use crate::partitions::Partitions;
-use crate::telemetry::observe;
 use crate::writer::Writer;
 
 /// Serves `Log` for one storage node; clones share everything (subscriptions run as tasks).
@@ -42,7 +41,7 @@ impl Log for LogService {
         req: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         Ok(Response::new(
-            observe("produce", produce::produce(self, req.into_inner())).await?,
+            produce::produce(self, req.into_inner()).await?,
         ))
     }
 
@@ -51,11 +50,7 @@ impl Log for LogService {
         req: Request<pb::ProduceManyRequest>,
     ) -> Result<Response<pb::ProduceManyResponse>, Status> {
         Ok(Response::new(
-            observe(
-                "produce_many",
-                produce::produce_many(self, req.into_inner()),
-            )
-            .await?,
+            produce::produce_many(self, req.into_inner()).await?,
         ))
     }
 
@@ -76,22 +71,7 @@ impl Log for LogService {
         &self,
         req: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
-        Ok(Response::new(
-            observe("fetch", fetch::fetch(self, req.into_inner())).await?,
-        ))
-    }
-
-    type SubscribeStream = fetch::FetchStream;
-
-    async fn subscribe(
-        &self,
-        req: Request<pb::FetchRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
-        metrics::counter!("sluice_subscriptions_total").increment(1);
-        Ok(Response::new(fetch::subscribe(
-            self.clone(),
-            req.into_inner(),
-        )))
+        Ok(Response::new(fetch::fetch(self, req.into_inner()).await?))
     }
 
     type SubscribeManyStream = sluice_proto::subscribe::PushStream;
@@ -116,27 +96,8 @@ impl Log for LogService {
         req: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
         Ok(Response::new(
-            observe("list_offsets", fetch::list_offsets(self, req.into_inner())).await?,
+            fetch::list_offsets(self, req.into_inner()).await?,
         ))
-    }
-
-    type ReplicateStream = replicate::ChunkStream;
-
-    async fn replicate(
-        &self,
-        req: Request<Streaming<pb::ReplicaAck>>,
-    ) -> Result<Response<Self::ReplicateStream>, Status> {
-        let view = self.cache.view();
-        let stream = replicate::open(
-            self.node_id,
-            &view,
-            &self.partitions,
-            self.log.clone(),
-            self.faults.clone(),
-            req.into_inner(),
-        )
-        .await?;
-        Ok(Response::new(stream))
     }
 
     type ReplicateManyStream = replicate_many::ChunksStream;

@@ -2,13 +2,11 @@
 //! the group-commit writer (which assigns offsets and de-duplicates idempotent retries), and
 //! answer per `acks` — `acks=all` only once the high watermark has passed the batch.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use sluice_proto::batch::{self, BatchHeader, Compression};
 use sluice_proto::error::ApiError;
-use sluice_proto::model::Offset;
 use sluice_proto::pb::{self, ErrorCode, produce_request::Payload};
 
 use super::codec::{corrupt, encode_records, internal, to_compression};
@@ -16,6 +14,7 @@ use super::log::LogService;
 use super::resolve::{Target, leader_replica};
 use crate::faults;
 use crate::replica::Replica;
+use crate::replica::commit::{CommitError, wait_committed};
 use crate::writer::{AppendError, Appended};
 
 /// `acks=all` waits at most this long when the request gives no timeout.
@@ -97,7 +96,7 @@ fn not_enough_replicas(r: &Replica, isr: usize) -> ApiError {
     ApiError::new(
         ErrorCode::NotEnoughReplicas,
         format!(
-            "{}-{} has {isr} in-sync replicas, fewer than min.insync.replicas={}; retry when replicas catch up",
+            "{}-{} has {isr} in-sync replicas, fewer than min.insync.replicas={}; nothing was written, retry when replicas catch up",
             r.topic,
             r.partition(),
             r.min_insync()
@@ -105,47 +104,24 @@ fn not_enough_replicas(r: &Replica, isr: usize) -> ApiError {
     )
 }
 
-/// Waits until the high watermark passes `end` while this node still leads at `epoch`.
-pub(crate) async fn wait_committed(
-    r: &Arc<Replica>,
-    end: Offset,
-    epoch: i32,
-    timeout: Duration,
-) -> Result<(), ApiError> {
-    let (mut hw, mut lead) = (r.watch_high_watermark(), r.watch_leadership());
-    let wait = async {
-        loop {
-            let l = *lead.borrow_and_update();
-            if l.leader != r.node_id || l.epoch != epoch || r.is_deleted() {
-                return Err(ApiError::not_leader(
-                    format!(
-                        "leadership of {}-{} moved while the batch awaited replication; retry",
-                        r.topic,
-                        r.partition()
-                    ),
-                    None,
-                ));
-            }
-            if *hw.borrow_and_update() >= end {
-                let isr = r.isr().len();
-                return if isr >= r.min_insync() {
-                    Ok(())
-                } else {
-                    Err(not_enough_replicas(r, isr))
-                };
-            }
-            tokio::select! {
-                _ = hw.changed() => {}
-                _ = lead.changed() => {}
-            }
-        }
-    };
-    tokio::time::timeout(timeout, wait).await.unwrap_or_else(|_| {
-        Err(ApiError::new(
+/// The produce answer for a batch that was appended but did not commit.
+fn commit_error(e: CommitError, svc: &LogService, r: &Replica) -> ApiError {
+    match e {
+        CommitError::LeadershipMoved { .. } => ApiError::not_leader(
+            format!("{e}; retry on the new leader (idempotent producers do not duplicate)"),
+            super::resolve::leader_hint(&svc.cache.view(), r),
+        ),
+        CommitError::TooFewInSync { .. } => ApiError::new(
+            ErrorCode::NotEnoughReplicasAfterAppend,
+            format!(
+                "{e}; it may still be read, retry when replicas catch up (idempotent producers do not duplicate)"
+            ),
+        ),
+        CommitError::TimedOut(_) => ApiError::new(
             ErrorCode::RequestTimedOut,
-            format!("the batch was not replicated to the in-sync replicas within {timeout:?}; retry (idempotent producers do not duplicate)"),
-        ))
-    })
+            format!("{e}; retry (idempotent producers do not duplicate)"),
+        ),
+    }
 }
 
 /// Handles one produce request.
@@ -170,12 +146,21 @@ pub async fn produce(
         leader_replica(&view, &svc.partitions, svc.node_id, &target)?
     };
     let bytes = match req.payload {
+        Some(Payload::Batch(_)) if req.producer.is_some() => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "a batch carries its producer id, epoch and sequence in its own header; leave `producer` unset",
+            ));
+        }
         Some(Payload::Batch(b)) => b,
         Some(Payload::Records(list)) => {
             let compression = to_compression(req.compression)?;
-            tokio::task::spawn_blocking(move || encode_records(&list, compression))
-                .await
-                .map_err(internal)??
+            let producer = req.producer;
+            tokio::task::spawn_blocking(move || {
+                encode_records(&list, compression, producer.as_ref())
+            })
+            .await
+            .map_err(internal)??
         }
         None => {
             return Err(ApiError::new(
@@ -231,13 +216,7 @@ pub async fn produce(
         };
         wait_committed(&replica, appended.end_offset, epoch, timeout)
             .await
-            .map_err(|e| match e.code {
-                ErrorCode::NotLeader => ApiError::not_leader(
-                    e.message,
-                    super::resolve::leader_hint(&svc.cache.view(), &replica),
-                ),
-                _ => e,
-            })?;
+            .map_err(|e| commit_error(e, svc, &replica))?;
     }
     if svc.faults.take(faults::DROP_PRODUCE_RESPONSE) {
         tracing::warn!(topic = %replica.topic, partition = replica.partition(), "fault injection: dropping a produce answer");

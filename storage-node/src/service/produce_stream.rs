@@ -16,7 +16,7 @@ use tonic::{Status, Streaming};
 
 use super::log::LogService;
 use super::produce;
-use crate::telemetry::observe;
+use sluice_proto::server::observe;
 
 /// Requests of one stream handled at once, at most; the node reads no further messages until
 /// one finishes, so a producer that sends without waiting is paced by HTTP/2 flow control
@@ -63,7 +63,7 @@ pub fn serve(svc: LogService, mut requests: Streaming<pb::ProduceStreamRequest>)
 /// Handles one message as a `ProduceMany` call.
 async fn answer(svc: &LogService, msg: pb::ProduceStreamRequest) -> pb::ProduceStreamResponse {
     let request = msg.request.unwrap_or_default();
-    match observe("produce_stream", produce::produce_many(svc, request)).await {
+    match observe("ProduceStream", produce::produce_many(svc, request)).await {
         Ok(response) => pb::ProduceStreamResponse {
             id: msg.id,
             response: Some(response),

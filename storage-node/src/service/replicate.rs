@@ -1,22 +1,18 @@
 //! The leader side of replication, per follower and partition: the leader checks the follower's
 //! epoch and divergence first (KIP-101/279), then pushes batches as they are appended (waiting
 //! on the log end, never polling) with the high watermark, while the follower's
-//! acknowledgements track its log end. A `Replicate` stream carries one partition (a task reads
-//! its acknowledgements); `ReplicateMany` ([`super::replicate_many`]) carries many.
+//! acknowledgements track its log end. [`super::replicate_many`] carries every partition of a
+//! follower node on one stream.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::Stream;
 use sluice_proto::batch::BatchHeader;
 use sluice_proto::error::ApiError;
 use sluice_proto::model::{NodeId, Offset};
 use sluice_proto::pb::{self, ErrorCode};
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Status, Streaming};
 
 use super::resolve::{Target, leader_replica};
 use crate::faults::{self, Faults};
@@ -29,9 +25,6 @@ use crate::replica::epochs::divergence;
 const CHUNK_BYTES: usize = 1 << 20;
 /// A chunk is sent at least this often, so the follower's view of the leader stays fresh.
 const HEARTBEAT: Duration = Duration::from_millis(500);
-
-/// The stream of chunks a follower receives.
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaChunk, Status>> + Send>>;
 
 /// A follower the leader accepted at its opening position: what pushing to it and taking its
 /// acknowledgements need.
@@ -147,81 +140,23 @@ pub(super) fn accept(
     }))
 }
 
-/// Opens the leader side of one follower's `Replicate` stream.
-pub async fn open(
-    node_id: NodeId,
-    view: &sluice_metadata::cache::ClusterView,
-    partitions: &Partitions,
-    log: Arc<dyn LogStore>,
-    faults: Faults,
-    mut inbound: Streaming<pb::ReplicaAck>,
-) -> Result<ChunkStream, ApiError> {
-    let hello = inbound
-        .message()
-        .await
-        .map_err(|s| ApiError::new(ErrorCode::InvalidRequest, s.message().to_string()))?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidRequest,
-                "replication stream opened without a position",
-            )
-        })?;
-    let (tx, rx) = mpsc::channel(4);
-    match accept(node_id, view, partitions, &hello)? {
-        Accepted::Diverging(chunk) => {
-            let _ = tx.send(Ok(chunk)).await;
-        }
-        Accepted::Follow(f) => {
-            let (stop, stopped) = oneshot::channel();
-            let (replica, epoch, next) = f.push_from();
-            tokio::spawn(async move {
-                while let Ok(Some(ack)) = inbound.message().await {
-                    if !f.acked(&ack) {
-                        f.deposed_if_newer(&ack);
-                        break;
-                    }
-                }
-                f.gone();
-                drop(stop);
-            });
-            let outlet = Outlet::One(tx);
-            tokio::spawn(push(replica, log, faults, next, epoch, outlet, stopped));
-        }
-    }
-    Ok(Box::pin(ReceiverStream::new(rx)))
-}
-
-/// Where [`push`] sends chunks: a `Replicate` stream of its own, or its sub-stream of a
-/// `ReplicateMany`.
-pub(super) enum Outlet {
-    /// The whole stream is this partition's.
-    One(mpsc::Sender<Result<pb::ReplicaChunk, Status>>),
-    /// Sub-stream `id` of a stream shared by many partitions.
-    Many(u32, mpsc::Sender<pb::TaggedReplicaChunk>),
+/// Where [`push`] sends chunks: sub-stream `id` of a follower's `ReplicateMany`.
+pub(super) struct Outlet {
+    pub(super) id: u32,
+    pub(super) tx: mpsc::Sender<pb::TaggedReplicaChunk>,
 }
 
 impl Outlet {
     /// Sends one chunk; `false` once nobody reads the stream.
-    pub(super) async fn send(&self, chunk: pb::ReplicaChunk) -> bool {
-        match self {
-            Self::One(tx) => tx.send(Ok(chunk)).await.is_ok(),
-            Self::Many(id, tx) => tx
-                .send(pb::TaggedReplicaChunk {
-                    id: *id,
-                    chunk: Some(chunk),
-                    ..Default::default()
-                })
-                .await
-                .is_ok(),
-        }
-    }
-
-    /// Resolves once nobody reads the stream.
-    async fn closed(&self) {
-        match self {
-            Self::One(tx) => tx.closed().await,
-            Self::Many(_, tx) => tx.closed().await,
-        }
+    async fn send(&self, chunk: pb::ReplicaChunk) -> bool {
+        self.tx
+            .send(pb::TaggedReplicaChunk {
+                id: self.id,
+                chunk: Some(chunk),
+                ..Default::default()
+            })
+            .await
+            .is_ok()
     }
 }
 
@@ -277,7 +212,7 @@ pub(super) async fn push(
             tokio::select! {
                 _ = end_rx.changed() => {}
                 _ = lead_rx.changed() => {}
-                _ = out.closed() => return,
+                _ = out.tx.closed() => return,
                 _ = &mut stop => return,
                 _ = &mut heartbeat => {}
             }

@@ -1,6 +1,6 @@
 //! The leader side of `ReplicateMany`: one stream per follower node carrying a sub-stream per
-//! partition it follows from this leader. Each sub-stream is accepted and pushed exactly as a
-//! lone `Replicate` ([`super::replicate`]); what differs is the transport. One task reads the
+//! partition it follows from this leader, each accepted and pushed by [`super::replicate`].
+//! One task reads the
 //! follower's messages and applies each acknowledgement in place (no task or channel per
 //! partition), and the pushes of all partitions meet in one queue whose ready chunks leave in
 //! one message: one HTTP/2 frame and one wake-up of the follower per burst, not per partition.
@@ -132,17 +132,26 @@ async fn serve_acks(
             );
             let sent = match accepted {
                 Err(e) => refuse(&out, id, e).await,
-                Ok(Accepted::Diverging(chunk)) => Outlet::Many(id, out.clone()).send(chunk).await,
+                Ok(Accepted::Diverging(chunk)) => out
+                    .send(pb::TaggedReplicaChunk {
+                        id,
+                        chunk: Some(chunk),
+                        ..Default::default()
+                    })
+                    .await
+                    .is_ok(),
                 Ok(Accepted::Follow(following)) => {
                     let (stop, stopped) = oneshot::channel();
                     let (replica, epoch, next) = following.push_from();
-                    let outlet = Outlet::Many(id, out.clone());
+                    let outlet = Outlet {
+                        id,
+                        tx: out.clone(),
+                    };
                     let (log, faults, ended) =
                         (leader.log.clone(), leader.faults.clone(), out.clone());
                     tokio::spawn(async move {
                         push(replica, log, faults, next, epoch, outlet, stopped).await;
-                        // Neither chunk nor error: the follower reopens, as after a
-                        // `Replicate` stream that ended.
+                        // Neither chunk nor error: the follower reopens the sub-stream.
                         let _ = ended
                             .send(pb::TaggedReplicaChunk {
                                 id,

@@ -3,10 +3,15 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use sluice_proto::mux::Protocol;
+use sluice_proto::mux::client::{Opener, Outbound, with_open_timeout};
+use sluice_proto::pb::log_client::LogClient;
 use sluice_proto::transport;
 use tonic::transport::{Channel, Endpoint};
 
@@ -149,6 +154,35 @@ impl Coordinators {
         }
         Err(last)
     }
+}
+
+/// Opens one stream kind of the `Log` service on a log client.
+pub(crate) type OpenStream<P> = fn(
+    LogClient<Channel>,
+    Outbound<P>,
+) -> BoxFuture<
+    'static,
+    std::result::Result<tonic::Streaming<<P as Protocol>::DownMsg>, tonic::Status>,
+>;
+
+/// A mux opener whose streams run on the pool's channels, accept messages up to
+/// `decode_limit` bytes, and give up opening after `timeout`.
+pub(crate) fn opener<P: Protocol>(
+    pool: Arc<Pool>,
+    decode_limit: usize,
+    timeout: Duration,
+    open: OpenStream<P>,
+) -> Opener<P> {
+    let opener: Opener<P> = Arc::new(move |address, outbound| match pool.channel(&address) {
+        Ok(channel) => {
+            let client = LogClient::new(channel)
+                .max_decoding_message_size(decode_limit)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            open(client, outbound)
+        }
+        Err(e) => futures::future::ready(Err(tonic::Status::unavailable(e.to_string()))).boxed(),
+    });
+    with_open_timeout(timeout, opener)
 }
 
 #[cfg(test)]

@@ -164,6 +164,15 @@ impl From<tonic::Status> for ClientError {
     }
 }
 
+impl From<sluice_proto::mux::client::MuxError> for ClientError {
+    fn from(e: sluice_proto::mux::client::MuxError) -> Self {
+        match e {
+            sluice_proto::mux::client::MuxError::Refused(e) => ClientError::Api(e),
+            sluice_proto::mux::client::MuxError::Broken(status) => ClientError::from(status),
+        }
+    }
+}
+
 impl From<tonic::transport::Error> for ClientError {
     fn from(e: tonic::transport::Error) -> Self {
         ClientError::Transport(e.to_string())

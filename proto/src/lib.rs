@@ -5,8 +5,8 @@
 pub mod batch;
 pub mod error;
 pub mod model;
+pub mod mux;
 pub mod server;
-pub mod subscribe;
 pub mod transport;
 
 /// Generated protobuf and gRPC code. Domain code converts to [`model`] types at the boundary.

@@ -22,7 +22,7 @@ use sluice_proto::pb;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::ConsumerRecord;
-use super::session::{Event, Sessions};
+use super::session::Sessions;
 use crate::config::ConsumerConfig;
 use crate::connection::MAX_MESSAGE_BYTES;
 use crate::error::{ClientError, Result};
@@ -224,31 +224,31 @@ impl Fetcher {
             Err(e) => return Stop::Failed(e),
         };
         let request = self.request(&leader);
-        let mut registration = match self.sessions.add(&leader.address, request) {
-            Ok(r) => r,
-            Err(e) => return Stop::Failed(e),
-        };
-        let target = &self.target;
+        let (target, sessions) = (&self.target, &self.sessions);
         let follow = async {
+            let mut subscription = match sessions.add(&leader.address, request).await {
+                Ok(s) => s,
+                Err(e) => return Ok(Stop::Failed(e)),
+            };
             loop {
-                match registration.events.recv().await {
-                    Some(Event::Data(resp)) => {
+                match subscription.next().await {
+                    Ok(Some(resp)) => {
                         *failures = 0;
                         if let Err(stop) = target.deliver(resp).await {
                             return Ok(stop);
                         }
                     }
-                    Some(Event::End(stop)) => return Ok(stop),
-                    None => {
+                    Ok(None) => {
                         return Ok(Stop::Failed(ClientError::Transport(
-                            "the subscription stream ended".into(),
+                            "the leader ended the subscription".into(),
                         )));
                     }
+                    Err(e) => return Ok(Stop::Failed(e.into())),
                 }
             }
         };
-        // Leaving drops the registration, which ends the subscription; pushes not yet
-        // delivered are dropped with it, so the position stays exact.
+        // Leaving drops the subscription, which ends it; pushes not yet delivered are dropped
+        // with it, so the position stays exact.
         match self
             .meta
             .unless_leader_moves(&target.topic, target.partition, &leader, follow)

@@ -115,7 +115,11 @@ impl Consumer {
         let meta = Metadata::new(&cfg.client)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let room = Arc::new(Semaphore::new(cfg.queue_records));
-        let sessions = Sessions::new(meta.clone(), fetcher::decode_limit(&cfg));
+        let sessions = Sessions::new(
+            meta.pool.clone(),
+            fetcher::decode_limit(&cfg),
+            cfg.client.request_timeout,
+        );
         Ok(Self {
             sessions,
             room,

@@ -183,6 +183,8 @@ impl Producer {
             tracing::debug!(producer_id, epoch, "idempotent producer initialised");
             acc.set_identity(producer_id, epoch);
         }
+        let streams =
+            stream::ProduceStreams::new(metadata.pool.clone(), cfg.client.request_timeout);
         let shared = Arc::new(Shared {
             memory: Arc::new(Semaphore::new(
                 cfg.buffer_memory.min(Semaphore::MAX_PERMITS),
@@ -191,7 +193,7 @@ impl Producer {
             metadata,
             acc: Mutex::new(acc),
             wake: Notify::new(),
-            streams: stream::ProduceStreams::default(),
+            streams,
         });
         let (control, control_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(sender::run(shared.clone(), control_rx));

@@ -198,8 +198,7 @@ async fn produce_many(
     let bytes: usize = requests.iter().map(payload_len).sum();
     let msg = pb::ProduceManyRequest { requests };
     let resp = if bytes <= PARALLEL_ENCODE_BYTES {
-        let client = || log_client(shared, address);
-        shared.streams.call(client, address, msg, timeout).await?
+        shared.streams.call(address, msg, timeout).await?
     } else {
         let mut client = log_client(shared, address)?;
         // The node bounds its wait by each request's `timeout_ms`; no grpc-timeout header,

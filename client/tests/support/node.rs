@@ -8,9 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
 use sluice_proto::batch::{BatchHeader, decode_records, set_base_offset, validate};
 use sluice_proto::error::ApiError;
+use sluice_proto::mux::server::{self, Answers, Handler, Limits};
+use sluice_proto::mux::{Down, protocols};
 use sluice_proto::pb::{
     self, ErrorCode, LeaderHint, list_offsets_request::Spec, log_server, produce_request::Payload,
 };
@@ -320,27 +323,26 @@ impl log_server::Log for FakeNode {
         )))
     }
 
-    type SubscribeManyStream = sluice_proto::subscribe::PushStream;
+    type SubscribeManyStream = Answers<pb::SubscribePushes>;
 
-    /// Many subscriptions on one stream, each served as `subscribe` serves a lone one.
+    /// Many subscriptions on one stream (the node side of the mux), each served by
+    /// `subscribe`.
     async fn subscribe_many(
         &self,
         req: Request<tonic::Streaming<pb::SubscribeControl>>,
     ) -> Result<Response<Self::SubscribeManyStream>, Status> {
-        {
-            let mut st = self.state.lock().unwrap();
-            st.subscription_streams += 1;
-        }
-        let node = self.clone();
+        self.state.lock().unwrap().subscription_streams += 1;
         let mut stopping = self.stopping.clone();
         let closing = async move { drop(stopping.wait_for(|s| *s).await) };
-        let open = move |fetch: pb::FetchRequest| {
-            let node = node.clone();
-            node.subscribe(fetch)
+        let limits = Limits {
+            message_bytes: 2 << 20,
+            max_open: usize::MAX,
+            drain_on_close: false,
         };
-        Ok(Response::new(sluice_proto::subscribe::merge(
+        Ok(Response::new(server::serve(
             req.into_inner(),
-            open,
+            Subscribing(self.clone()),
+            limits,
             closing,
         )))
     }
@@ -418,5 +420,26 @@ impl FakeNode {
             }
         });
         Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}
+
+/// The fake's subscriptions on a `SubscribeMany` stream.
+struct Subscribing(FakeNode);
+
+impl Handler for Subscribing {
+    type P = protocols::Subscribe;
+
+    fn open(
+        &mut self,
+        _id: u64,
+        fetch: pb::FetchRequest,
+    ) -> BoxStream<'static, Down<pb::FetchResponse>> {
+        self.0
+            .subscribe(fetch)
+            .map(|pushed| match pushed {
+                Ok(data) => Down::Item(data),
+                Err(status) => Down::End(Some(ApiError::from_status(&status))),
+            })
+            .boxed()
     }
 }

@@ -116,10 +116,11 @@ async fn follow_once(
     let open = ctx
         .links
         .open(l.leader, addr, ack(r, ctx.node_id, &ctx.incarnation, l));
-    let (tx, mut inbound) = tokio::select! {
+    let mut link = tokio::select! {
         opened = open => opened?,
         _ = leadership.changed() => return Ok(()),
     };
+    let acks = link.sender();
     // Chunks go to the writer as they arrive and are acknowledged in order once written: the
     // next chunk is on its way (and may share a group commit) while this one is written.
     let mut writes: FuturesOrdered<BoxFuture<'static, Result<Offset, String>>> =
@@ -136,7 +137,7 @@ async fn follow_once(
                 if now.epoch > l.epoch {
                     // Tell the old leader it was deposed: one cut from the metadata store
                     // would otherwise keep waiting for replicas that moved on.
-                    let _ = tx.send(ack(r, ctx.node_id, &ctx.incarnation, now)).await;
+                    acks.send(ack(r, ctx.node_id, &ctx.incarnation, now));
                 }
                 return Ok(());
             }
@@ -147,12 +148,12 @@ async fn follow_once(
                     leader_hw = more?;
                 }
                 r.follow_high_watermark(leader_hw);
-                if !tx.send(ack(r, ctx.node_id, &ctx.incarnation, l)).await {
+                if !acks.send(ack(r, ctx.node_id, &ctx.incarnation, l)) {
                     return Ok(());
                 }
             }
-            msg = inbound.next(), if !ended && writes.len() < MAX_QUEUED_WRITES => {
-                let Some(chunk) = msg.map_err(|s| s.message().to_string())? else {
+            msg = link.next(), if !ended && writes.len() < MAX_QUEUED_WRITES => {
+                let Some(chunk) = msg.map_err(|e| link::describe(&e))? else {
                     ended = true;
                     continue;
                 };

@@ -310,6 +310,11 @@ impl Replica {
             let mut role = lock(&self.role);
             let leader_end = self.log_end();
             if let Some(v) = role.followers.get_mut(&id) {
+                // Caught up until now: on an idle partition the last acknowledgement may be long
+                // past, and a follower that disconnects gets the same grace as a busy one.
+                if v.connected && v.end.is_some_and(|e| e >= leader_end) {
+                    v.last_caught_up_ms = now_ms();
+                }
                 if end.is_some() {
                     v.end = end;
                 }

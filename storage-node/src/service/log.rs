@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use sluice_metadata::cache::MetadataCache;
 use sluice_proto::model::NodeId;
+use sluice_proto::mux::server::{Answers, serve};
 use sluice_proto::pb::{self, log_server::Log};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{fetch, produce, produce_stream, replicate_many};
+use super::{fetch, produce, replicate_many, streams};
 use crate::faults::Faults;
 use crate::log::LogStore;
 use crate::partitions::Partitions;
@@ -34,6 +35,15 @@ pub struct LogService {
     pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
+impl LogService {
+    /// Resolves once the node has drained and long-lived streams should end (a graceful
+    /// shutdown waits for every open stream).
+    fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.clone();
+        async move { drop(closing.wait_for(|c| *c).await) }
+    }
+}
+
 #[tonic::async_trait]
 impl Log for LogService {
     async fn produce(
@@ -54,16 +64,19 @@ impl Log for LogService {
         ))
     }
 
-    type ProduceStreamStream = produce_stream::AnswerStream;
+    type ProduceStreamStream = Answers<pb::ProduceStreamResponse>;
 
     async fn produce_stream(
         &self,
         req: Request<Streaming<pb::ProduceStreamRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         metrics::counter!("sluice_produce_streams_total").increment(1);
-        Ok(Response::new(produce_stream::serve(
-            self.clone(),
+        let handler = streams::Producing(self.clone());
+        Ok(Response::new(serve(
             req.into_inner(),
+            handler,
+            streams::PRODUCE_LIMITS,
+            self.closed(),
         )))
     }
 
@@ -74,20 +87,19 @@ impl Log for LogService {
         Ok(Response::new(fetch::fetch(self, req.into_inner()).await?))
     }
 
-    type SubscribeManyStream = sluice_proto::subscribe::PushStream;
+    type SubscribeManyStream = Answers<pb::SubscribePushes>;
 
     async fn subscribe_many(
         &self,
         req: Request<Streaming<pb::SubscribeControl>>,
     ) -> Result<Response<Self::SubscribeManyStream>, Status> {
         metrics::counter!("sluice_subscription_streams_total").increment(1);
-        let svc = self.clone();
-        let mut closing = self.closing.clone();
-        let closing = async move { drop(closing.wait_for(|c| *c).await) };
-        Ok(Response::new(sluice_proto::subscribe::merge(
+        let handler = streams::Subscribing(self.clone());
+        Ok(Response::new(serve(
             req.into_inner(),
-            move |fetch| fetch::subscribe(svc.clone(), fetch),
-            closing,
+            handler,
+            streams::SUBSCRIBE_LIMITS,
+            self.closed(),
         )))
     }
 
@@ -100,26 +112,19 @@ impl Log for LogService {
         ))
     }
 
-    type ReplicateManyStream = replicate_many::ChunksStream;
+    type ReplicateManyStream = Answers<pb::ReplicaChunks>;
 
     async fn replicate_many(
         &self,
         req: Request<Streaming<pb::ReplicaAcks>>,
     ) -> Result<Response<Self::ReplicateManyStream>, Status> {
         metrics::counter!("sluice_replication_streams_total").increment(1);
-        let leader = replicate_many::Leader {
-            node_id: self.node_id,
-            cache: self.cache.clone(),
-            partitions: self.partitions.clone(),
-            log: self.log.clone(),
-            faults: self.faults.clone(),
-        };
-        let mut closing = self.closing.clone();
-        let closing = async move { drop(closing.wait_for(|c| *c).await) };
-        Ok(Response::new(replicate_many::open(
-            leader,
+        let handler = replicate_many::Leading::new(self);
+        Ok(Response::new(serve(
             req.into_inner(),
-            closing,
+            handler,
+            replicate_many::LIMITS,
+            self.closed(),
         )))
     }
 }

@@ -4,7 +4,7 @@ pub mod codec;
 pub mod fetch;
 pub mod log;
 pub mod produce;
-pub mod produce_stream;
 pub mod replicate;
 pub mod replicate_many;
 pub mod resolve;
+pub mod streams;

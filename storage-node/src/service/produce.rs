@@ -170,6 +170,9 @@ pub async fn produce(
         }
     };
     let (bytes, header) = check_batch(bytes, &replica).await?;
+    if let Some(refused) = svc.faults.before_produce().await {
+        return Err(refused);
+    }
     let epoch = replica.leadership().epoch;
     if req.acks == -1 {
         let isr = replica.isr().len();

@@ -12,7 +12,7 @@ use sluice_proto::batch::BatchHeader;
 use sluice_proto::error::ApiError;
 use sluice_proto::model::{NodeId, Offset};
 use sluice_proto::pb::{self, ErrorCode};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::resolve::{Target, leader_replica};
 use crate::faults::{self, Faults};
@@ -23,8 +23,8 @@ use crate::replica::epochs::divergence;
 
 /// Most bytes pushed in one chunk.
 const CHUNK_BYTES: usize = 1 << 20;
-/// A chunk is sent at least this often, so the follower's view of the leader stays fresh.
-const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How long a moved high watermark waits for batches to ride on before it is sent alone.
+const HW_NEWS: Duration = Duration::from_millis(500);
 
 /// A follower the leader accepted at its opening position: what pushing to it and taking its
 /// acknowledgements need.
@@ -140,42 +140,29 @@ pub(super) fn accept(
     }))
 }
 
-/// Where [`push`] sends chunks: sub-stream `id` of a follower's `ReplicateMany`.
-pub(super) struct Outlet {
-    pub(super) id: u32,
-    pub(super) tx: mpsc::Sender<pb::TaggedReplicaChunk>,
-}
-
-impl Outlet {
-    /// Sends one chunk; `false` once nobody reads the stream.
-    async fn send(&self, chunk: pb::ReplicaChunk) -> bool {
-        self.tx
-            .send(pb::TaggedReplicaChunk {
-                id: self.id,
-                chunk: Some(chunk),
-                ..Default::default()
-            })
-            .await
-            .is_ok()
-    }
-}
-
-/// Pushes batches from `next` on, each chunk carrying the high watermark, and an empty chunk
-/// after [`HEARTBEAT`] without one, until the follower goes away (`stop` resolves, or nobody
-/// reads `out`) or this node stops leading at `epoch`.
+/// Pushes batches from `next` on, each chunk carrying the high watermark, until the follower
+/// goes away (nobody reads `out`) or this node stops leading at `epoch`.
+///
+/// An idle partition sends nothing: the follower stays in the ISR while its stream is open and
+/// its log ends where the leader's does, and the connection's HTTP/2 keep-alives (per node
+/// pair, not per partition) notice a follower that vanished. A high watermark that moved after
+/// the last batch rides on the next one, or goes alone after [`HW_NEWS`] (as a Kafka follower
+/// learns it from its next fetch): sending it at once would double the chunks and
+/// acknowledgements per produced batch, and a follower needs it only to serve reads after it
+/// becomes the leader, which recomputes it anyway.
 pub(super) async fn push(
     r: Arc<Replica>,
     log: Arc<dyn LogStore>,
     faults: Faults,
     mut next: Offset,
     epoch: i32,
-    out: Outlet,
-    mut stop: oneshot::Receiver<()>,
+    out: mpsc::Sender<pb::ReplicaChunk>,
 ) {
     let (mut end_rx, mut lead_rx) = (r.watch_log_end(), r.watch_leadership());
-    // One timer, pushed back after every chunk (extending a timer takes no lock).
-    let heartbeat = tokio::time::sleep(HEARTBEAT);
-    tokio::pin!(heartbeat);
+    let mut hw_rx = r.watch_high_watermark();
+    // The high watermark the follower was last sent (-1: nothing sent yet, so the first chunk
+    // goes at once and tells the follower where the leader is).
+    let mut told = -1;
     loop {
         let l = *lead_rx.borrow_and_update();
         if r.is_deleted() || l.leader != r.node_id || l.epoch != epoch {
@@ -186,7 +173,7 @@ pub(super) async fn push(
             continue;
         }
         let end = *end_rx.borrow_and_update();
-        let hw = r.high_watermark();
+        let hw = *hw_rx.borrow_and_update();
         let mut chunk = pb::ReplicaChunk {
             leader_epoch: epoch,
             high_watermark: hw,
@@ -204,27 +191,27 @@ pub(super) async fn push(
             };
             next = h.next_offset();
             chunk.batches = concat(&batches);
-        } else if !heartbeat.is_elapsed() {
-            // A moved high watermark alone sends nothing: it rides on the next batches or
-            // heartbeat (as a Kafka follower learns it from its next fetch). Sending it at once
-            // doubled the chunks and acknowledgements per produced batch, and a follower needs
-            // it only to serve reads after it becomes the leader, which recomputes it anyway.
+        } else if hw == told {
             tokio::select! {
                 _ = end_rx.changed() => {}
                 _ = lead_rx.changed() => {}
-                _ = out.tx.closed() => return,
-                _ = &mut stop => return,
-                _ = &mut heartbeat => {}
+                _ = hw_rx.changed() => {}
+                _ = out.closed() => return,
             }
             continue;
+        } else if told >= 0 {
+            // Give batches a chance to carry the news.
+            tokio::select! {
+                _ = end_rx.changed() => continue,
+                _ = lead_rx.changed() => continue,
+                _ = out.closed() => return,
+                _ = tokio::time::sleep(HW_NEWS) => {}
+            }
+            chunk.high_watermark = *hw_rx.borrow_and_update();
         }
-        // An empty chunk after HEARTBEAT keeps the follower's acknowledgements flowing.
-        heartbeat
-            .as_mut()
-            .reset(tokio::time::Instant::now() + HEARTBEAT);
-        tokio::select! {
-            sent = out.send(chunk) => if !sent { return },
-            _ = &mut stop => return,
+        told = chunk.high_watermark;
+        if out.send(chunk).await.is_err() {
+            return;
         }
     }
 }

@@ -1,197 +1,120 @@
-//! The leader side of `ReplicateMany`: one stream per follower node carrying a sub-stream per
-//! partition it follows from this leader, each accepted and pushed by [`super::replicate`].
-//! One task reads the
-//! follower's messages and applies each acknowledgement in place (no task or channel per
-//! partition), and the pushes of all partitions meet in one queue whose ready chunks leave in
-//! one message: one HTTP/2 frame and one wake-up of the follower per burst, not per partition.
+//! The leader side of `ReplicateMany` as a configuration of the node side of the mux
+//! ([`sluice_proto::mux::server`]): one stream per follower node, a sub-stream per partition it
+//! follows from this leader, each accepted and pushed by [`super::replicate`]. The follower's
+//! acknowledgements are applied in place as they are read (no task or channel per
+//! acknowledgement), and the chunks of all partitions that are ready together leave in one
+//! message: one HTTP/2 frame and one wake-up of the follower per burst, not per partition.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use sluice_metadata::cache::MetadataCache;
 use sluice_proto::error::ApiError;
 use sluice_proto::model::NodeId;
+use sluice_proto::mux::server::{Handler, Limits};
+use sluice_proto::mux::{Down, protocols};
 use sluice_proto::pb::{self, ErrorCode};
-use tokio::sync::{mpsc, oneshot};
-use tonic::{Status, Streaming};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
-use super::replicate::{Accepted, Following, Outlet, accept, push};
+use super::log::LogService;
+use super::replicate::{Accepted, Following, accept, push};
 use crate::faults::Faults;
 use crate::log::LogStore;
 use crate::partitions::Partitions;
 
-/// The chunks of one `ReplicateMany` call.
-pub type ChunksStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicaChunks, Status>> + Send>>;
+/// A follower's replication: chunk messages carry up to 8 MiB of batches.
+pub const LIMITS: Limits = Limits {
+    message_bytes: 8 << 20,
+    max_open: usize::MAX,
+    drain_on_close: false,
+};
 
-/// Chunks queued for the follower across all sub-streams (each push task waits when full).
-const QUEUED_CHUNKS: usize = 64;
-/// Batch bytes one message carries at most; further ready chunks go in the next message.
-const MESSAGE_BYTES: usize = 8 << 20;
+/// Chunks a partition's push reads ahead of the stream.
+const QUEUED_CHUNKS: usize = 2;
 
-/// What serving a `ReplicateMany` needs from the node.
-pub struct Leader {
-    /// This node.
-    pub node_id: NodeId,
-    /// Partition state, read when a sub-stream opens.
-    pub cache: Arc<MetadataCache>,
-    /// Hosted replicas.
-    pub partitions: Arc<Partitions>,
-    /// Where pushes read batches from.
-    pub log: Arc<dyn LogStore>,
-    /// Test fault switches.
-    pub faults: Faults,
+/// Serves one follower node's `ReplicateMany`.
+pub struct Leading {
+    node_id: NodeId,
+    cache: Arc<MetadataCache>,
+    partitions: Arc<Partitions>,
+    log: Arc<dyn LogStore>,
+    faults: Faults,
+    /// The followers of the open sub-streams, by id.
+    following: HashMap<u64, Following>,
 }
 
-/// A sub-stream the leader pushes to.
-struct Route {
-    following: Following,
-    /// Dropped to stop the sub-stream's push task.
-    _stop: oneshot::Sender<()>,
-}
-
-/// Serves one `ReplicateMany` until the follower goes away or `closing` resolves.
-pub fn open(
-    leader: Leader,
-    inbound: Streaming<pb::ReplicaAcks>,
-    closing: impl Future<Output = ()> + Send + 'static,
-) -> ChunksStream {
-    let (out, queued) = mpsc::channel(QUEUED_CHUNKS);
-    tokio::spawn(serve_acks(leader, inbound, out, closing));
-    Box::pin(futures::stream::unfold(queued, |mut queued| async move {
-        // Everything ready goes together, up to MESSAGE_BYTES.
-        let first = queued.recv().await?;
-        let mut bytes = chunk_bytes(&first);
-        let mut chunks = vec![first];
-        while bytes < MESSAGE_BYTES {
-            let Ok(more) = queued.try_recv() else { break };
-            bytes += chunk_bytes(&more);
-            chunks.push(more);
+impl Leading {
+    /// The leader side of one stream on `svc`'s node.
+    pub fn new(svc: &LogService) -> Self {
+        Self {
+            node_id: svc.node_id,
+            cache: svc.cache.clone(),
+            partitions: svc.partitions.clone(),
+            log: svc.log.clone(),
+            faults: svc.faults.clone(),
+            following: HashMap::new(),
         }
-        Some((Ok(pb::ReplicaChunks { chunks }), queued))
-    }))
+    }
 }
 
-fn chunk_bytes(c: &pb::TaggedReplicaChunk) -> usize {
-    c.chunk.as_ref().map_or(0, |c| c.batches.len())
-}
+impl Handler for Leading {
+    type P = protocols::Replicate;
 
-/// Reads the follower's messages: opens sub-streams on their first acknowledgement, applies
-/// later ones to the follower's position, and ends sub-streams the follower ends. Every
-/// sub-stream ends with the stream.
-async fn serve_acks(
-    leader: Leader,
-    mut inbound: Streaming<pb::ReplicaAcks>,
-    out: mpsc::Sender<pb::TaggedReplicaChunk>,
-    closing: impl Future<Output = ()>,
-) {
-    let mut routes: HashMap<u32, Route> = HashMap::new();
-    // The follower numbers sub-streams in the order it opens them, so an acknowledgement for an
-    // unknown id at or below this one is a late one for a sub-stream that already ended, not an
-    // opening position.
-    let mut last_opened: Option<u32> = None;
-    tokio::pin!(closing);
-    'serve: loop {
-        let msg = tokio::select! {
-            msg = inbound.message() => msg,
-            _ = &mut closing => break,
+    /// Accepts the follower's opening position: a refusal or a divergence ends the sub-stream
+    /// at once (the follower truncates and reopens); otherwise batches are pushed from where
+    /// its log ends.
+    fn open(
+        &mut self,
+        id: u64,
+        hello: pb::ReplicaAck,
+    ) -> BoxStream<'static, Down<pb::ReplicaChunk>> {
+        let view = self.cache.view();
+        match accept(self.node_id, &view, &self.partitions, &hello) {
+            Err(e) => futures::stream::iter([Down::End(Some(e))]).boxed(),
+            Ok(Accepted::Diverging(chunk)) => futures::stream::iter([Down::Item(chunk)]).boxed(),
+            Ok(Accepted::Follow(following)) => {
+                let (replica, epoch, next) = following.push_from();
+                self.following.insert(id, following);
+                let (tx, rx) = mpsc::channel(QUEUED_CHUNKS);
+                let (log, faults) = (self.log.clone(), self.faults.clone());
+                // The push ends when this node stops leading at `epoch` or the sub-stream is
+                // dropped; the sub-stream then ends plainly and the follower reopens it.
+                tokio::spawn(push(replica, log, faults, next, epoch, tx));
+                ReceiverStream::new(rx).map(Down::Item).boxed()
+            }
+        }
+    }
+
+    /// A later acknowledgement moves the follower's position; one for another epoch ends the
+    /// sub-stream (and, when newer, tells this node it was deposed).
+    fn item(&mut self, id: u64, ack: pb::ReplicaAck) -> Result<(), ApiError> {
+        let Some(following) = self.following.get(&id) else {
+            return Ok(());
         };
-        let Ok(Some(msg)) = msg else { break };
-        // Acknowledgements before ends: a follower that moves to a newer leader sends its new
-        // epoch, then ends the sub-stream, and both may arrive in one message.
-        for tagged in msg.acks {
-            let (id, Some(ack)) = (tagged.id, tagged.ack) else {
-                continue;
-            };
-            if let Some(route) = routes.get(&id) {
-                if !route.following.acked(&ack) {
-                    route.following.deposed_if_newer(&ack);
-                    let route = routes.remove(&id).expect("just found");
-                    route.following.gone();
-                    let e = ApiError::new(
-                        ErrorCode::FencedLeaderEpoch,
-                        format!("follower moved to leader epoch {}", ack.leader_epoch),
-                    );
-                    if !refuse(&out, id, e).await {
-                        break 'serve;
-                    }
-                }
-                continue;
-            }
-            if last_opened.is_some_and(|last| id <= last) {
-                continue;
-            }
-            last_opened = Some(id);
-            let accepted = accept(
-                leader.node_id,
-                &leader.cache.view(),
-                &leader.partitions,
-                &ack,
-            );
-            let sent = match accepted {
-                Err(e) => refuse(&out, id, e).await,
-                Ok(Accepted::Diverging(chunk)) => out
-                    .send(pb::TaggedReplicaChunk {
-                        id,
-                        chunk: Some(chunk),
-                        ..Default::default()
-                    })
-                    .await
-                    .is_ok(),
-                Ok(Accepted::Follow(following)) => {
-                    let (stop, stopped) = oneshot::channel();
-                    let (replica, epoch, next) = following.push_from();
-                    let outlet = Outlet {
-                        id,
-                        tx: out.clone(),
-                    };
-                    let (log, faults, ended) =
-                        (leader.log.clone(), leader.faults.clone(), out.clone());
-                    tokio::spawn(async move {
-                        push(replica, log, faults, next, epoch, outlet, stopped).await;
-                        // Neither chunk nor error: the follower reopens the sub-stream.
-                        let _ = ended
-                            .send(pb::TaggedReplicaChunk {
-                                id,
-                                ..Default::default()
-                            })
-                            .await;
-                    });
-                    routes.insert(
-                        id,
-                        Route {
-                            following,
-                            _stop: stop,
-                        },
-                    );
-                    true
-                }
-            };
-            if !sent {
-                break 'serve;
-            }
+        if following.acked(&ack) {
+            return Ok(());
         }
-        for id in msg.end {
-            if let Some(route) = routes.remove(&id) {
-                route.following.gone();
-            }
-        }
+        following.deposed_if_newer(&ack);
+        Err(ApiError::new(
+            ErrorCode::FencedLeaderEpoch,
+            format!("follower moved to leader epoch {}", ack.leader_epoch),
+        ))
     }
-    for route in routes.into_values() {
-        route.following.gone();
+
+    fn closed(&mut self, id: u64) {
+        if let Some(following) = self.following.remove(&id) {
+            following.gone();
+        }
     }
 }
 
-/// Ends sub-stream `id` with `e`; `false` once nobody reads the stream.
-async fn refuse(out: &mpsc::Sender<pb::TaggedReplicaChunk>, id: u32, e: ApiError) -> bool {
-    out.send(pb::TaggedReplicaChunk {
-        id,
-        chunk: None,
-        error: Some(e.detail()),
-        message: e.message,
-    })
-    .await
-    .is_ok()
+impl Drop for Leading {
+    fn drop(&mut self) {
+        for (_, following) in self.following.drain() {
+            following.gone();
+        }
+    }
 }

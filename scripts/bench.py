@@ -758,12 +758,12 @@ def fmt(value, digits=1):
 
 def print_table(med, setups, workloads):
     print()
-    print(f"{'set-up':<13} {'workload':<8} {'MB/s':>8} {'records/s':>11} {'p50 ms':>8} "
+    print(f"{'set-up':<20} {'workload':<8} {'MB/s':>8} {'records/s':>11} {'p50 ms':>8} "
           f"{'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>8}  runs ok")
     for setup in setups:
         for workload in workloads:
             m = med[setup][workload]
-            print(f"{setup:<13} {workload:<8} {fmt(m.get('mb_per_sec')):>8} "
+            print(f"{setup:<20} {workload:<8} {fmt(m.get('mb_per_sec')):>8} "
                   f"{fmt(m.get('records_per_sec'), 0):>11} {fmt(m.get('p50_ms'), 2):>8} "
                   f"{fmt(m.get('p99_ms'), 2):>8} {fmt(m.get('p999_ms'), 2):>9} "
                   f"{fmt(m.get('max_ms'), 2):>8}  {m['runs_ok']}/{m['runs']}")
@@ -775,11 +775,11 @@ def print_table(med, setups, workloads):
             f"{setup} p50 {fmt(m['ack_p50_ms'], 2)} ms p99 {fmt(m.get('ack_p99_ms'), 2)} ms"
             for setup, m in acks))
     print()
-    print(f"{'set-up':<13} {'idle RSS MB':>12} {'peak RSS after W1 MB':>21} {'peak RSS end MB':>16}"
+    print(f"{'set-up':<20} {'idle RSS MB':>12} {'peak RSS after W1 MB':>21} {'peak RSS end MB':>16}"
           "   (largest data process)")
     for setup in setups:
         m = med[setup]["memory"]
-        print(f"{setup:<13} {fmt(m.get('idle_rss_mb')):>12} "
+        print(f"{setup:<20} {fmt(m.get('idle_rss_mb')):>12} "
               f"{fmt(m.get('peak_rss_after_produce_mb')):>21} {fmt(m.get('peak_rss_end_mb')):>16}")
 
 
@@ -820,6 +820,10 @@ def parse_args(argv):
                         "(default /var/tmp, or $SLUICE_BENCH_DIR)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs) afterwards")
     p.add_argument("--out", help="result file (default bench-results/<timestamp>.json)")
+    p.add_argument("--baseline-bins",
+                   help="a second directory of Sluice binaries (e.g. a build of the previous "
+                        "commit): every sluice set-up also runs with them, as <set-up>@baseline, "
+                        "in the same rounds, so a change is measured before and after in one run")
     opts = p.parse_args(argv)
     defaults = (50_000, 3, 1) if opts.quick else (1_000_000, 20, 3)
     for key, default in zip(["count", "duration", "repeats"], defaults):
@@ -873,6 +877,12 @@ def raise_on_sigterm(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def baseline_setup(name):
+    """The set-up `name` under the name `<name>@baseline` (run with --baseline-bins)."""
+    cls = SETUPS[name]
+    return type(cls.__name__ + "Baseline", (cls,), {"name": name + "@baseline"})
+
+
 def measure(opts, bins, work_dir, doc):
     """Baselines, then every round of every set-up; returns whether every run succeeded."""
     all_ok = True
@@ -883,6 +893,10 @@ def measure(opts, bins, work_dir, doc):
         for name in opts.setups:
             print(f"round {round_no}/{opts.repeats}: {name}", flush=True)
             all_ok &= run_round(SETUPS[name], round_no, opts, bins, work_dir, doc)
+            if opts.baseline_bins and name.startswith("sluice"):
+                print(f"round {round_no}/{opts.repeats}: {name}@baseline", flush=True)
+                all_ok &= run_round(baseline_setup(name), round_no, opts, opts.baseline_bins,
+                                    work_dir, doc)
     return all_ok
 
 
@@ -894,6 +908,9 @@ def main(argv):
         os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release")
     try:
         check_binaries(bins, opts.setups)
+        if opts.baseline_bins:
+            check_binaries(opts.baseline_bins,
+                           [s for s in opts.setups if s.startswith("sluice")])
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -904,6 +921,9 @@ def main(argv):
            "options": {k: v for k, v in vars(opts).items() if k not in ("no_build", "keep")},
            "record_size": RECORD_SIZE, "key_size": KEY_SIZE, "partitions": PARTITIONS,
            "bin_dir": bins, "runs": [], "memory": [], "interrupted": True}
+    reported = [n for s in opts.setups
+                for n in ([s, s + "@baseline"] if opts.baseline_bins and s.startswith("sluice")
+                          else [s])]
     all_ok = False
     try:
         all_ok = measure(opts, bins, work_dir, doc)
@@ -913,11 +933,11 @@ def main(argv):
     finally:
         # Whatever happened, no server outlives the driver and what was measured is kept.
         stop_all()
-        doc["medians"] = medians(doc["runs"], doc["memory"], opts.setups, opts.workloads)
+        doc["medians"] = medians(doc["runs"], doc["memory"], reported, opts.workloads)
         write_results(out_path, doc)
         if all_ok and not opts.keep:
             shutil.rmtree(work_dir, ignore_errors=True)
-    print_table(doc["medians"], opts.setups, opts.workloads)
+    print_table(doc["medians"], reported, opts.workloads)
     print(f"\nresults: {out_path}")
     if not all_ok:
         print(f"some runs failed or were interrupted; server logs in {work_dir}", file=sys.stderr)

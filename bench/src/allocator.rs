@@ -1,10 +1,10 @@
 //! The benchmark process's own allocator settings. A producer at full speed builds and encodes
 //! a fresh 1 MiB buffer per batch; glibc gives freed multi-MiB memory back to the kernel (it
 //! trims each arena's top above twice a threshold it moves as blocks are freed), so the next
-//! batch page-faults and zeroes its memory again. On the 2-core bench machine that was ~10 % of
-//! the W1 producer's CPU, taken from the servers it measures (BENCHMARKS.md, session 10). The
-//! settings are the harness's, applied alike to `sluice bench` and `sluice-peer-bench`; the
-//! client library never changes a host process's allocator.
+//! batch page-faults and zeroes its memory again. On the 2-core bench machine that can take a
+//! tenth of the W1 producer's CPU, taken from the servers it measures. The settings are the
+//! harness's, applied alike to `sluice bench` and `sluice-peer-bench`; the client library never
+//! changes a host process's allocator.
 
 /// Requests below this size come from the arenas rather than their own `mmap`.
 pub const MMAP_THRESHOLD: usize = 8 << 20;

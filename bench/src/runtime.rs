@@ -1,7 +1,7 @@
 //! The async runtime a benchmark process runs on. W3 sends at a fixed rate that needs less than
 //! a core, so by default it runs on one worker: with more, a record's send, acknowledgement and
-//! receipt wake each other across threads, which on a machine the servers share cost a third
-//! more CPU in this process and raised the tail latency it measures (BENCHMARKS.md, session 9).
+//! receipt wake each other across threads, which on a machine the servers share costs this
+//! process more CPU and raises the tail latency it measures.
 //! W1 and W2 run as fast as they can and get a worker per core.
 
 use std::io;

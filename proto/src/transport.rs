@@ -5,7 +5,7 @@
 /// answer can be in flight without waiting for window updates. Fixed, not adaptive: the
 /// adaptive window's slow start costs the first megabytes of every connection. As large as the
 /// connection's window, because one `SubscribeMany` stream carries every partition a consumer
-/// reads from a node: at 8 MiB, catch-up reads (W2) fell from ~800 to ~700 MB/s.
+/// reads from a node, and a smaller stream window caps catch-up reads (W2) of all of them.
 pub const STREAM_WINDOW: u32 = 32 << 20;
 
 /// Receive window per connection, shared by every partition's requests on it.

@@ -31,10 +31,13 @@ pub async fn run_readiness(
     registered: watch::Receiver<bool>,
     draining: watch::Receiver<bool>,
 ) {
+    let (mut registered, mut draining) = (registered, draining);
+    let mut views = cache.subscribe();
     let mut last = None;
     loop {
-        let ready =
-            *registered.borrow() && !*draining.borrow() && caught_up(&cache.view(), node_id);
+        let ready = *registered.borrow_and_update()
+            && !*draining.borrow_and_update()
+            && caught_up(&views.borrow_and_update(), node_id);
         if last != Some(ready) {
             let status = if ready {
                 ServingStatus::Serving
@@ -44,7 +47,12 @@ pub async fn run_readiness(
             health.set_service_status(READINESS, status).await;
             last = Some(ready);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Looks again only when one of its inputs changed (the view at every metadata change).
+        tokio::select! {
+            r = views.changed() => if r.is_err() { return },
+            r = registered.changed() => if r.is_err() { return },
+            r = draining.changed() => if r.is_err() { return },
+        }
     }
 }
 

@@ -36,6 +36,7 @@ pub async fn run_isr_manager(
 ) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_registered = BTreeMap::new();
     loop {
         tick.tick().await;
         let view = cache.view();
@@ -44,8 +45,16 @@ pub async fn run_isr_manager(
             .iter()
             .map(|(id, n)| (*id, n.incarnation.clone()))
             .collect();
-        let updates: Vec<Update> = partitions
-            .all()
+        // Only replicas whose decision may have changed: every one when the registered nodes
+        // changed, else those with an event since the last look or a member lagging. Idle
+        // partitions cost nothing here.
+        let candidates = if registered == last_registered {
+            partitions.needing_isr_check()
+        } else {
+            last_registered = registered.clone();
+            partitions.all()
+        };
+        let updates: Vec<Update> = candidates
             .into_iter()
             .filter_map(|r| {
                 let isr = r.isr_change(&registered)?;

@@ -51,8 +51,8 @@ struct Args {
     tail_cache_mb: usize,
     /// Async worker threads (default: one per CPU). Give 1 when several nodes share a few cores
     /// (a local cluster, a benchmark): each worker wakes the others for work it could do
-    /// itself, and on a crowded machine those wake-ups cost more than the parallelism gives
-    /// (three nodes on 2 cores: W3 RF 3 p99 3.4-3.7 -> 2.1-2.4 ms, node CPU -25 %).
+    /// itself, and on a crowded machine those wake-ups cost more than the parallelism gives, in
+    /// CPU and in tail latency.
     #[arg(long, env = "SLUICE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
     /// Directory of fault-injection switch files (integration tests only).

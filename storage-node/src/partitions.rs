@@ -81,6 +81,17 @@ impl Partitions {
         self.replicas.read().expect("poisoned").get(key).cloned()
     }
 
+    /// The replicas whose ISR decision may have changed since the ISR manager last looked.
+    pub fn needing_isr_check(&self) -> Vec<Arc<Replica>> {
+        self.replicas
+            .read()
+            .expect("poisoned")
+            .values()
+            .filter(|r| r.needs_isr_check())
+            .cloned()
+            .collect()
+    }
+
     /// Every hosted replica.
     pub fn all(&self) -> Vec<Arc<Replica>> {
         self.replicas

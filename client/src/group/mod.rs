@@ -545,9 +545,10 @@ mod tests {
 
     /// A `next()` cancelled while the commit of revoked partitions is in flight (as a timeout
     /// around `next()` does) must not lose the revocation: the next call reports the
-    /// partitions released to the heartbeat and sends `Revoked`. Before, the partitions had
-    /// left `owned` already, the next plan was empty, and the heartbeat kept reporting them,
-    /// so the coordinator never gave them to anyone else (the rebalance stalled).
+    /// partitions released to the heartbeat and sends `Revoked`. Were it lost, the partitions
+    /// would already have left `owned`, the next plan would be empty and the heartbeat would
+    /// keep reporting them, so the coordinator would never give them to anyone else (the
+    /// rebalance would stall).
     #[tokio::test]
     async fn revocation_interrupted_by_a_cancelled_next_is_finished_by_the_next_call() {
         let mut client = ClientConfig::new(["127.0.0.1:1"]);

@@ -205,8 +205,8 @@ pub fn decode_epochs(bytes: &[u8]) -> Option<Vec<EpochEntry>> {
     )
 }
 
-/// Rebuilds an epoch history from batch headers (for logs written before histories were
-/// stored): a new entry wherever a batch's epoch exceeds the last one seen.
+/// Rebuilds an epoch history from batch headers (for a log that holds batches but no stored
+/// history): a new entry wherever a batch's epoch exceeds the last one seen.
 pub fn epochs_from_batches<'a>(batches: impl IntoIterator<Item = &'a [u8]>) -> Vec<EpochEntry> {
     let mut out: Vec<EpochEntry> = Vec::new();
     for b in batches {

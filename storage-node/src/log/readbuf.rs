@@ -1,9 +1,8 @@
 //! Reusable buffers for segment reads. A consumer reading a backlog makes the node read up to
-//! `max_bytes` (MiBs) per partition per fetch; a fresh buffer each time was zeroed, then freed on
-//! another thread once the response was encoded, and glibc kept freed memory in its arenas.
-//! Buffers that come back are handed out again instead, up to a fixed total: after one 1 GB
-//! backlog read a node's RSS was ~210 MB with the pool against ~290 MB without (BENCHMARKS.md,
-//! session 10).
+//! `max_bytes` (MiBs) per partition per fetch; a fresh buffer each time is zeroed, then freed on
+//! another thread once the response is encoded, and glibc keeps freed memory in its arenas, so
+//! fresh buffers per read leave large freed ones behind and swell the node's RSS. Buffers that
+//! come back are handed out again instead, up to a fixed total.
 
 use std::sync::{Arc, Mutex};
 

@@ -1,7 +1,7 @@
 //! Threads that flush a group's segment files at once. A group commit with `--fsync` touches a
 //! file per partition; their `fdatasync`s run concurrently so they share the file system's
 //! journal commits and the device's queue, where one after another would each wait for the
-//! disk. The threads live as long as the log (spawning them for every group cost a thread
+//! disk. The threads live as long as the log (spawning them for every group would cost a thread
 //! start per file, a hundred times a second under load), and start on first use, so a log that
 //! never syncs several files has none.
 

@@ -90,6 +90,9 @@ pub struct Replica {
     min_insync: AtomicUsize,
     max_lag_ms: AtomicU64,
     deleted: AtomicBool,
+    /// Something the ISR decision depends on changed since the ISR manager last looked, or the
+    /// decision can change with time alone (a member lagging): see [`Replica::isr_change`].
+    isr_check: AtomicBool,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -149,6 +152,7 @@ impl Replica {
             min_insync: AtomicUsize::new(config.min_insync),
             max_lag_ms: AtomicU64::new(config.max_lag_ms),
             deleted: AtomicBool::new(false),
+            isr_check: AtomicBool::new(true),
         });
         r.assign(assignment);
         r
@@ -222,6 +226,7 @@ impl Replica {
         if a.leadership != was {
             self.leadership.send_replace(a.leadership);
         }
+        self.mark_isr_check();
         self.recompute_high_watermark();
     }
 
@@ -237,6 +242,7 @@ impl Replica {
         let leader = if leader == self.node_id { -1 } else { leader };
         tracing::warn!(topic = %self.topic, partition = self.partition(), old_epoch = was.epoch, epoch, leader, "a follower follows a newer leader epoch: no longer leading");
         self.leadership.send_replace(Leadership { leader, epoch });
+        self.mark_isr_check();
     }
 
     /// The in-sync replicas as last seen or written.
@@ -258,6 +264,7 @@ impl Replica {
             role.isr = isr;
             role.partition_epoch = partition_epoch;
         }
+        self.mark_isr_check();
         self.recompute_high_watermark();
     }
 
@@ -289,6 +296,7 @@ impl Replica {
     /// Called by the writer after a durable append or truncation.
     pub fn set_log_end(&self, end: Offset) {
         self.log_end.send_replace(end);
+        self.mark_isr_check();
         if end < self.high_watermark() {
             // Only a truncation below the commit point (unclean election) gets here.
             self.high_watermark.send_replace(end);
@@ -324,6 +332,7 @@ impl Replica {
                 }
             }
         }
+        self.mark_isr_check();
         self.recompute_high_watermark();
     }
 
@@ -336,6 +345,7 @@ impl Replica {
         if let Some(v) = lock(&self.role).followers.get_mut(&id) {
             v.incarnation = Some(incarnation);
         }
+        self.mark_isr_check();
     }
 
     /// The incarnation each ISR member joined with, as last seen.
@@ -365,6 +375,8 @@ impl Replica {
     /// The ISR this leader should write now, if it should change; `registered` holds the nodes
     /// the cluster view shows registered, with their incarnation.
     pub fn isr_change(&self, registered: &BTreeMap<NodeId, String>) -> Option<Vec<NodeId>> {
+        // Cleared before the state is read: a change after this sets it again.
+        self.isr_check.store(false, Ordering::Release);
         if !self.is_leader() {
             return None;
         }
@@ -373,11 +385,12 @@ impl Replica {
         let epoch_start = lock(&self.epochs)
             .start_of(epoch)
             .unwrap_or(role.leadership_start_end);
-        isr::isr_change(&IsrInputs {
+        let leader_end = self.log_end();
+        let change = isr::isr_change(&IsrInputs {
             leader: self.node_id,
             replicas: &role.replicas,
             isr: &role.isr,
-            leader_end: self.log_end(),
+            leader_end,
             high_watermark: self.high_watermark(),
             epoch_start,
             followers: &role.followers,
@@ -385,7 +398,28 @@ impl Replica {
             max_lag_ms: self.max_lag_ms.load(Ordering::Relaxed),
             isr_incarnations: &role.isr_incarnations,
             registered,
-        })
+        });
+        // Without an event the decision stays the same unless a member lags (it leaves the
+        // ISR with time alone), or a change is about to be written.
+        let members_caught_up = role.isr.iter().filter(|id| **id != self.node_id).all(|id| {
+            role.followers
+                .get(id)
+                .is_some_and(|v| v.connected && v.end.is_some_and(|e| e >= leader_end))
+        });
+        if change.is_some() || !members_caught_up {
+            self.mark_isr_check();
+        }
+        change
+    }
+
+    /// Asks the ISR manager to look at this replica at its next tick.
+    fn mark_isr_check(&self) {
+        self.isr_check.store(true, Ordering::Release);
+    }
+
+    /// Whether the ISR manager should look at this replica (see [`Replica::isr_change`]).
+    pub fn needs_isr_check(&self) -> bool {
+        self.isr_check.load(Ordering::Acquire)
     }
 
     /// Number of assigned replicas (the replication factor).
@@ -414,6 +448,7 @@ impl Replica {
             .store(c.max_batch_bytes, Ordering::Relaxed);
         self.min_insync.store(c.min_insync, Ordering::Relaxed);
         self.max_lag_ms.store(c.max_lag_ms, Ordering::Relaxed);
+        self.mark_isr_check();
     }
 
     /// Marks the replica deleted: pending and later requests fail instead of writing.

@@ -6,14 +6,14 @@
 //! - an **async task**, when nobody holds the role and the change is small: the submitter
 //!   spawns a task on its own runtime that writes the group (a few tens of microseconds into
 //!   the page cache), which saves the two thread hops of handing the change over and being
-//!   woken with the result; on a busy three-node cluster those hops were most of the context
-//!   switches (W3 RF 3). The task runs after the tasks already woken, so the changes they
+//!   woken with the result; on a busy three-node cluster (W3 RF 3) those hops would be most of
+//!   the context switches. The task runs after the tasks already woken, so the changes they
 //!   submit meanwhile (the other batches of a `ProduceMany`, the chunks of other partitions
 //!   that came in the same replication message) join its group instead of each being a write
 //!   of its own;
 //! - the **writer thread**, for everything else: large batches, truncations and deletions, any
 //!   change when appends fsync (milliseconds a group), and whatever queues up while a group is
-//!   written, so that under load the thread drains many changes into one write, as before.
+//!   written, so that under load the thread drains many changes into one write.
 //!
 //! An async task writes one group at most: when more changes queued meanwhile it hands the role
 //! to the thread instead of writing on, so an async worker is never held for long.

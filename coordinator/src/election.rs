@@ -175,13 +175,13 @@ async fn until<T>(rx: &mut watch::Receiver<T>, f: impl FnMut(&T) -> bool) {
 }
 
 /// Probes the active controller's port while this coordinator stands by; when it refuses
-/// connections [`crate::liveness::REFUSALS`] times in a row (the process is gone), revokes the
+/// connections [`crate::probe::REFUSALS`] times in a row (the process is gone), revokes the
 /// controller's lease so the election runs now instead of after the lease TTL. Returns after
 /// revoking; never returns while the controller answers.
 async fn watch_controller_alive(store: &dyn MetaStore, keys: &Keys, cache: &MetadataCache) {
     let mut strikes = 0;
     loop {
-        tokio::time::sleep(crate::liveness::PROBE_INTERVAL).await;
+        tokio::time::sleep(crate::probe::PROBE_INTERVAL).await;
         let Some(address) = cache
             .view()
             .controller
@@ -190,12 +190,12 @@ async fn watch_controller_alive(store: &dyn MetaStore, keys: &Keys, cache: &Meta
         else {
             return;
         };
-        if !crate::liveness::refused(&address).await {
+        if !crate::probe::refused(&address).await {
             strikes = 0;
             continue;
         }
         strikes += 1;
-        if strikes < crate::liveness::REFUSALS {
+        if strikes < crate::probe::REFUSALS {
             continue;
         }
         if let Ok(Some(v)) = store.get(&keys.controller()).await

@@ -12,6 +12,7 @@ pub mod election;
 pub mod failover;
 pub mod liveness;
 pub mod placement;
+pub mod probe;
 pub mod producer_ids;
 pub mod reconcile;
 pub mod service;

@@ -1,7 +1,7 @@
 //! Fast detection of crashed storage nodes. A node's lease lapses only after its TTL (at least
 //! a second in etcd, two with etcd's default timing); a SIGKILLed process is visible sooner:
-//! its port refuses connections. While active, the controller probes every registered node;
-//! after [`REFUSALS`] refused connections in a row it revokes the node's lease, which deletes
+//! its port refuses connections. While active, the controller probes every registered node
+//! ([`crate::probe`]); after [`REFUSALS`] refused connections in a row it revokes the node's lease, which deletes
 //! its registration and lets the reconcile loop move its leaderships at once.
 //!
 //! Only a refusal counts (the host answered that nothing listens there), never a timeout: a
@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sluice_metadata::MetaStore;
 use sluice_metadata::cache::MetadataCache;
@@ -21,21 +20,7 @@ use sluice_proto::model::NodeId;
 use tokio::sync::watch;
 
 use crate::election::Role;
-
-/// Time between probe rounds.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(150);
-/// Refused connections in a row that declare a node dead.
-pub const REFUSALS: u32 = 2;
-/// A probe that neither connects nor is refused in this time counts as neither.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
-
-/// Whether a connection attempt to `address` was refused (nothing listens there).
-pub async fn refused(address: &str) -> bool {
-    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
-        Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
-        _ => false,
-    }
-}
+use crate::probe::{PROBE_INTERVAL, REFUSALS, refused};
 
 /// Probes registered nodes while this coordinator is active, until `shutdown`.
 pub async fn run_liveness(

@@ -375,6 +375,34 @@ impl TestCluster {
         }
     }
 
+    /// Waits until every partition of `topic` (`partitions` of them) has a leader and all its
+    /// replicas in sync; returns how long that took, and fails with the logs' tails after
+    /// `within`.
+    pub async fn wait_full_isr(&self, topic: &str, partitions: i32, within: Duration) -> Duration {
+        let t0 = Instant::now();
+        let deadline = t0 + within;
+        loop {
+            let full = match self.admin().await {
+                Ok(admin) => admin.describe_topic(topic).await.is_ok_and(|t| {
+                    t.partitions.len() == partitions as usize
+                        && t.partitions
+                            .iter()
+                            .all(|p| p.leader >= 0 && p.isr.len() == p.replicas.len())
+                }),
+                Err(_) => false,
+            };
+            if full {
+                return t0.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ISRs of {topic} not full within {within:?}:\n{}",
+                self.log_tails(15)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Every batch of a node's own replica of a partition (leader or follower), up to its log
     /// end, concatenated: for comparing replicas byte for byte.
     pub async fn replica_log(

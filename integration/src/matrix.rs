@@ -71,7 +71,7 @@ pub async fn start(network: bool, coordinators: usize, config: &[(&str, &str)]) 
     }
     let admin = cluster.admin().await.unwrap();
     admin.create_topic("t", 1, 3, cfg).await.unwrap();
-    wait_full_isr(&cluster, "t", 1, Duration::from_secs(30)).await;
+    cluster.wait_full_isr("t", 1, Duration::from_secs(30)).await;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let (stop, stopped) = watch::channel(false);
     let producer = workload::spawn_producer(
@@ -94,38 +94,6 @@ pub async fn start(network: bool, coordinators: usize, config: &[(&str, &str)]) 
     };
     run.wait_for_acks(Instant::now(), 50).await;
     Some(run)
-}
-
-/// Waits until every partition of `topic` has a leader and all 3 replicas in sync; returns how
-/// long that took.
-pub async fn wait_full_isr(
-    cluster: &TestCluster,
-    topic: &str,
-    partitions: i32,
-    within: Duration,
-) -> Duration {
-    let t0 = Instant::now();
-    let deadline = t0 + within;
-    loop {
-        let full = match cluster.admin().await {
-            Ok(admin) => admin.describe_topic(topic).await.is_ok_and(|t| {
-                t.partitions.len() == partitions as usize
-                    && t.partitions
-                        .iter()
-                        .all(|p| p.leader >= 0 && p.isr.len() == 3)
-            }),
-            Err(_) => false,
-        };
-        if full {
-            return t0.elapsed();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ISRs of {topic} not full within {within:?}:\n{}",
-            cluster.log_tails(15)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 impl Run {
@@ -205,7 +173,9 @@ impl Run {
     pub async fn finish(mut self) {
         self.stop.send(true).unwrap();
         self.producer.take().unwrap().await.unwrap().unwrap();
-        wait_full_isr(&self.cluster, "t", 1, Duration::from_secs(30)).await;
+        self.cluster
+            .wait_full_isr("t", 1, Duration::from_secs(30))
+            .await;
         let ledger = std::mem::take(&mut *self.ledger.lock().unwrap());
         workload::assert_guarantees(&self.cluster, "t", 1, &ledger).await;
         assert_replicas_agree(&self.cluster, "t").await;
@@ -217,7 +187,10 @@ impl Run {
     /// to be full again and for writes to flow, prints both, and asserts that the ISR took at
     /// most [`ISR_AFTER_HEAL`] and the gap at most `gap_bound`.
     pub async fn healed(&self, what: &str, fault_at: Instant, gap_bound: Duration) {
-        let healed = wait_full_isr(&self.cluster, "t", 1, Duration::from_secs(30)).await;
+        let healed = self
+            .cluster
+            .wait_full_isr("t", 1, Duration::from_secs(30))
+            .await;
         println!("{what}: ISR full again {healed:?} after the heal");
         let gap = self.gap(what, fault_at).await;
         self.assert_gap(gap, gap_bound, what);

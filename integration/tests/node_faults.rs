@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use sluice_client::{Acks, ProducerConfig};
-use sluice_integration::matrix::{FAULT, GAP_OVER_FAULT, seed, start, wait_full_isr};
+use sluice_integration::matrix::{FAULT, GAP_OVER_FAULT, seed, start};
 use sluice_integration::{ClusterSpec, TestCluster};
 
 /// Watches the partition while a wiped node comes back: no leadership granted after the fault
@@ -80,7 +80,9 @@ async fn a_leader_whose_data_directory_was_wiped_rejoins_without_losing_anything
         .gap(&format!("node {leader} (leader) wiped and restarted"), at)
         .await;
     run.assert_gap(gap, Duration::from_secs(5), "wiped leader");
-    wait_full_isr(&run.cluster, "late", 3, Duration::from_secs(30)).await;
+    run.cluster
+        .wait_full_isr("late", 3, Duration::from_secs(30))
+        .await;
     let state = run.cluster.partition_state("t", 0).await.unwrap();
     println!(
         "after: leader {} epoch {} isr {:?}",
@@ -116,7 +118,9 @@ async fn the_last_in_sync_replica_back_without_its_data_keeps_the_partition_offl
         )
         .await
         .unwrap();
-    wait_full_isr(&run.cluster, "u", 1, Duration::from_secs(30)).await;
+    run.cluster
+        .wait_full_isr("u", 1, Duration::from_secs(30))
+        .await;
     // Both topics down to one in-sync replica, the same node: kill the other two (a
     // partition of `u` they led fails over to it).
     let last = run.leader().await;
@@ -300,7 +304,7 @@ async fn three_thousand_partitions_recover_from_a_leader_restart_without_a_panic
     );
     let at = Instant::now();
     cluster.restart_node(victim).unwrap();
-    wait_full_isr(&cluster, "many", N, bound).await;
+    cluster.wait_full_isr("many", N, bound).await;
     println!(
         "node {victim} restarted: every ISR full again after {:?} (bound {bound:?})",
         at.elapsed()

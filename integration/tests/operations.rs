@@ -9,16 +9,8 @@ use sluice_client::{Acks, ConsumerConfig, ProducerConfig};
 use sluice_integration::workload::{self, Ledger};
 use sluice_integration::{ClusterSpec, TestCluster};
 
-async fn full_isr(cluster: &TestCluster) {
-    for p in 0..6 {
-        cluster
-            .wait_partition("roll", p, Duration::from_secs(40), |s| {
-                s.isr.len() == 3 && s.leader >= 0
-            })
-            .await
-            .unwrap();
-    }
-}
+/// How long a topic's ISRs may take to fill (a restarted node catching up).
+const ISR_WAIT: Duration = Duration::from_secs(40);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_with_sigterm_under_acks_all_load_loses_and_fails_nothing() {
@@ -32,7 +24,7 @@ async fn rolling_restart_with_sigterm_under_acks_all_load_loses_and_fails_nothin
     let admin = cluster.admin().await.unwrap();
     let config = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
     admin.create_topic("roll", 6, 3, config).await.unwrap();
-    full_isr(&cluster).await;
+    cluster.wait_full_isr("roll", 6, ISR_WAIT).await;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let cfg = ProducerConfig {
@@ -68,7 +60,7 @@ async fn rolling_restart_with_sigterm_under_acks_all_load_loses_and_fails_nothin
             started.elapsed()
         );
         cluster.restart_node(id).unwrap();
-        full_isr(&cluster).await;
+        cluster.wait_full_isr("roll", 6, ISR_WAIT).await;
     }
     stop_tx.send(true).unwrap();
     producer.await.unwrap().unwrap();
@@ -113,7 +105,7 @@ async fn processes_serve_prometheus_metrics_and_grpc_readiness() {
     let admin = cluster.admin().await.unwrap();
     let config = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
     admin.create_topic("seen", 3, 3, config).await.unwrap();
-    full_isr_of(&cluster, "seen", 3).await;
+    cluster.wait_full_isr("seen", 3, ISR_WAIT).await;
     let producer = sluice_client::Producer::new(ProducerConfig {
         client: cluster.client_config(),
         acks: Acks::All,
@@ -190,16 +182,5 @@ async fn processes_serve_prometheus_metrics_and_grpc_readiness() {
                 n.name
             );
         }
-    }
-}
-
-async fn full_isr_of(cluster: &TestCluster, topic: &str, partitions: i32) {
-    for p in 0..partitions {
-        cluster
-            .wait_partition(topic, p, Duration::from_secs(40), |s| {
-                s.isr.len() == 3 && s.leader >= 0
-            })
-            .await
-            .unwrap();
     }
 }

@@ -14,6 +14,9 @@ use sluice_integration::matrix::seed;
 use sluice_integration::workload::{self, Ledger};
 use sluice_integration::{ClusterSpec, TestCluster};
 
+/// How long a topic's ISRs may take to fill (a restarted node catching up).
+const ISR_WAIT: Duration = Duration::from_secs(40);
+
 fn rf3_config(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
     let mut c = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
     for (k, v) in extra {
@@ -30,17 +33,6 @@ async fn cluster3(coordinators: usize) -> TestCluster {
     })
     .await
     .expect("cluster")
-}
-
-async fn wait_full_isr(cluster: &TestCluster, topic: &str, partitions: i32) {
-    for p in 0..partitions {
-        cluster
-            .wait_partition(topic, p, Duration::from_secs(40), |s| {
-                s.isr.len() == 3 && s.leader >= 0
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
 }
 
 /// Waits for the first acknowledgement on `partition` of a record sent after `since`.
@@ -87,7 +79,7 @@ async fn acknowledged_records_survive_repeated_leader_sigkill_and_a_coordinator_
         .create_topic("chaos", 6, 3, rf3_config(&[]))
         .await
         .unwrap();
-    wait_full_isr(&cluster, "chaos", 6).await;
+    cluster.wait_full_isr("chaos", 6, ISR_WAIT).await;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let cfg = ProducerConfig {
@@ -130,7 +122,7 @@ async fn acknowledged_records_survive_repeated_leader_sigkill_and_a_coordinator_
             cluster.restart_coordinator(c).unwrap();
         }
         cluster.restart_node(leader).unwrap();
-        wait_full_isr(&cluster, "chaos", 6).await;
+        cluster.wait_full_isr("chaos", 6, ISR_WAIT).await;
     }
     stop_tx.send(true).unwrap();
     producer.await.unwrap().unwrap();
@@ -153,7 +145,7 @@ async fn paused_leader_and_killed_follower_lose_nothing() {
         .create_topic("pause", 4, 3, rf3_config(&[]))
         .await
         .unwrap();
-    wait_full_isr(&cluster, "pause", 4).await;
+    cluster.wait_full_isr("pause", 4, ISR_WAIT).await;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let cfg = ProducerConfig {
@@ -174,7 +166,7 @@ async fn paused_leader_and_killed_follower_lose_nothing() {
     );
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(paused_at.elapsed())).await;
     cluster.resume_node(leader).unwrap();
-    wait_full_isr(&cluster, "pause", 4).await;
+    cluster.wait_full_isr("pause", 4, ISR_WAIT).await;
 
     let state = cluster.partition_state("pause", p).await.unwrap();
     let follower = state
@@ -186,7 +178,7 @@ async fn paused_leader_and_killed_follower_lose_nothing() {
     cluster.kill_node(follower);
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.restart_node(follower).unwrap();
-    wait_full_isr(&cluster, "pause", 4).await;
+    cluster.wait_full_isr("pause", 4, ISR_WAIT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop_tx.send(true).unwrap();
     producer.await.unwrap().unwrap();
@@ -207,7 +199,7 @@ async fn restarted_old_leader_truncates_its_unreplicated_tail() {
         )
         .await
         .unwrap();
-    wait_full_isr(&cluster, "tail", 1).await;
+    cluster.wait_full_isr("tail", 1, ISR_WAIT).await;
     let all = Producer::new(ProducerConfig {
         client: cluster.client_config(),
         acks: Acks::All,
@@ -269,7 +261,7 @@ async fn restarted_old_leader_truncates_its_unreplicated_tail() {
     }
     all.close().await.unwrap();
     cluster.restart_node(old).unwrap();
-    wait_full_isr(&cluster, "tail", 1).await;
+    cluster.wait_full_isr("tail", 1, ISR_WAIT).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let expected = cluster
         .replica_log(new.leader as usize, "tail", 0)
@@ -304,7 +296,7 @@ async fn idempotent_retry_after_a_dropped_answer_writes_no_duplicate() {
         .create_topic("once", 1, 3, rf3_config(&[]))
         .await
         .unwrap();
-    wait_full_isr(&cluster, "once", 1).await;
+    cluster.wait_full_isr("once", 1, ISR_WAIT).await;
     let leader = cluster.leader_of("once", 0).await.unwrap() as usize;
     let producer = Producer::new(ProducerConfig {
         client: cluster.client_config(),

@@ -153,7 +153,7 @@ pub async fn run(
     ));
     let (health, health_service) = tonic_health::server::health_reporter();
     health
-        .set_serving::<pb::log_server::LogServer<service::log::LogService>>()
+        .set_serving::<pb::log_server::LogServer<service::LogService>>()
         .await;
     let gauges = tokio::spawn(telemetry::run_gauges(
         partitions_for_shutdown.clone(),
@@ -199,7 +199,7 @@ pub async fn run(
     let groups_service = groups::service::GroupsService {
         coordinator: coordinator.clone(),
     };
-    let log_service = service::log::LogService {
+    let log_service = service::LogService {
         node_id: cfg.node_id,
         cache: cache.clone(),
         partitions,

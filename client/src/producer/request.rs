@@ -177,7 +177,7 @@ fn answer_timeout(shared: &Shared) -> Duration {
 /// which is most of a small request's; a large one spends its time encoding, sending and
 /// decoding its bytes, which separate calls do in parallel on both sides (HTTP/2 streams are
 /// encoded and decoded by separate tasks) while one stream does it a message at a time
-/// (BENCHMARKS.md, "Large produce requests").
+/// (BENCHMARKS.md, "The data path and why": the produce stream).
 const PARALLEL_ENCODE_BYTES: usize = 64 << 10;
 
 fn payload_len(r: &pb::ProduceRequest) -> usize {

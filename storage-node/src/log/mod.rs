@@ -6,7 +6,9 @@
 //! The store is synchronous (RocksDB calls block): the group-commit writer runs on its own
 //! thread; reads are answered from the in-memory tail ([`tail`]) or go through `spawn_blocking`.
 
+#[cfg(test)]
 pub mod conformance;
+#[cfg(test)]
 pub mod memory;
 mod readbuf;
 pub mod rocks;

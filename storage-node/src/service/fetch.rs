@@ -14,8 +14,8 @@ use sluice_proto::model::{Offset, TopicId};
 use sluice_proto::pb::{self, ErrorCode};
 use tonic::Status;
 
+use super::LogService;
 use super::codec::{corrupt, fetch_response, internal};
-use super::log::LogService;
 use super::resolve::{Target, leader_replica};
 use crate::log::PartitionKey;
 use crate::replica::Replica;

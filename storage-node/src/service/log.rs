@@ -1,48 +1,11 @@
 //! The `Log` gRPC service: a screenful of adapters over produce, fetch, list-offsets and the
 //! leader side of replication (request metrics come from the server's layer).
 
-use std::sync::Arc;
-
-use sluice_metadata::cache::MetadataCache;
-use sluice_proto::model::NodeId;
 use sluice_proto::mux::server::{Answers, serve};
 use sluice_proto::pb::{self, log_server::Log};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{fetch, produce, replicate_many, streams};
-use crate::faults::Faults;
-use crate::log::LogStore;
-use crate::partitions::Partitions;
-use crate::writer::Writer;
-
-/// Serves `Log` for one storage node; clones share everything (subscriptions run as tasks).
-#[derive(Clone)]
-pub struct LogService {
-    /// This node's id.
-    pub node_id: NodeId,
-    /// Watch-fed cluster view.
-    pub cache: Arc<MetadataCache>,
-    /// Hosted replicas.
-    pub partitions: Arc<Partitions>,
-    /// Group-commit writer.
-    pub writer: Writer,
-    /// The log store, for reads.
-    pub log: Arc<dyn LogStore>,
-    /// Test fault switches.
-    pub faults: Faults,
-    /// Turns true once the node has drained and is about to stop serving: subscriptions end
-    /// then (a graceful shutdown waits for every open stream).
-    pub closing: tokio::sync::watch::Receiver<bool>,
-}
-
-impl LogService {
-    /// Resolves once the node has drained and long-lived streams should end (a graceful
-    /// shutdown waits for every open stream).
-    fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut closing = self.closing.clone();
-        async move { drop(closing.wait_for(|c| *c).await) }
-    }
-}
+use super::{LogService, fetch, produce, replicate_many, streams};
 
 #[tonic::async_trait]
 impl Log for LogService {

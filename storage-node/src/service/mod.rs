@@ -1,4 +1,6 @@
-//! gRPC adapters of the storage node.
+//! gRPC adapters of the storage node: [`LogService`] holds what every handler needs; `log`
+//! adapts it to the `Log` trait, and the handlers (`produce`, `fetch`, `streams`,
+//! `replicate*`) take it, so no handler depends on the adapter.
 
 pub mod codec;
 pub mod fetch;
@@ -8,3 +10,42 @@ pub mod replicate;
 pub mod replicate_many;
 pub mod resolve;
 pub mod streams;
+
+use std::sync::Arc;
+
+use sluice_metadata::cache::MetadataCache;
+use sluice_proto::model::NodeId;
+
+use crate::faults::Faults;
+use crate::log::LogStore;
+use crate::partitions::Partitions;
+use crate::writer::Writer;
+
+/// Serves `Log` for one storage node; clones share everything (subscriptions run as tasks).
+#[derive(Clone)]
+pub struct LogService {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Watch-fed cluster view.
+    pub cache: Arc<MetadataCache>,
+    /// Hosted replicas.
+    pub partitions: Arc<Partitions>,
+    /// Group-commit writer.
+    pub writer: Writer,
+    /// The log store, for reads.
+    pub log: Arc<dyn LogStore>,
+    /// Test fault switches.
+    pub faults: Faults,
+    /// Turns true once the node has drained and is about to stop serving: subscriptions end
+    /// then (a graceful shutdown waits for every open stream).
+    pub closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl LogService {
+    /// Resolves once the node has drained and long-lived streams should end (a graceful
+    /// shutdown waits for every open stream).
+    pub(crate) fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.clone();
+        async move { drop(closing.wait_for(|c| *c).await) }
+    }
+}

@@ -9,8 +9,8 @@ use sluice_proto::batch::{self, BatchHeader, Compression};
 use sluice_proto::error::ApiError;
 use sluice_proto::pb::{self, ErrorCode, produce_request::Payload};
 
+use super::LogService;
 use super::codec::{corrupt, encode_records, internal, to_compression};
-use super::log::LogService;
 use super::resolve::{Target, leader_replica};
 use crate::faults;
 use crate::replica::Replica;

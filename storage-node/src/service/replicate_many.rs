@@ -19,7 +19,7 @@ use sluice_proto::pb::{self, ErrorCode};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::log::LogService;
+use super::LogService;
 use super::replicate::{Accepted, Following, accept, push};
 use crate::faults::Faults;
 use crate::log::LogStore;

@@ -10,7 +10,7 @@ use sluice_proto::mux::{Down, protocols};
 use sluice_proto::pb;
 use sluice_proto::server::observe;
 
-use super::log::LogService;
+use super::LogService;
 use super::{fetch, produce};
 
 /// A producer's requests: many at once (their batches share group commits), each answered as

@@ -19,7 +19,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-import bench  # noqa: E402  (the set-ups and process handling of scripts/bench.py)
+import bench_setups as bench  # noqa: E402  (the set-ups and process handling of scripts/bench.py)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

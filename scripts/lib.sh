@@ -45,7 +45,7 @@ ensure_build_deps() {
 ensure_polyglot_clients() {
   if ! python3 -c "import grpc, grpc_tools, grpc_status, grpc_reflection" >/dev/null 2>&1; then
     echo "installing grpcio, grpcio-tools, grpcio-status, grpcio-reflection (gRPC contract tests)" >&2
-    pip install -q grpcio grpcio-tools grpcio-status grpcio-reflection >/dev/null
+    pip install -q --root-user-action=ignore grpcio grpcio-tools grpcio-status grpcio-reflection >/dev/null
   fi
   local node_dir="$ROOT/integration/polyglot/node"
   if [ ! -d "$node_dir/node_modules/@grpc/grpc-js" ]; then

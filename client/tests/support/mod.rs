@@ -1,6 +1,6 @@
 //! An in-process fake cluster: one coordinator (Metadata) and storage nodes (Log) sharing one
 //! in-memory state, with knobs to inject faults — a stale advertised leader, queued produce
-//! errors before or after the append, a gate that stalls produce, paused nodes that hold every
+//! errors before or after the append, paused nodes that hold every
 //! request unanswered with their connections open, stopped and restarted nodes —
 //! so the client's routing, retry, idempotence and fetch logic is exercised over real gRPC
 //! without the real servers.
@@ -167,8 +167,6 @@ pub struct FakeCluster {
     pub metadata_calls: Arc<AtomicUsize>,
     pub watch: Arc<WatchHub>,
     pub state: Arc<Mutex<State>>,
-    /// Produce handlers take a read lock first; a test holding the write lock stalls them.
-    pub produce_gate: Arc<tokio::sync::RwLock<()>>,
     /// Nodes that hold produce and fetch requests unanswered, as a SIGSTOPped process does.
     pub paused: Arc<watch::Sender<BTreeSet<i32>>>,
     running: Mutex<BTreeMap<i32, RunningNode>>,
@@ -178,7 +176,6 @@ impl FakeCluster {
     /// A coordinator and `nodes` storage nodes (ids 1..=nodes) on loopback.
     pub async fn start(nodes: i32) -> Self {
         let state = Arc::new(Mutex::new(State::default()));
-        let produce_gate = Arc::new(tokio::sync::RwLock::new(()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let coordinator = listener.local_addr().unwrap().to_string();
         let metadata_calls = Arc::new(AtomicUsize::new(0));
@@ -201,7 +198,6 @@ impl FakeCluster {
             metadata_calls,
             watch,
             state,
-            produce_gate,
             paused: Arc::new(watch::channel(BTreeSet::new()).0),
             running: Mutex::new(BTreeMap::new()),
         };
@@ -219,7 +215,6 @@ impl FakeCluster {
         let svc = FakeNode {
             id,
             state: self.state.clone(),
-            gate: self.produce_gate.clone(),
             paused: self.paused.clone(),
             stopping: stopping_rx,
         };

@@ -29,7 +29,6 @@ use super::{Accepted, LastBatch, ProduceSeen, State};
 pub(super) struct FakeNode {
     pub(super) id: i32,
     pub(super) state: Arc<Mutex<State>>,
-    pub(super) gate: Arc<tokio::sync::RwLock<()>>,
     pub(super) paused: Arc<watch::Sender<BTreeSet<i32>>>,
     /// Turns true when the node stops: its subscriptions end, as a real node's do.
     pub(super) stopping: watch::Receiver<bool>,
@@ -133,7 +132,6 @@ impl log_server::Log for FakeNode {
         req: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         self.hold_while_paused("produce").await;
-        let _gate = self.gate.read().await;
         let req = req.into_inner();
         let mut st = self.state.lock().unwrap();
         let Some(Payload::Batch(batch)) = req.payload else {

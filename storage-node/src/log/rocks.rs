@@ -150,7 +150,18 @@ impl RocksLog {
             ColumnFamilyDescriptor::new(CF_INDEX, Options::default()),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
         ];
-        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(err)?;
+        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
+            if e.to_string().contains("Column families not opened") {
+                LogError(format!(
+                    "{} holds column families this build does not know ({e}); it was written by \
+                     a development build that kept batches inline: move it away and start the \
+                     node on an empty directory",
+                    dir.display()
+                ))
+            } else {
+                err(e)
+            }
+        })?;
         let segments = Segments::open(dir.join("segments"), segment_bytes)?;
         Ok(Self {
             db,

@@ -145,3 +145,18 @@ fn a_data_directory_keeps_its_incarnation_and_a_new_one_gets_another() {
         .unwrap();
     assert_ne!(first, wiped, "a wiped directory is a new incarnation");
 }
+
+#[test]
+fn a_directory_with_column_families_this_build_does_not_know_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        rocksdb::DB::open_cf(&opts, dir.path(), ["log", "index", "meta"]).unwrap();
+    }
+    let Err(e) = RocksLog::open(dir.path(), false) else {
+        panic!("opened a directory with an unknown column family");
+    };
+    assert!(e.to_string().contains("move it away"), "{e}");
+}

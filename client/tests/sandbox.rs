@@ -162,6 +162,27 @@ async fn refused_and_held_produce_requests_are_retried_until_they_land_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_leader_is_waited_for_and_answers_once() {
+    let sandbox = Sandbox::start(1).await.unwrap();
+    sandbox.create_topic("t", 1, 1).await.unwrap();
+    let producer = producer(&sandbox).await;
+    sandbox.set_fault(0, faults::DELAY_PRODUCE, Some("300"));
+    let started = std::time::Instant::now();
+    assert_eq!(
+        send_all(&producer, "t", 0, &values(0..3)).await,
+        vec![0, 1, 2]
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    sandbox.set_fault(0, faults::DELAY_PRODUCE, None);
+    let mut consumer = consumer(&sandbox, "t", 1).await;
+    assert_eq!(read(&mut consumer, 3).await[&0], values(0..3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_and_consumer_follow_the_partition_when_its_leader_stops() {
     let mut sandbox = Sandbox::start(3).await.unwrap();
     sandbox.create_topic("t", 1, 3).await.unwrap();

@@ -81,3 +81,75 @@ pub async fn wait_committed(
         .await
         .unwrap_or(Err(CommitError::TimedOut(timeout)))
 }
+
+#[cfg(test)]
+mod tests {
+    use sluice_proto::model::TopicId;
+
+    use super::*;
+    use crate::log::{OpenedLog, PartitionKey};
+    use crate::replica::{Assignment, Leadership, ReplicaConfig};
+
+    /// A replica of node 0 with ten records, led by `leader`, with `isr` of replicas 0 and 1.
+    fn replica(leader: i32, isr: Vec<i32>) -> Arc<Replica> {
+        let opened = OpenedLog {
+            uid: 1,
+            log_start: 0,
+            log_end: 10,
+            epochs: vec![],
+            high_watermark: 0,
+        };
+        let key = PartitionKey {
+            topic_id: TopicId([1; 16]),
+            partition: 0,
+        };
+        let assignment = Assignment {
+            leadership: Leadership { leader, epoch: 1 },
+            replicas: vec![0, 1],
+            isr,
+            partition_epoch: 0,
+            isr_incarnations: Default::default(),
+        };
+        let config = ReplicaConfig {
+            max_batch_bytes: 1 << 20,
+            min_insync: 2,
+            max_lag_ms: 10_000,
+        };
+        Replica::new(0, "t".into(), key, opened, assignment, config)
+    }
+
+    const WAIT: Duration = Duration::from_millis(50);
+
+    #[tokio::test]
+    async fn an_append_past_the_high_watermark_with_too_few_in_sync_is_after_append() {
+        let r = replica(0, vec![0]);
+        let e = wait_committed(&r, 10, 1, WAIT).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                CommitError::TooFewInSync {
+                    isr: 1,
+                    min_insync: 2,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_never_reports_times_the_wait_out_and_another_leader_moves_it() {
+        let r = replica(0, vec![0, 1]);
+        assert_eq!(
+            wait_committed(&r, 10, 1, WAIT).await,
+            Err(CommitError::TimedOut(WAIT))
+        );
+        r.update_follower(1, Some(10), true);
+        assert_eq!(wait_committed(&r, 10, 1, WAIT).await, Ok(()));
+        let r = replica(1, vec![0, 1]);
+        assert!(matches!(
+            wait_committed(&r, 10, 1, WAIT).await,
+            Err(CommitError::LeadershipMoved { .. })
+        ));
+    }
+}

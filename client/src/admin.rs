@@ -59,6 +59,37 @@ impl Admin {
         described(resp.topic, name)
     }
 
+    /// Sets `set` and removes `delete` (back to their defaults) in a topic's config, or only
+    /// checks the change with `validate_only`; every replica applies it without a restart.
+    /// Unknown keys and bad values are refused with `INVALID_CONFIG`.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+        validate_only: bool,
+    ) -> Result<pb::TopicDescription> {
+        let set: HashMap<String, String> = set.into_iter().collect();
+        let resp = self
+            .coordinators
+            .call(&self.pool, "AlterTopicConfig", false, |ch, t| {
+                let req = pb::AlterTopicConfigRequest {
+                    name: name.to_string(),
+                    set: set.clone(),
+                    delete: delete.clone(),
+                    validate_only,
+                };
+                async move {
+                    AdminClient::new(ch)
+                        .alter_topic_config(request(req, t))
+                        .await
+                }
+            })
+            .await?
+            .into_inner();
+        described(resp.topic, name)
+    }
+
     /// Deletes a topic and its data.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         self.coordinators

@@ -13,6 +13,7 @@ use sluice_metadata::{Compare, MetaStore, Op, StoreError, Txn};
 use sluice_proto::error::ApiError;
 use sluice_proto::model::{self, NodeId, TopicId, TopicName};
 use sluice_proto::pb::{self, ErrorCode, PartitionStateRecord, TopicRecord};
+use sluice_proto::topic_config;
 
 use crate::describe;
 use crate::placement::{self, Candidate, Load};
@@ -21,7 +22,7 @@ use crate::placement::{self, Candidate, Load};
 /// well below.
 pub(crate) const MAX_OPS_PER_TXN: usize = 100;
 /// How long a write waits for the cache to show it before answering.
-const READ_YOUR_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const READ_YOUR_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The controller's handle on the store. Cheap to clone.
 #[derive(Clone)]
@@ -47,7 +48,7 @@ pub fn store_error(e: StoreError) -> ApiError {
     }
 }
 
-fn fenced(keys: &Keys, fence: i64) -> Txn {
+pub(crate) fn fenced(keys: &Keys, fence: i64) -> Txn {
     Txn::new().when(Compare::CreateRevision(keys.controller(), fence))
 }
 
@@ -183,7 +184,7 @@ impl Controller {
                 format!("replication factor {rf} is invalid; give 1 or more"),
             ));
         }
-        let config = model::validate_topic_config(&req.config.clone().into_iter().collect(), rf)?;
+        let config = topic_config::validate_overrides(&req.config, rf)?;
         let view = self.cache.view();
         if view.topics.contains_key(name.as_str()) {
             return Err(already_exists(name.as_str()));
@@ -206,7 +207,6 @@ impl Controller {
                 name: name.to_string(),
                 topic_id: topic_id.0.to_vec().into(),
                 replication_factor: rf,
-                config: config.into_iter().collect(),
                 partitions: new_partition_states(&view, &topic_id, 0, placed)
                     .into_iter()
                     .map(|p| pb::PartitionMetadata {
@@ -219,6 +219,7 @@ impl Controller {
                     })
                     .collect(),
                 internal: false,
+                ..describe::config_fields(&config.into_iter().collect())
             });
         }
         let topic_id = TopicId(*uuid::Uuid::new_v4().as_bytes());
@@ -287,7 +288,11 @@ impl Controller {
     }
 
     /// A failed fenced txn: deposed controller, or the other compare failed.
-    async fn explain_conflict(&self, fence: i64, other: impl FnOnce() -> ApiError) -> ApiError {
+    pub(crate) async fn explain_conflict(
+        &self,
+        fence: i64,
+        other: impl FnOnce() -> ApiError,
+    ) -> ApiError {
         match self.store.get(&self.keys.controller()).await {
             Ok(Some(c)) if c.create_revision == fence => other(),
             Ok(_) => lost_leadership(),

@@ -2,8 +2,11 @@
 
 use sluice_metadata::cache::ClusterView;
 use sluice_proto::error::ApiError;
+use std::collections::HashMap;
+
 use sluice_proto::model::TopicId;
 use sluice_proto::pb::{self, ErrorCode};
+use sluice_proto::topic_config;
 
 /// Partition metadata of a topic, only partitions below its partition count (a partition written
 /// ahead of its topic record by an unfinished CreatePartitions stays invisible).
@@ -33,10 +36,23 @@ pub fn topic(view: &ClusterView, name: &str) -> Result<pb::TopicDescription, Api
         name: r.name.clone(),
         topic_id: r.topic_id.clone(),
         replication_factor: r.replication_factor,
-        config: r.config.clone(),
         partitions: partitions(view, r),
         internal: r.internal,
+        ..config_fields(&r.config)
     })
+}
+
+/// A description's `config` (every key, effective) and `default_configs` for a topic whose
+/// stored overrides are `overrides`.
+pub fn config_fields(overrides: &HashMap<String, String>) -> pb::TopicDescription {
+    let mut d = pb::TopicDescription::default();
+    for (key, value, is_default) in topic_config::effective(|k| overrides.get(k)) {
+        if is_default {
+            d.default_configs.push(key.to_string());
+        }
+        d.config.insert(key.to_string(), value);
+    }
+    d
 }
 
 /// A topic's description from the records a controller just wrote.
@@ -48,7 +64,6 @@ pub fn written(
         name: topic.name.clone(),
         topic_id: topic.topic_id.clone(),
         replication_factor: topic.replication_factor,
-        config: topic.config.clone(),
         partitions: states
             .iter()
             .map(|p| pb::PartitionMetadata {
@@ -61,6 +76,7 @@ pub fn written(
             })
             .collect(),
         internal: topic.internal,
+        ..config_fields(&topic.config)
     }
 }
 

@@ -6,6 +6,7 @@
 //! [`run`] is the whole process minus argument parsing, so tests and `sluice dev` run
 //! coordinators in process with their own listener and shutdown signal.
 
+pub mod alter_config;
 pub mod controller;
 pub mod describe;
 pub mod election;

@@ -18,6 +18,7 @@ use sluice_metadata::keys::Keys;
 use sluice_metadata::{Compare, MetaStore, Op, StoreError, Txn};
 use sluice_proto::model::{NodeId, TopicId};
 use sluice_proto::pb::PartitionStateRecord;
+use sluice_proto::topic_config::TopicConfig;
 use tokio::sync::watch;
 
 use crate::controller::MAX_OPS_PER_TXN;
@@ -25,8 +26,6 @@ use crate::election::Role;
 use crate::failover::{self, Live, LiveNode, NO_LEADER};
 use crate::suspects::Suspects;
 
-/// Topic config key that allows electing a replica outside the ISR (may lose acknowledged data).
-pub const UNCLEAN_LEADER_ELECTION: &str = "unclean.leader.election";
 /// Wait after a view change before deciding, so a burst (several leases lapsing together, a
 /// topic's partitions arriving) becomes one pass and few transactions.
 const COALESCE: Duration = Duration::from_millis(20);
@@ -96,11 +95,8 @@ pub fn plan(view: &ClusterView, suspects: Live) -> Vec<Change> {
         let Ok(topic_id) = TopicId::from_slice(&t.record.topic_id) else {
             continue;
         };
-        let unclean = t
-            .record
-            .config
-            .get(UNCLEAN_LEADER_ELECTION)
-            .is_some_and(|v| v == "true");
+        let unclean =
+            TopicConfig::from_stored(&t.record.name, &t.record.config).unclean_leader_election;
         for p in view.partitions_of(&topic_id) {
             if p.record.partition >= t.record.partition_count {
                 continue;
@@ -375,7 +371,7 @@ mod tests {
         }
         let mut config = HashMap::new();
         if unclean {
-            config.insert(UNCLEAN_LEADER_ELECTION.to_string(), "true".to_string());
+            config.insert("unclean.leader.election".to_string(), "true".to_string());
         }
         v.topics.insert(
             "t".into(),

@@ -7,6 +7,7 @@ pub mod error;
 pub mod model;
 pub mod mux;
 pub mod server;
+pub mod topic_config;
 pub mod transport;
 
 /// Generated protobuf and gRPC code. Domain code converts to [`model`] types at the boundary.

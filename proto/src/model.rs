@@ -1,7 +1,6 @@
 //! Validated domain types. Values from the wire or the command line are converted with
 //! `TryFrom`/`parse` at the boundary, so the core never sees an invalid name or id.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::error::ApiError;
@@ -115,132 +114,7 @@ impl fmt::Display for TopicId {
     }
 }
 
-/// One configurable topic setting: its key, default, and validation.
-struct ConfigSpec {
-    key: &'static str,
-    default: &'static str,
-    check: fn(&str) -> Result<(), String>,
-}
-
-fn non_negative_or_minus_one(v: &str) -> Result<(), String> {
-    match v.parse::<i64>() {
-        Ok(n) if n >= -1 => Ok(()),
-        _ => Err("must be an integer >= 0, or -1 for unlimited".into()),
-    }
-}
-
-fn positive(v: &str) -> Result<(), String> {
-    match v.parse::<i64>() {
-        Ok(n) if n >= 1 => Ok(()),
-        _ => Err("must be an integer >= 1".into()),
-    }
-}
-
-fn batch_size(v: &str) -> Result<(), String> {
-    match v.parse::<i64>() {
-        Ok(n) if (1024..=MAX_BATCH_BYTES_LIMIT).contains(&n) => Ok(()),
-        _ => Err(format!(
-            "must be an integer between 1024 and {MAX_BATCH_BYTES_LIMIT}"
-        )),
-    }
-}
-
-fn cleanup_policy(v: &str) -> Result<(), String> {
-    match v {
-        "delete" | "compact" | "compact,delete" | "delete,compact" => Ok(()),
-        _ => Err("must be 'delete', 'compact' or 'compact,delete'".into()),
-    }
-}
-
-fn boolean(v: &str) -> Result<(), String> {
-    match v {
-        "true" | "false" => Ok(()),
-        _ => Err("must be 'true' or 'false'".into()),
-    }
-}
-
-/// Hard ceiling on `max.message.bytes` (and so on any batch a node accepts).
-pub const MAX_BATCH_BYTES_LIMIT: i64 = 64 * 1024 * 1024;
-
-/// Config key for the largest record batch a partition accepts.
-pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
-
-const CONFIG_SPECS: &[ConfigSpec] = &[
-    ConfigSpec {
-        key: "retention.ms",
-        default: "604800000",
-        check: non_negative_or_minus_one,
-    },
-    ConfigSpec {
-        key: "retention.bytes",
-        default: "-1",
-        check: non_negative_or_minus_one,
-    },
-    ConfigSpec {
-        key: MAX_MESSAGE_BYTES,
-        default: "1048588",
-        check: batch_size,
-    },
-    ConfigSpec {
-        key: "cleanup.policy",
-        default: "delete",
-        check: cleanup_policy,
-    },
-    ConfigSpec {
-        key: "min.insync.replicas",
-        default: "1",
-        check: positive,
-    },
-    ConfigSpec {
-        key: "unclean.leader.election",
-        default: "false",
-        check: boolean,
-    },
-    ConfigSpec {
-        key: "replica.lag.time.max.ms",
-        default: "10000",
-        check: positive,
-    },
-];
-
-/// Validates user-supplied topic configs and fills in the defaults, so a stored topic always
-/// carries its full effective configuration.
-pub fn validate_topic_config(
-    config: &BTreeMap<String, String>,
-    replication_factor: i32,
-) -> Result<BTreeMap<String, String>, ApiError> {
-    let mut out = BTreeMap::new();
-    for (k, v) in config {
-        let Some(spec) = CONFIG_SPECS.iter().find(|s| s.key == k) else {
-            let known: Vec<_> = CONFIG_SPECS.iter().map(|s| s.key).collect();
-            return Err(ApiError::new(
-                ErrorCode::InvalidConfig,
-                format!(
-                    "unknown topic config '{k}'; known configs: {}",
-                    known.join(", ")
-                ),
-            ));
-        };
-        (spec.check)(v).map_err(|why| {
-            ApiError::new(ErrorCode::InvalidConfig, format!("config {k}={v:?}: {why}"))
-        })?;
-        out.insert(k.clone(), v.clone());
-    }
-    for spec in CONFIG_SPECS {
-        out.entry(spec.key.to_string())
-            .or_insert_with(|| spec.default.to_string());
-    }
-    let min_isr: i32 = out["min.insync.replicas"].parse().unwrap_or(1);
-    if min_isr > replication_factor {
-        return Err(ApiError::new(
-            ErrorCode::InvalidConfig,
-            format!(
-                "min.insync.replicas={min_isr} exceeds the replication factor {replication_factor}; lower it or raise the replication factor"
-            ),
-        ));
-    }
-    Ok(out)
-}
+pub use crate::topic_config::MAX_BATCH_BYTES_LIMIT;
 
 /// Validates a requested partition count (for creation or as a new total).
 pub fn validate_partition_count(partitions: i32) -> Result<(), ApiError> {
@@ -289,24 +163,6 @@ mod tests {
         let id = TopicId([0xab; 16]);
         assert_eq!(TopicId::from_hex(&id.to_hex()), Some(id));
         assert_eq!(TopicId::from_hex("zz"), None);
-    }
-
-    #[test]
-    fn config_defaults_are_filled_and_unknown_keys_refused() {
-        let cfg = validate_topic_config(&BTreeMap::new(), 1).unwrap();
-        assert_eq!(cfg["cleanup.policy"], "delete");
-        let mut bad = BTreeMap::new();
-        bad.insert("retention.mss".to_string(), "1".to_string());
-        assert_eq!(
-            validate_topic_config(&bad, 1).unwrap_err().code,
-            ErrorCode::InvalidConfig
-        );
-        let mut bad = BTreeMap::new();
-        bad.insert("min.insync.replicas".to_string(), "3".to_string());
-        assert_eq!(
-            validate_topic_config(&bad, 1).unwrap_err().code,
-            ErrorCode::InvalidConfig
-        );
     }
 
     #[test]

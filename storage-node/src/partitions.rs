@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use sluice_metadata::cache::ClusterView;
-use sluice_proto::model::{MAX_MESSAGE_BYTES, NodeId, TopicId};
+use sluice_proto::model::{NodeId, TopicId};
+use sluice_proto::topic_config::TopicConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -21,9 +22,6 @@ use crate::follower::{self, FollowerContext};
 use crate::log::{LogError, LogStore, PartitionKey};
 use crate::replica::{Assignment, Leadership, Replica, ReplicaConfig};
 use crate::writer::{self, Writer};
-
-/// Fallback for `max.message.bytes` when a topic record lacks it.
-const DEFAULT_MAX_BATCH_BYTES: usize = 1_048_588;
 
 /// The replicas hosted here, by partition.
 pub struct Partitions {
@@ -44,12 +42,14 @@ struct Desired {
     config: ReplicaConfig,
 }
 
-fn config_of(cfg: &std::collections::HashMap<String, String>) -> ReplicaConfig {
-    let num = |k: &str, d: u64| cfg.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(d);
+/// What a replica applies of its topic's config (read again at every view, so a change takes
+/// effect without a restart).
+fn config_of(topic: &str, overrides: &std::collections::HashMap<String, String>) -> ReplicaConfig {
+    let cfg = TopicConfig::from_stored(topic, overrides);
     ReplicaConfig {
-        max_batch_bytes: num(MAX_MESSAGE_BYTES, DEFAULT_MAX_BATCH_BYTES as u64) as usize,
-        min_insync: num("min.insync.replicas", 1) as usize,
-        max_lag_ms: num("replica.lag.time.max.ms", 10_000),
+        max_batch_bytes: cfg.max_message_bytes,
+        min_insync: cfg.min_insync_replicas,
+        max_lag_ms: cfg.replica_lag_time_max_ms,
     }
 }
 
@@ -119,7 +119,7 @@ impl Partitions {
             let Ok(topic_id) = TopicId::from_slice(&t.record.topic_id) else {
                 continue;
             };
-            let config = config_of(&t.record.config);
+            let config = config_of(&t.record.name, &t.record.config);
             for p in view.partitions_of(&topic_id) {
                 let s = &p.record;
                 if s.partition >= t.record.partition_count || !s.replicas.contains(&self.node_id) {

@@ -1,4 +1,4 @@
-//! `sluice topic create|list|describe|delete|add-partitions`.
+//! `sluice topic create|list|describe|alter|delete|add-partitions`.
 
 use std::collections::BTreeMap;
 
@@ -35,6 +35,20 @@ pub enum TopicCmd {
     Describe {
         /// Topic name.
         name: String,
+    },
+    /// Change a topic's config; every replica applies it at once, without a restart.
+    Alter {
+        /// Topic name.
+        name: String,
+        /// Config to set as key=value (repeatable), e.g. --config min.insync.replicas=2.
+        #[arg(long = "config", short = 'c')]
+        config: Vec<String>,
+        /// Config key to remove, so it returns to its default (repeatable).
+        #[arg(long = "delete-config")]
+        delete_config: Vec<String>,
+        /// Check the change and show the result without applying it.
+        #[arg(long)]
+        validate_only: bool,
     },
     /// Delete a topic and all its data.
     Delete {
@@ -89,10 +103,15 @@ fn print_description(t: &sluice_proto::pb::TopicDescription) {
         outln!("partition {} is offline: {}", p.partition, p.offline_reason);
     }
     if !t.config.is_empty() {
-        let mut cfg = table(&["config", "value"]);
+        let mut cfg = table(&["config", "value", "source"]);
         let sorted: BTreeMap<_, _> = t.config.iter().collect();
         for (k, v) in sorted {
-            cfg.add_row(vec![k.clone(), v.clone()]);
+            let source = if t.default_configs.contains(k) {
+                "default"
+            } else {
+                "topic"
+            };
+            cfg.add_row(vec![k.clone(), v.clone(), source.to_string()]);
         }
         outln!("{cfg}");
     }
@@ -136,6 +155,22 @@ pub async fn run(cmd: TopicCmd, client: ClientConfig) -> anyhow::Result<()> {
             outln!("{tab}");
         }
         TopicCmd::Describe { name } => print_description(&admin.describe_topic(&name).await?),
+        TopicCmd::Alter {
+            name,
+            config,
+            delete_config,
+            validate_only,
+        } => {
+            let t = admin
+                .alter_topic_config(&name, parse_config(&config)?, delete_config, validate_only)
+                .await?;
+            if validate_only {
+                outln!("valid; nothing changed. The config would be:");
+            } else {
+                outln!("altered topic {}", t.name);
+            }
+            print_description(&t);
+        }
         TopicCmd::Delete { name } => {
             admin.delete_topic(&name).await?;
             outln!("deleted topic {name}");

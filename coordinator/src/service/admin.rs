@@ -154,6 +154,17 @@ impl Admin for AdminService {
         })
     }
 
+    async fn alter_topic_config(
+        &self,
+        req: Request<pb::AlterTopicConfigRequest>,
+    ) -> Result<Response<pb::AlterTopicConfigResponse>, Status> {
+        write_rpc!(self, req, alter_topic_config, |fence, msg| {
+            pb::AlterTopicConfigResponse {
+                topic: Some(self.controller.alter_topic_config(fence, msg).await?),
+            }
+        })
+    }
+
     async fn find_coordinator(
         &self,
         req: Request<pb::FindCoordinatorRequest>,

@@ -70,6 +70,10 @@ impl Default for CoordinatorConfig {
     }
 }
 
+/// How long loading the cluster view at start may take before the coordinator gives up (and
+/// says so) instead of waiting silently.
+const VIEW_LOAD_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Runs a coordinator until `shutdown` resolves, then stops accepting requests, ends metadata
 /// watches, drains requests, stops the failover loop and resigns the controller role (so a
 /// standby takes over at once).
@@ -80,10 +84,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let keys = Keys::for_cluster(&cfg.cluster_name);
+    tracing::info!(id = %cfg.id, "loading the cluster view");
     let cache = Arc::new(
-        MetadataCache::start(store.clone(), keys.clone())
-            .await
-            .context("loading cluster metadata")?,
+        tokio::time::timeout(
+            VIEW_LOAD_TIMEOUT,
+            MetadataCache::start(store.clone(), keys.clone()),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("the metadata store did not answer within {VIEW_LOAD_TIMEOUT:?}")
+        })
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .context("loading cluster metadata")?,
     );
     let (role_tx, role_rx) = watch::channel(Role::Standby);
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -71,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             .map(|a| a.to_string())
             .unwrap_or(args.listen)
     });
+    tracing::info!(etcd = ?args.etcd, "connecting to etcd");
     let store = sluice_metadata::etcd::EtcdStore::connect(&args.etcd, Duration::from_secs(5))
         .await
         .context("connecting to etcd")?;

@@ -92,6 +92,7 @@ impl SluiceOptions {
             min_bytes: 1,
             max_bytes: self.fetch_max_bytes,
             queue_records: 50_000,
+            ..ConsumerConfig::default()
         }
     }
 

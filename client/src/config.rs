@@ -193,6 +193,19 @@ impl ProducerConfig {
     }
 }
 
+/// Where a member starts reading a partition the group has no committed offset for, and where
+/// a consumer moves a position that is out of range (`auto.offset.reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// The oldest retained record.
+    Earliest,
+    /// The log end: only records produced from now on.
+    #[default]
+    Latest,
+    /// Neither: `next()` returns an error naming the partition, which stays owned but unread.
+    None,
+}
+
 /// Fetch and buffering settings of a [`crate::Consumer`].
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -207,6 +220,13 @@ pub struct ConsumerConfig {
     /// Records fetched ahead and held for `next()`; fetches pause when it is full, so memory
     /// stays bounded however slow the application is.
     pub queue_records: usize,
+    /// What happens when a partition's position is out of range (below the log start once
+    /// retention or `DeleteRecords` removed what it pointed at, or past the end): with
+    /// [`OffsetReset::None`] (the default) `next()` returns `OFFSET_OUT_OF_RANGE` and the
+    /// partition waits for a seek; `Earliest` and `Latest` move the position there and log a
+    /// warning saying from where to where. A [`crate::GroupConsumer`] uses its
+    /// `auto_offset_reset`.
+    pub offset_reset: OffsetReset,
 }
 
 impl Default for ConsumerConfig {
@@ -217,6 +237,7 @@ impl Default for ConsumerConfig {
             min_bytes: 1,
             max_bytes: 4 * 1024 * 1024,
             queue_records: 10_000,
+            offset_reset: OffsetReset::None,
         }
     }
 }

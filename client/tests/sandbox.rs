@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use sluice_client::{
-    Acks, ClientConfig, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig,
-    ProducerRecord, SeekTo, partition_for_key,
+    Acks, ClientConfig, ClientError, Consumer, ConsumerConfig, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, SeekTo, partition_for_key,
 };
 use sluice_proto::pb::ErrorCode;
 use sluice_sandbox::{Sandbox, faults};
@@ -580,4 +580,37 @@ async fn unreachable_bootstrap_addresses_are_skipped() {
         .await
         .unwrap();
     assert_eq!(md.offset, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_out_of_range_moves_as_offset_reset_says() {
+    let cluster = Sandbox::start(1).await.unwrap();
+    cluster.create_topic("t", 1, 1).await.unwrap();
+    let producer = producer(&cluster).await;
+    send_all(&producer, "t", 0, &values(0..3)).await;
+    let mut earliest = reading_from(&cluster, OffsetReset::Earliest).await;
+    assert_eq!(next_record(&mut earliest).await.unwrap().offset, 0);
+    let mut latest = reading_from(&cluster, OffsetReset::Latest).await;
+    // Moved to the end, it reads only what comes next.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_all(&producer, "t", 0, &values(3..4)).await;
+    assert_eq!(next_record(&mut latest).await.unwrap().offset, 3);
+    let mut none = reading_from(&cluster, OffsetReset::None).await;
+    let err = next_record(&mut none).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::OffsetOutOfRange));
+}
+
+/// A consumer of `t`-0 positioned at offset 50, past the end, with `reset`.
+async fn reading_from(cluster: &Sandbox, reset: OffsetReset) -> Consumer {
+    let mut consumer = Consumer::new(ConsumerConfig {
+        offset_reset: reset,
+        ..consumer_config(cluster)
+    })
+    .await
+    .unwrap();
+    consumer
+        .assign(vec![("t".into(), 0)], SeekTo::Offset(50))
+        .await
+        .unwrap();
+    consumer
 }

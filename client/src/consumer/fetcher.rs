@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use sluice_proto::batch::{BatchIter, decode_records_shared};
 use sluice_proto::error::ApiError;
-use sluice_proto::pb;
+use sluice_proto::pb::{self, ErrorCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use super::ConsumerRecord;
 use super::session::Sessions;
-use crate::config::ConsumerConfig;
+use super::{ConsumerRecord, SeekTo, offsets};
+use crate::config::{ConsumerConfig, OffsetReset};
 use crate::connection::MAX_MESSAGE_BYTES;
 use crate::error::{ClientError, Result};
 use crate::metadata::{Leader, Metadata};
@@ -94,6 +94,11 @@ impl Target {
 
     fn position(&self) -> i64 {
         self.position.load(Ordering::Acquire)
+    }
+
+    /// Moves the position (an out-of-range reset).
+    fn reset_position(&self, offset: i64) {
+        self.position.store(offset, Ordering::Release);
     }
 
     /// Queues the records at or after the position as one chunk, advancing the position past
@@ -172,6 +177,13 @@ impl Fetcher {
                 tracing::debug!(topic = %self.target.topic, partition = self.target.partition, error = %err, "fetch abandoned; refetching from the new leader");
                 continue;
             }
+            let err = match self.reset_out_of_range(err).await {
+                Ok(()) => {
+                    failures = 0;
+                    continue;
+                }
+                Err(err) => err,
+            };
             if !err.is_retriable() {
                 tracing::warn!(topic = %self.target.topic, partition = self.target.partition, position = self.target.position(), error = %err, "fetch stopped");
                 let _ = self.target.tx.send(FetchEvent {
@@ -194,6 +206,23 @@ impl Fetcher {
                 tokio::time::sleep(RETRY.backoff(failures)).await;
             }
         }
+    }
+
+    /// Applies the consumer's `offset_reset` to an `OFFSET_OUT_OF_RANGE`: moves the position to
+    /// the log start or end and says so. Hands back any other error, and this one under
+    /// [`OffsetReset::None`] or when the new position cannot be looked up.
+    async fn reset_out_of_range(&self, err: ClientError) -> Result<()> {
+        let to = match (err.code(), self.cfg.offset_reset) {
+            (Some(ErrorCode::OffsetOutOfRange), OffsetReset::Earliest) => SeekTo::Earliest,
+            (Some(ErrorCode::OffsetOutOfRange), OffsetReset::Latest) => SeekTo::Latest,
+            _ => return Err(err),
+        };
+        let (topic, partition) = (&self.target.topic, self.target.partition);
+        let timeout = self.cfg.client.request_timeout;
+        let offset = offsets::resolve(&self.meta, timeout, topic, partition, to).await?;
+        tracing::warn!(%topic, partition, from = self.target.position(), to = offset, reset = ?self.cfg.offset_reset, "fetch position out of range; moved as offset_reset says");
+        self.target.reset_position(offset);
+        Ok(())
     }
 
     /// The request for the next records from the position, to `leader`.

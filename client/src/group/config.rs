@@ -2,21 +2,9 @@
 
 use std::time::Duration;
 
+pub use crate::config::OffsetReset;
 use crate::config::{ClientConfig, ConsumerConfig};
 use crate::error::{ClientError, Result};
-
-/// Where a member starts reading a partition the group has no committed offset for
-/// (`auto.offset.reset`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OffsetReset {
-    /// The oldest retained record.
-    Earliest,
-    /// The log end: only records produced from now on.
-    #[default]
-    Latest,
-    /// Neither: `next()` returns an error naming the partition, which stays owned but unread.
-    None,
-}
 
 /// Settings of a [`crate::GroupConsumer`].
 #[derive(Debug, Clone)]
@@ -114,6 +102,7 @@ impl GroupConsumerConfig {
             min_bytes: 1,
             max_bytes: self.max_bytes,
             queue_records: self.queue_records,
+            offset_reset: self.auto_offset_reset,
         }
     }
 }

@@ -266,12 +266,50 @@ impl TestCluster {
             if Instant::now() > deadline {
                 bail!(
                     "cluster not ready after {timeout:?}; the end of each process's log (the \
-                     directory is removed with the cluster):\n{}",
-                    self.log_tails(20)
+                     directory is removed with the cluster):\n{}\n{}",
+                    self.log_tails(20),
+                    self.silent_processes()
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Where each process that has written nothing to its log is (its state and the stack of
+    /// every thread, from gdb when installed): a server that hangs before its first log line
+    /// says nothing otherwise.
+    pub fn silent_processes(&self) -> String {
+        let mut out = String::new();
+        for p in self.coordinators.iter().chain(&self.nodes) {
+            let silent = std::fs::metadata(&p.log).map_or(true, |m| m.len() == 0);
+            let Some(pid) = p.pid().filter(|_| silent) else {
+                continue;
+            };
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let state = status
+                .lines()
+                .find(|l| l.starts_with("State:"))
+                .unwrap_or("State: ?");
+            let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+            let stacks = std::process::Command::new("timeout")
+                .args([
+                    "20",
+                    "gdb",
+                    "-batch",
+                    "-p",
+                    &pid.to_string(),
+                    "-ex",
+                    "thread apply all bt 12",
+                ])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_else(|e| format!("(no gdb: {e})"));
+            out.push_str(&format!(
+                "== {} (pid {pid}) wrote nothing: {state}, wchan {wchan}\n{stacks}\n",
+                p.name
+            ));
+        }
+        out
     }
 
     /// The last `lines` lines of every process log of this cluster, for failure messages.

@@ -141,6 +141,8 @@ async fn processes_serve_prometheus_metrics_and_grpc_readiness() {
         "sluice_partition_high_watermark{topic=\"seen\"",
         "sluice_under_replicated_partitions 0",
         "sluice_rocksdb_memtable_bytes",
+        "sluice_data_volume_free_bytes",
+        "sluice_data_volume_bytes",
         "sluice_metadata_store_duration_seconds_bucket",
     ] {
         assert!(

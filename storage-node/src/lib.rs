@@ -158,6 +158,7 @@ pub async fn run(
     let gauges = tokio::spawn(telemetry::run_gauges(
         partitions_for_shutdown.clone(),
         log.clone(),
+        cfg.data_dir.clone(),
     ));
     let readiness = tokio::spawn(health::run_readiness(
         health.clone(),

@@ -8,7 +8,9 @@
 //! | `sluice_partition_log_end_offset`, `sluice_partition_high_watermark`, `sluice_partition_isr_size` | gauge | `topic`, `partition` (leaders only) |
 //! | `sluice_under_replicated_partitions`, `sluice_leader_partitions` | gauge | - |
 //! | `sluice_rocksdb_*` | gauge | - |
+//! | `sluice_data_volume_free_bytes`, `sluice_data_volume_bytes` | gauge | - (the file system holding the data directory; free as an unprivileged writer sees it) |
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use crate::log::LogStore;
 use crate::partitions::Partitions;
 
 /// Publishes per-partition and storage gauges every second until aborted.
-pub async fn run_gauges(partitions: Arc<Partitions>, log: Arc<dyn LogStore>) {
+pub async fn run_gauges(partitions: Arc<Partitions>, log: Arc<dyn LogStore>, data_dir: PathBuf) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
@@ -41,10 +43,16 @@ pub async fn run_gauges(partitions: Arc<Partitions>, log: Arc<dyn LogStore>) {
         }
         metrics::gauge!("sluice_leader_partitions").set(leaders as f64);
         metrics::gauge!("sluice_under_replicated_partitions").set(under as f64);
-        let log = log.clone();
-        if let Ok(stats) = tokio::task::spawn_blocking(move || log.stats()).await {
+        let (log, dir) = (log.clone(), data_dir.clone());
+        let blocking = move || (log.stats(), rustix::fs::statvfs(&dir));
+        if let Ok((stats, volume)) = tokio::task::spawn_blocking(blocking).await {
             for (name, value) in stats {
                 metrics::gauge!(format!("sluice_rocksdb_{name}")).set(value as f64);
+            }
+            if let Ok(v) = volume {
+                let (free, total) = (v.f_bavail * v.f_frsize, v.f_blocks * v.f_frsize);
+                metrics::gauge!("sluice_data_volume_free_bytes").set(free as f64);
+                metrics::gauge!("sluice_data_volume_bytes").set(total as f64);
             }
         }
     }

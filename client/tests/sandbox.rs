@@ -26,12 +26,9 @@ fn client(sandbox: &Sandbox) -> ClientConfig {
 
 async fn producer(sandbox: &Sandbox) -> Producer {
     Producer::new(ProducerConfig {
-        client: client(sandbox),
         acks: Acks::All,
-        linger: Duration::from_millis(2),
-        retry_backoff: Duration::from_millis(20),
         delivery_timeout: Duration::from_secs(20),
-        ..Default::default()
+        ..producer_config(sandbox)
     })
     .await
     .expect("producer")
@@ -39,8 +36,8 @@ async fn producer(sandbox: &Sandbox) -> Producer {
 
 async fn consumer(sandbox: &Sandbox, topic: &str, partitions: i32) -> Consumer {
     let mut consumer = Consumer::new(ConsumerConfig {
-        client: client(sandbox),
-        ..Default::default()
+        queue_records: 10_000,
+        ..consumer_config(sandbox)
     })
     .await
     .expect("consumer");

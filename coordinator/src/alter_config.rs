@@ -6,13 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use prost::Message;
-use sluice_metadata::{Compare, Op};
 use sluice_proto::error::ApiError;
 use sluice_proto::pb::{self, ErrorCode, TopicRecord};
 use sluice_proto::topic_config;
 
-use crate::controller::{Controller, READ_YOUR_WRITE_TIMEOUT, fenced, store_error};
+use crate::controller::Controller;
 use crate::describe;
 
 impl Controller {
@@ -60,28 +58,9 @@ impl Controller {
             (d.config, d.default_configs) = (fields.config, fields.default_configs);
             return Ok(d);
         }
-        let txn = fenced(&self.keys, fence)
-            .when(Compare::ModRevision(self.keys.topic(name), t.mod_revision))
-            .then(Op::Put {
-                key: self.keys.topic(name),
-                value: record.encode_to_vec().into(),
-                lease: 0,
-            });
-        let outcome = self.store.txn(txn).await.map_err(store_error)?;
-        if !outcome.succeeded {
-            return Err(self
-                .explain_conflict(fence, || {
-                    ApiError::new(
-                        ErrorCode::ConcurrentModification,
-                        format!("topic '{name}' changed concurrently; retry"),
-                    )
-                })
-                .await);
-        }
+        self.replace_topic(fence, name, t.mod_revision, &record)
+            .await?;
         tracing::info!(topic = %name, set = ?req.set, delete = ?req.delete, "topic config changed");
-        self.cache
-            .wait_for_revision(outcome.revision, READ_YOUR_WRITE_TIMEOUT)
-            .await;
         describe::topic(&self.cache.view(), name)
     }
 }

@@ -22,7 +22,7 @@ use crate::placement::{self, Candidate, Load};
 /// well below.
 pub(crate) const MAX_OPS_PER_TXN: usize = 100;
 /// How long a write waits for the cache to show it before answering.
-pub(crate) const READ_YOUR_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+const READ_YOUR_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The controller's handle on the store. Cheap to clone.
 #[derive(Clone)]
@@ -48,7 +48,7 @@ pub fn store_error(e: StoreError) -> ApiError {
     }
 }
 
-pub(crate) fn fenced(keys: &Keys, fence: i64) -> Txn {
+fn fenced(keys: &Keys, fence: i64) -> Txn {
     Txn::new().when(Compare::CreateRevision(keys.controller(), fence))
 }
 
@@ -288,11 +288,7 @@ impl Controller {
     }
 
     /// A failed fenced txn: deposed controller, or the other compare failed.
-    pub(crate) async fn explain_conflict(
-        &self,
-        fence: i64,
-        other: impl FnOnce() -> ApiError,
-    ) -> ApiError {
+    async fn explain_conflict(&self, fence: i64, other: impl FnOnce() -> ApiError) -> ApiError {
         match self.store.get(&self.keys.controller()).await {
             Ok(Some(c)) if c.create_revision == fence => other(),
             Ok(_) => lost_leadership(),
@@ -389,8 +385,23 @@ impl Controller {
             partition_count: total,
             ..t.record.clone()
         };
+        self.replace_topic(fence, name, t.mod_revision, &record)
+            .await?;
+        tracing::info!(topic = %name, from = current, to = total, "partitions added");
+        describe::topic(&self.cache.view(), name)
+    }
+
+    /// Replaces topic `name`'s record with `record` if it is still at `mod_revision` (and this
+    /// controller still holds `fence`), then waits until the local view has it.
+    pub(crate) async fn replace_topic(
+        &self,
+        fence: i64,
+        name: &str,
+        mod_revision: i64,
+        record: &TopicRecord,
+    ) -> Result<(), ApiError> {
         let txn = fenced(&self.keys, fence)
-            .when(Compare::ModRevision(self.keys.topic(name), t.mod_revision))
+            .when(Compare::ModRevision(self.keys.topic(name), mod_revision))
             .then(Op::Put {
                 key: self.keys.topic(name),
                 value: record.encode_to_vec().into(),
@@ -407,11 +418,10 @@ impl Controller {
                 })
                 .await);
         }
-        tracing::info!(topic = %name, from = current, to = total, "partitions added");
         self.cache
             .wait_for_revision(outcome.revision, READ_YOUR_WRITE_TIMEOUT)
             .await;
-        describe::topic(&self.cache.view(), name)
+        Ok(())
     }
 }
 

@@ -227,21 +227,11 @@ impl Sandbox {
     pub async fn wait_full_isr(&self, topic: &str, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let md = self
-                .metadata()
-                .await?
-                .get_metadata(pb::GetMetadataRequest {
-                    topics: vec![topic.into()],
-                    include_internal: true,
-                })
-                .await?
-                .into_inner();
-            let full = md.topics.iter().all(|t| {
-                t.partitions
-                    .iter()
-                    .all(|p| p.leader >= 0 && p.isr.len() == p.replicas.len())
-            });
-            if full && !md.topics.is_empty() {
+            let partitions = self.partitions(topic).await?;
+            let full = partitions
+                .iter()
+                .all(|p| p.leader >= 0 && p.isr.len() == p.replicas.len());
+            if full && !partitions.is_empty() {
                 return Ok(());
             }
             anyhow::ensure!(
@@ -254,20 +244,31 @@ impl Sandbox {
 
     /// The leader of `topic`'s partition, by the metadata.
     pub async fn leader_of(&self, topic: &str, partition: i32) -> anyhow::Result<i32> {
+        self.partitions(topic)
+            .await?
+            .iter()
+            .find(|p| p.partition == partition)
+            .map(|p| p.leader)
+            .context("no such partition")
+    }
+
+    /// `topic`'s partitions (none when it does not exist), by the metadata.
+    async fn partitions(&self, topic: &str) -> anyhow::Result<Vec<pb::PartitionMetadata>> {
         let md = self
             .metadata()
             .await?
             .get_metadata(pb::GetMetadataRequest {
                 topics: vec![topic.into()],
-                include_internal: false,
+                include_internal: true,
             })
             .await?
             .into_inner();
-        md.topics
-            .first()
-            .and_then(|t| t.partitions.iter().find(|p| p.partition == partition))
-            .map(|p| p.leader)
-            .context("no such partition")
+        Ok(md
+            .topics
+            .into_iter()
+            .next()
+            .map(|t| t.partitions)
+            .unwrap_or_default())
     }
 
     /// Stops every server gracefully, nodes first.

@@ -38,9 +38,18 @@ impl Server {
         let _ = self.stop.send(true);
         self.task.await?
     }
+
+    /// Stops the server gracefully, aborting it if that takes longer than `limit`.
+    async fn stop_within(self, limit: Duration) {
+        let _ = self.stop.send(true);
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(limit, self.task).await.is_err() {
+            abort.abort();
+        }
+    }
 }
 
-/// A running in-process cluster; dropping it aborts every server.
+/// A running in-process cluster; dropping it stops every server (see its `Drop`).
 pub struct Sandbox {
     dir: tempfile::TempDir,
     store: Arc<dyn MetaStore>,
@@ -283,13 +292,33 @@ impl Sandbox {
     }
 }
 
+/// How long a dropped sandbox waits for a server's graceful stop before aborting it.
+const DROP_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Drop for Sandbox {
+    /// Stops every server gracefully when the runtime lets a destructor wait (a multi-thread
+    /// runtime), so each storage node closes its RocksDB before the test process exits: a
+    /// database still closing on a writer thread while the process runs its exit handlers
+    /// aborts it ("pthread lock: Invalid argument"). On a current-thread runtime nothing here
+    /// can wait, and the servers are aborted.
     fn drop(&mut self) {
-        for node in self.nodes.iter().flatten() {
-            node.task.abort();
+        let mut servers: Vec<Server> = self.nodes.iter_mut().filter_map(Option::take).collect();
+        servers.extend(self.coordinator.take());
+        if servers.is_empty() {
+            return;
         }
-        if let Some(c) = &self.coordinator {
-            c.task.abort();
+        let handle = tokio::runtime::Handle::try_current();
+        match handle {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| {
+                    h.block_on(async {
+                        for server in servers {
+                            server.stop_within(DROP_STOP_TIMEOUT).await;
+                        }
+                    })
+                });
+            }
+            _ => servers.iter().for_each(|s| s.task.abort()),
         }
     }
 }

@@ -37,6 +37,11 @@ pub struct TopicConfig {
     pub unclean_leader_election: bool,
     /// `replica.lag.time.max.ms`: how long a follower may stay behind before leaving the ISR.
     pub replica_lag_time_max_ms: u64,
+    /// `segment.bytes`: a segment file is closed, and a new one started, at this size.
+    pub segment_bytes: u64,
+    /// `segment.ms`: a segment is closed at the first append after it is this old, so time
+    /// retention can delete data of a partition that never fills a segment.
+    pub segment_ms: u64,
 }
 
 /// One key: its default and its check.
@@ -83,7 +88,30 @@ const SPECS: &[Spec] = &[
         default: "10000",
         check: positive,
     },
+    Spec {
+        key: "segment.bytes",
+        default: "268435456",
+        check: segment_size,
+    },
+    Spec {
+        key: "segment.ms",
+        default: "604800000",
+        check: positive,
+    },
 ];
+
+/// Smallest `segment.bytes`: one small batch per segment at most.
+pub const MIN_SEGMENT_BYTES: i64 = 1024;
+
+fn segment_size(v: &str) -> Result<(), String> {
+    match v.parse::<i64>() {
+        Ok(n) if (MIN_SEGMENT_BYTES..=i64::from(i32::MAX)).contains(&n) => Ok(()),
+        _ => Err(format!(
+            "must be an integer between {MIN_SEGMENT_BYTES} and {}",
+            i32::MAX
+        )),
+    }
+}
 
 fn non_negative_or_minus_one(v: &str) -> Result<(), String> {
     match v.parse::<i64>() {
@@ -206,6 +234,8 @@ impl TopicConfig {
             min_insync_replicas: int("min.insync.replicas") as usize,
             unclean_leader_election: values["unclean.leader.election"] == "true",
             replica_lag_time_max_ms: int("replica.lag.time.max.ms") as u64,
+            segment_bytes: int("segment.bytes") as u64,
+            segment_ms: int("segment.ms") as u64,
         })
     }
 

@@ -8,13 +8,18 @@ use sluice_proto::model::Offset;
 
 /// A valid batch of `count` small records starting at `base`, written in leader epoch 0.
 pub fn batch(base: Offset, count: usize) -> Bytes {
+    batch_at(base, count, 1_000)
+}
+
+/// [`batch`] with record timestamps `timestamp`, `timestamp + 1`, …
+pub fn batch_at(base: Offset, count: usize, timestamp: i64) -> Bytes {
     let mut b = BatchBuilder::new(Compression::None);
     for i in 0..count {
         b.push(&Record {
             key: None,
             value: Some(Bytes::from(format!("v{}", base + i as Offset))),
             headers: Vec::new(),
-            timestamp_ms: 1_000 + i as i64,
+            timestamp_ms: timestamp + i as i64,
         });
     }
     // Stored batches carry the epoch of the leader that wrote them (producers send -1).
@@ -28,7 +33,7 @@ pub fn batch(base: Offset, count: usize) -> Bytes {
 macro_rules! log_store_conformance {
     ($factory:expr) => {
         use sluice_proto::model::TopicId;
-        use $crate::log::conformance::batch;
+        use $crate::log::conformance::{batch, batch_at};
         use $crate::log::{Append, EpochEntry, LogOp, LogStore, PartitionKey};
 
         fn key(t: u8, p: i32) -> PartitionKey {
@@ -285,6 +290,93 @@ macro_rules! log_store_conformance {
                 3,
                 "never above the log end"
             );
+        }
+        fn append_in_turn(log: &impl LogStore, uid: u64, batches: &[bytes::Bytes]) {
+            for b in batches {
+                let base = sluice_proto::batch::BatchHeader::parse(b)
+                    .unwrap()
+                    .base_offset;
+                log.append(&[Append {
+                    uid,
+                    base_offset: base,
+                    batch: b,
+                }])
+                .unwrap();
+            }
+        }
+
+        #[test]
+        fn delete_before_moves_the_log_start_and_keeps_the_batch_holding_it() {
+            let (log, _g) = ($factory)();
+            let uid = log.open(key(1, 0)).unwrap().uid;
+            append_in_turn(&log, uid, &[batch(0, 3), batch(3, 3), batch(6, 3)]);
+            log.write(&[LogOp::DeleteBefore { uid, offset: 4 }])
+                .unwrap();
+            let o = log.open(key(1, 0)).unwrap();
+            assert_eq!((o.log_start, o.log_end), (4, 9));
+            let read = log.read(uid, 4, 9, usize::MAX).unwrap();
+            assert_eq!(
+                read,
+                vec![batch(3, 3), batch(6, 3)],
+                "the batch holding 4 stays"
+            );
+            log.write(&[LogOp::DeleteBefore { uid, offset: 6 }])
+                .unwrap();
+            assert_eq!(log.open(key(1, 0)).unwrap().log_start, 6);
+            assert_eq!(log.read(uid, 0, 9, usize::MAX).unwrap(), vec![batch(6, 3)]);
+            append_in_turn(&log, uid, &[batch(9, 2)]);
+            let o = log.open(key(1, 0)).unwrap();
+            assert_eq!((o.log_start, o.log_end), (6, 11));
+            let sizes: u64 = log.segments(uid).unwrap().iter().map(|s| s.bytes).sum();
+            assert!(sizes > 0);
+        }
+
+        #[test]
+        fn delete_before_past_the_end_empties_the_log_and_it_continues_there() {
+            let (log, _g) = ($factory)();
+            let uid = log.open(key(1, 0)).unwrap().uid;
+            append_in_turn(&log, uid, &[batch(0, 3), batch(3, 3)]);
+            log.write(&[LogOp::DeleteBefore { uid, offset: 20 }])
+                .unwrap();
+            let o = log.open(key(1, 0)).unwrap();
+            assert_eq!((o.log_start, o.log_end), (20, 20));
+            assert!(log.read(uid, 0, 100, usize::MAX).unwrap().is_empty());
+            assert!(log.segments(uid).unwrap().is_empty());
+            append_in_turn(&log, uid, &[batch(20, 2)]);
+            let o = log.open(key(1, 0)).unwrap();
+            assert_eq!((o.log_start, o.log_end), (20, 22));
+            assert_eq!(
+                log.read(uid, 20, 22, usize::MAX).unwrap(),
+                vec![batch(20, 2)]
+            );
+        }
+
+        #[test]
+        fn offset_for_timestamp_finds_the_first_batch_reaching_it() {
+            let (log, _g) = ($factory)();
+            let uid = log.open(key(1, 0)).unwrap().uid;
+            append_in_turn(
+                &log,
+                uid,
+                &[
+                    batch_at(0, 2, 100),
+                    batch_at(2, 2, 300),
+                    batch_at(4, 2, 200),
+                    batch_at(6, 2, 500),
+                ],
+            );
+            let at = |from, ts| log.offset_for_timestamp(uid, from, ts).unwrap();
+            assert_eq!(at(0, 0), Some(0));
+            assert_eq!(at(0, 101), Some(0));
+            assert_eq!(at(0, 102), Some(2));
+            assert_eq!(at(0, 302), Some(6), "the batch at 4 tops out at 201");
+            assert_eq!(at(0, 502), None);
+            assert_eq!(at(3, 100), Some(2), "from inside a batch");
+            assert_eq!(at(4, 250), Some(6));
+            let segments = log.segments(uid).unwrap();
+            assert_eq!(segments.first().map(|s| s.base), Some(0));
+            assert_eq!(segments.last().map(|s| s.next), Some(8));
+            assert_eq!(segments.iter().map(|s| s.max_timestamp).max(), Some(501));
         }
     };
 }

@@ -8,7 +8,8 @@ use sluice_proto::batch::BatchHeader;
 use sluice_proto::model::Offset;
 
 use super::{
-    EpochEntry, LogError, LogOp, LogStore, OpenedLog, PartitionKey, Uid, epochs_from_batches,
+    EpochEntry, LogError, LogOp, LogStore, OpenedLog, PartitionKey, SegmentInfo, Uid,
+    epochs_from_batches,
 };
 
 #[derive(Default)]
@@ -18,9 +19,10 @@ struct Inner {
     batches: BTreeMap<(Uid, Offset), Bytes>,
     epochs: HashMap<Uid, Vec<EpochEntry>>,
     high_watermarks: HashMap<Uid, Offset>,
+    starts: HashMap<Uid, Offset>,
 }
 
-/// A [`LogStore`] in a mutex-guarded map.
+/// A [`LogStore`] in a mutex-guarded map; its whole log is one segment.
 #[derive(Default)]
 pub struct MemoryLog {
     inner: Mutex<Inner>,
@@ -52,11 +54,14 @@ impl LogStore for MemoryLog {
             }
         };
         let mut range = g.batches.range((uid, 0)..=(uid, Offset::MAX));
-        let log_start = range.next().map(|((_, o), _)| *o).unwrap_or(0);
+        let first = range.next().map(|((_, o), _)| *o);
+        let stored = g.starts.get(&uid).copied();
+        let log_start = stored.or(first).unwrap_or(0);
         let log_end = match g.batches.range((uid, 0)..=(uid, Offset::MAX)).next_back() {
             Some((_, b)) => next_offset(b)?,
-            None => 0,
+            None => log_start,
         };
+        let log_start = log_start.min(log_end);
         let epochs = match g.epochs.get(&uid) {
             Some(e) => e.clone(),
             None => epochs_from_batches(
@@ -111,6 +116,18 @@ impl LogStore for MemoryLog {
                 LogOp::PutEpochs { uid, epochs } => {
                     g.epochs.insert(*uid, epochs.to_vec());
                 }
+                LogOp::DeleteBefore { uid, offset } => {
+                    let mut doomed = Vec::new();
+                    for ((_, base), b) in g.batches.range((*uid, 0)..(*uid, *offset)) {
+                        if next_offset(b)? <= *offset {
+                            doomed.push((*uid, *base));
+                        }
+                    }
+                    for k in doomed {
+                        g.batches.remove(&k);
+                    }
+                    g.starts.insert(*uid, *offset);
+                }
             }
         }
         Ok(())
@@ -146,6 +163,7 @@ impl LogStore for MemoryLog {
         if let Some(uid) = g.uids.remove(&key) {
             g.epochs.remove(&uid);
             g.high_watermarks.remove(&uid);
+            g.starts.remove(&uid);
             let keys: Vec<_> = g
                 .batches
                 .range((uid, 0)..=(uid, Offset::MAX))
@@ -160,6 +178,41 @@ impl LogStore for MemoryLog {
 
     fn sync(&self) -> Result<(), LogError> {
         Ok(())
+    }
+
+    fn segments(&self, uid: Uid) -> Result<Vec<SegmentInfo>, LogError> {
+        let g = self.inner.lock().expect("poisoned");
+        let mut out: Option<SegmentInfo> = None;
+        for ((_, base), b) in g.batches.range((uid, 0)..=(uid, Offset::MAX)) {
+            let h = BatchHeader::parse(b).map_err(|e| LogError(e.to_string()))?;
+            let s = out.get_or_insert(SegmentInfo {
+                id: *base as u64,
+                base: *base,
+                next: *base,
+                bytes: 0,
+                max_timestamp: -1,
+            });
+            s.next = h.next_offset();
+            s.bytes += b.len() as u64;
+            s.max_timestamp = s.max_timestamp.max(h.max_timestamp);
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    fn offset_for_timestamp(
+        &self,
+        uid: Uid,
+        from: Offset,
+        timestamp: i64,
+    ) -> Result<Option<Offset>, LogError> {
+        let g = self.inner.lock().expect("poisoned");
+        for ((_, base), b) in g.batches.range((uid, 0)..=(uid, Offset::MAX)) {
+            let h = BatchHeader::parse(b).map_err(|e| LogError(e.to_string()))?;
+            if h.next_offset() > from && h.max_timestamp >= timestamp {
+                return Ok(Some(*base));
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod conformance;
 pub mod memory;
 mod readbuf;
 pub mod rocks;
+mod segment_index;
 pub mod segments;
 mod syncer;
 pub mod tail;
@@ -84,6 +85,41 @@ pub enum LogOp<'a> {
         /// The whole history, oldest first.
         epochs: &'a [EpochEntry],
     },
+    /// Moves the log start up to `offset` (retention, DeleteRecords, or a follower learning
+    /// the leader's log start): batches wholly below it are removed, a batch holding it stays
+    /// (reads start inside it). At or past the log end, the log becomes empty and continues
+    /// at `offset` (a follower whose leader no longer holds anything it has).
+    DeleteBefore {
+        /// Target replica.
+        uid: Uid,
+        /// The new log start.
+        offset: Offset,
+    },
+}
+
+/// One segment of a replica's log, oldest first; the last one is the active segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// The segment's id (the base offset of its first batch when it was started).
+    pub id: u64,
+    /// Base offset of its first batch still in the log.
+    pub base: Offset,
+    /// The offset after its last batch.
+    pub next: Offset,
+    /// Bytes of the segment file.
+    pub bytes: u64,
+    /// Largest record timestamp in it (-1 when no batch carries one).
+    pub max_timestamp: i64,
+}
+
+/// When a replica's active segment is closed and a new one started (topic `segment.bytes`
+/// and `segment.ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentPolicy {
+    /// Roll once the active segment holds this many bytes.
+    pub bytes: u64,
+    /// Roll at the first append after the active segment is this old.
+    pub max_age: std::time::Duration,
 }
 
 /// One batch to append, with its offsets already assigned.
@@ -137,6 +173,19 @@ pub trait LogStore: Send + Sync + 'static {
     ) -> Option<Vec<Bytes>> {
         None
     }
+    /// The replica's segments, oldest first (the last is the active one); empty for an empty
+    /// log.
+    fn segments(&self, uid: Uid) -> Result<Vec<SegmentInfo>, LogError>;
+    /// Sets when the replica's active segment rolls (until set, the store's default).
+    fn set_segment_policy(&self, _uid: Uid, _policy: SegmentPolicy) {}
+    /// Base offset of the first batch, at or after `from`, whose largest timestamp is at or
+    /// after `timestamp`; `None` when there is none.
+    fn offset_for_timestamp(
+        &self,
+        uid: Uid,
+        from: Offset,
+        timestamp: i64,
+    ) -> Result<Option<Offset>, LogError>;
     /// Deletes a replica's log and its uid mapping.
     fn delete(&self, key: PartitionKey) -> Result<(), LogError>;
     /// Makes every acknowledged append durable on disk (fsync of the write-ahead log).

@@ -1,15 +1,17 @@
 //! The node's log: batch bytes in append-only segment files ([`Segments`]), written once, and
 //! a RocksDB index of them: column family `index` maps `uid (8 bytes BE) | base offset (8 bytes
-//! BE)` to where the batch sits and where it ends, so a fetch is one seek, a forward scan of
-//! small entries and one positioned read per run of adjacent batches. Column family `meta` maps
-//! partitions to uids and keeps epoch histories and high-watermark checkpoints, committed in
-//! the same atomic write as the index entries of the batches they describe.
+//! BE)` to where the batch sits, where it ends and its largest timestamp, so a fetch is one
+//! seek, a forward scan of small entries and one positioned read per run of adjacent batches.
+//! Column family `segments` summarises each segment ([`segment_index`]). Column family `meta`
+//! maps partitions to uids and keeps log starts, epoch histories and high-watermark
+//! checkpoints, committed in the same atomic write as the index entries they describe.
 //!
 //! Bytes are written before the index entry that points at them is committed (and, with
 //! `sync_appends`, fsynced before it), so the index never names bytes that are missing; bytes
 //! past the last entry (a crash between the two) are overwritten by the next append. RocksDB's
 //! write-ahead log is on, so every acknowledged append survives a SIGKILL of the process.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,15 +24,20 @@ use rocksdb::{
 use sluice_proto::batch::BatchHeader;
 use sluice_proto::model::{Offset, TopicId};
 
+use super::segment_index::{self, ActiveSummaries, Placed};
 use super::segments::{Location, SEGMENT_BYTES, Segments};
 use super::{
-    EpochEntry, LogError, LogOp, LogStore, OpenedLog, PartitionKey, Uid, decode_epochs,
-    encode_epochs, epochs_from_batches,
+    EpochEntry, LogError, LogOp, LogStore, OpenedLog, PartitionKey, SegmentInfo, SegmentPolicy,
+    Uid, decode_epochs, encode_epochs, epochs_from_batches,
 };
 
 /// Where each batch sits in the segment files.
 const CF_INDEX: &str = "index";
 const CF_META: &str = "meta";
+/// One summary per segment (see [`segment_index`]).
+const CF_SEGMENTS: &str = "segments";
+/// `meta` key prefix of log starts: `s | uid (8 BE)` (absent: the first indexed batch).
+const META_START: u8 = b's';
 /// `meta` key prefix of partition → uid mappings: `p | topic id (16) | partition (4 BE)`.
 const META_PARTITION: u8 = b'p';
 /// `meta` key prefix of leader-epoch histories: `e | uid (8 BE)`.
@@ -46,24 +53,34 @@ const META_INCARNATION: &[u8] = b"incarnation";
 pub struct RocksLog {
     db: DB,
     segments: Segments,
+    summaries: ActiveSummaries,
     /// Fsync segments and the WAL in every append (group commit shares them among appends).
     sync_appends: bool,
 }
 
-/// An index entry: the batch's location and the offset after its last record.
-fn encode_entry(loc: Location, next: Offset) -> [u8; 28] {
-    let mut v = [0u8; 28];
+/// An index entry: the batch's location, the offset after its last record and its largest
+/// record timestamp.
+fn encode_entry(loc: Location, next: Offset, max_timestamp: i64) -> [u8; 36] {
+    let mut v = [0u8; 36];
     v[..8].copy_from_slice(&loc.segment.to_be_bytes());
     v[8..16].copy_from_slice(&loc.pos.to_be_bytes());
     v[16..20].copy_from_slice(&loc.len.to_be_bytes());
-    v[20..].copy_from_slice(&next.to_be_bytes());
+    v[20..28].copy_from_slice(&next.to_be_bytes());
+    v[28..].copy_from_slice(&max_timestamp.to_be_bytes());
     v
 }
 
+/// The largest record timestamp of an index entry.
+fn entry_max_timestamp(v: &[u8]) -> i64 {
+    v.get(28..36)
+        .map_or(-1, |b| i64::from_be_bytes(b.try_into().expect("8 bytes")))
+}
+
 fn decode_entry(v: &[u8]) -> Result<(Location, Offset), LogError> {
-    if v.len() != 28 {
+    if v.len() != 36 {
         return Err(LogError(format!(
-            "corrupt index entry of {} bytes",
+            "corrupt index entry of {} bytes (a data directory of an older development build \
+             holds 28-byte entries: move it away and start the node on an empty directory)",
             v.len()
         )));
     }
@@ -117,10 +134,11 @@ fn hw_key(uid: Uid) -> [u8; 9] {
     k
 }
 
-fn next_offset(batch: &[u8]) -> Result<Offset, LogError> {
-    BatchHeader::parse(batch)
-        .map(|h| h.next_offset())
-        .map_err(err)
+fn start_key(uid: Uid) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = META_START;
+    k[1..].copy_from_slice(&uid.to_be_bytes());
+    k
 }
 
 impl RocksLog {
@@ -149,6 +167,7 @@ impl RocksLog {
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_INDEX, Options::default()),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
+            ColumnFamilyDescriptor::new(CF_SEGMENTS, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
             if e.to_string().contains("Column families not opened") {
@@ -166,6 +185,7 @@ impl RocksLog {
         Ok(Self {
             db,
             segments,
+            summaries: ActiveSummaries::default(),
             sync_appends,
         })
     }
@@ -211,8 +231,23 @@ impl RocksLog {
             .expect("column family created at open")
     }
 
+    /// The stored log start, if retention or DeleteRecords ever moved it.
+    fn stored_start(&self, uid: Uid) -> Result<Option<Offset>, LogError> {
+        match self
+            .db
+            .get_cf(self.cf(CF_META), start_key(uid))
+            .map_err(err)?
+        {
+            Some(v) => Ok(Some(i64::from_be_bytes(
+                v.as_slice().try_into().map_err(err)?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
     fn bounds(&self, uid: Uid) -> Result<(Offset, Offset), LogError> {
         let cf = self.cf(CF_INDEX);
+        let stored = self.stored_start(uid)?;
         let first = self
             .db
             .iterator_cf(cf, IteratorMode::From(&log_key(uid, 0), Direction::Forward))
@@ -220,9 +255,11 @@ impl RocksLog {
             .transpose()
             .map_err(err)?
             .and_then(|(k, _)| parse_log_key(&k).filter(|(u, _)| *u == uid));
-        let Some((_, start)) = first else {
-            return Ok((0, 0));
+        let Some((_, first)) = first else {
+            let start = stored.unwrap_or(0);
+            return Ok((start, start));
         };
+        let start = stored.unwrap_or(first);
         let last = self
             .db
             .iterator_cf(
@@ -236,7 +273,7 @@ impl RocksLog {
             Some((k, v)) if parse_log_key(&k).is_some_and(|(u, _)| u == uid) => decode_entry(&v)?.1,
             _ => start,
         };
-        Ok((start, end))
+        Ok((start.min(end), end))
     }
 }
 
@@ -329,16 +366,22 @@ impl LogStore for RocksLog {
         let mut wb = WriteBatch::default();
         let mut files: Vec<Arc<File>> = Vec::new();
         let mut appended = Vec::new();
-        let mut truncated = Vec::new();
+        let mut reshaped = Vec::new();
+        let mut removals = Vec::new();
+        // Per replica: its active segment's summary as this write leaves it.
+        let mut summaries: HashMap<Uid, SegmentInfo> = HashMap::new();
+        let separate = || {
+            LogError(
+                "appends and a truncation or start move of one replica must be separate writes"
+                    .into(),
+            )
+        };
         let result = (|| {
             for op in ops {
                 match op {
                     LogOp::Append(a) => {
-                        if truncated.contains(&a.uid) {
-                            return Err(LogError(
-                                "a truncation and appends of one replica must be separate writes"
-                                    .into(),
-                            ));
+                        if reshaped.contains(&a.uid) {
+                            return Err(separate());
                         }
                         appended.push(a.uid);
                         let (loc, file) =
@@ -349,19 +392,44 @@ impl LogStore for RocksLog {
                         if self.sync_appends {
                             Segments::start_writeback(&file, loc);
                         }
-                        let entry = encode_entry(loc, next_offset(a.batch)?);
+                        let h = BatchHeader::parse(a.batch).map_err(err)?;
+                        let next = h.next_offset();
+                        let entry = encode_entry(loc, next, h.max_timestamp);
                         wb.put_cf(index, log_key(a.uid, a.base_offset), entry);
+                        let placed = Placed {
+                            loc,
+                            base: a.base_offset,
+                            next,
+                            max_timestamp: h.max_timestamp,
+                        };
+                        let current = match summaries.get(&a.uid) {
+                            Some(s) if s.id != loc.segment => {
+                                // Rolled within this write: the closed segment's summary.
+                                self.put_summary(&mut wb, a.uid, s);
+                                None
+                            }
+                            Some(s) => Some(*s),
+                            None => self.active_summary(a.uid, loc.segment)?,
+                        };
+                        summaries.insert(a.uid, segment_index::fold(current, &placed));
                         files.push(file);
                     }
                     LogOp::TruncateFrom { uid, from } => {
                         if appended.contains(uid) {
-                            return Err(LogError(
-                                "a truncation and appends of one replica must be separate writes"
-                                    .into(),
-                            ));
+                            return Err(separate());
                         }
-                        truncated.push(*uid);
+                        reshaped.push(*uid);
                         wb.delete_range_cf(index, log_key(*uid, *from), log_key(uid + 1, 0));
+                        self.truncate_summaries(&mut wb, *uid, *from)?;
+                        removals.push((*uid, Removal::After));
+                    }
+                    LogOp::DeleteBefore { uid, offset } => {
+                        if appended.contains(uid) {
+                            return Err(separate());
+                        }
+                        reshaped.push(*uid);
+                        let keep = self.delete_before(&mut wb, *uid, *offset)?;
+                        removals.push((*uid, Removal::Before(keep)));
                     }
                     LogOp::PutHighWatermark { uid, offset } => {
                         wb.put_cf(meta, hw_key(*uid), offset.to_be_bytes())
@@ -370,6 +438,9 @@ impl LogStore for RocksLog {
                         wb.put_cf(meta, epochs_key(*uid), encode_epochs(epochs))
                     }
                 }
+            }
+            for (uid, s) in &summaries {
+                self.put_summary(&mut wb, *uid, s);
             }
             if self.sync_appends {
                 self.segments.sync_files(&files)?;
@@ -380,15 +451,26 @@ impl LogStore for RocksLog {
         })();
         if result.is_err() {
             // Bytes may have been written past what the index says: append from the index.
-            for uid in appended.iter().chain(&truncated) {
+            for uid in appended.iter().chain(&reshaped) {
                 self.segments.forget_position(*uid);
+                self.summaries.forget(*uid);
             }
             return result;
         }
-        for uid in truncated {
-            // Appends resume after the last batch left; later segments hold only removed ones.
-            let keep = self.last_location(uid)?.map(|(segment, _)| segment);
-            self.segments.remove_after(uid, keep)?;
+        for (uid, s) in summaries {
+            self.summaries.set(uid, s);
+        }
+        for (uid, removal) in removals {
+            self.summaries.forget(uid);
+            match removal {
+                // Appends resume after the last batch left; later segments hold only removed
+                // ones.
+                Removal::After => {
+                    let keep = self.last_location(uid)?.map(|(segment, _)| segment);
+                    self.segments.remove_after(uid, keep)?;
+                }
+                Removal::Before(keep) => self.segments.remove_before(uid, keep)?,
+            }
         }
         Ok(())
     }
@@ -452,11 +534,31 @@ impl LogStore for RocksLog {
         let uid = u64::from_be_bytes(v.as_slice().try_into().map_err(err)?);
         let mut wb = WriteBatch::default();
         wb.delete_range_cf(self.cf(CF_INDEX), log_key(uid, 0), log_key(uid + 1, 0));
+        wb.delete_range_cf(self.cf(CF_SEGMENTS), log_key(uid, 0), log_key(uid + 1, 0));
         wb.delete_cf(meta, meta_key(&key));
         wb.delete_cf(meta, epochs_key(uid));
         wb.delete_cf(meta, hw_key(uid));
+        wb.delete_cf(meta, start_key(uid));
         self.db.write(wb).map_err(err)?;
+        self.summaries.forget(uid);
         self.segments.delete(uid)
+    }
+
+    fn segments(&self, uid: Uid) -> Result<Vec<SegmentInfo>, LogError> {
+        self.segment_summaries(uid)
+    }
+
+    fn set_segment_policy(&self, uid: Uid, policy: SegmentPolicy) {
+        self.segments.set_policy(uid, policy);
+    }
+
+    fn offset_for_timestamp(
+        &self,
+        uid: Uid,
+        from: Offset,
+        timestamp: i64,
+    ) -> Result<Option<Offset>, LogError> {
+        self.find_timestamp(uid, from, timestamp)
     }
 
     fn stats(&self) -> Vec<(&'static str, u64)> {
@@ -487,6 +589,10 @@ impl LogStore for RocksLog {
         self.db.flush_wal(true).map_err(err)
     }
 }
+
+#[path = "rocks_lifecycle.rs"]
+mod lifecycle;
+use lifecycle::Removal;
 
 #[cfg(test)]
 #[path = "rocks_tests.rs"]

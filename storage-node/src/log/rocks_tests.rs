@@ -160,3 +160,87 @@ fn a_directory_with_column_families_this_build_does_not_know_is_refused_with_wha
     };
     assert!(e.to_string().contains("move it away"), "{e}");
 }
+
+#[test]
+fn segments_roll_by_the_replica_policy_and_a_moved_start_removes_whole_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RocksLog::open(dir.path(), false).unwrap();
+    let uid = log.open(pkey()).unwrap().uid;
+    let one = batch(0, 2).len() as u64;
+    log.set_segment_policy(
+        uid,
+        crate::log::SegmentPolicy {
+            // Room for two batches, not three (values grow by a digit at 10).
+            bytes: 3 * one - 1,
+            max_age: std::time::Duration::MAX,
+        },
+    );
+    let bs: Vec<Bytes> = (0..6).map(|i| batch(i * 2, 2)).collect();
+    append_all(&log, uid, &bs);
+    let segments = log.segments(uid).unwrap();
+    let shape: Vec<(i64, i64)> = segments.iter().map(|s| (s.base, s.next)).collect();
+    assert_eq!(
+        shape,
+        vec![(0, 4), (4, 8), (8, 12)],
+        "two batches per segment"
+    );
+    let sizes: Vec<u64> = segments.iter().map(|s| s.bytes).collect();
+    let want: Vec<u64> = bs
+        .chunks(2)
+        .map(|c| (c[0].len() + c[1].len()) as u64)
+        .collect();
+    assert_eq!(sizes, want);
+    assert_eq!(segment_files(dir.path(), uid), 3);
+    // A start inside the second segment keeps it and removes the first file.
+    log.write(&[LogOp::DeleteBefore { uid, offset: 5 }])
+        .unwrap();
+    assert_eq!(segment_files(dir.path(), uid), 2);
+    let segments = log.segments(uid).unwrap();
+    assert_eq!(segments.first().map(|s| (s.id, s.base)), Some((4, 4)));
+    // A truncation inside the last segment recomputes its summary.
+    log.write(&[LogOp::TruncateFrom { uid, from: 10 }]).unwrap();
+    let last = *log.segments(uid).unwrap().last().unwrap();
+    assert_eq!((last.base, last.next, last.bytes), (8, 10, one));
+    append_all(&log, uid, &[batch(10, 2), batch(12, 2)]);
+    drop(log);
+    let log = RocksLog::open(dir.path(), false).unwrap();
+    let opened = log.open(pkey()).unwrap();
+    assert_eq!((opened.log_start, opened.log_end), (5, 14));
+    let shape: Vec<(i64, i64)> = log
+        .segments(uid)
+        .unwrap()
+        .iter()
+        .map(|s| (s.base, s.next))
+        .collect();
+    assert_eq!(shape, vec![(4, 8), (8, 12), (12, 14)]);
+    assert_eq!(
+        log.read(uid, 5, 14, usize::MAX).unwrap(),
+        vec![
+            bs[2].clone(),
+            bs[3].clone(),
+            bs[4].clone(),
+            batch(10, 2),
+            batch(12, 2)
+        ]
+    );
+}
+
+#[test]
+fn a_segment_older_than_its_max_age_rolls_at_the_next_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RocksLog::open(dir.path(), false).unwrap();
+    let uid = log.open(pkey()).unwrap().uid;
+    log.set_segment_policy(
+        uid,
+        crate::log::SegmentPolicy {
+            bytes: 1 << 30,
+            max_age: std::time::Duration::from_millis(50),
+        },
+    );
+    append_all(&log, uid, &[batch(0, 2), batch(2, 2)]);
+    assert_eq!(log.segments(uid).unwrap().len(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    append_all(&log, uid, &[batch(4, 2)]);
+    let ids: Vec<u64> = log.segments(uid).unwrap().iter().map(|s| s.id).collect();
+    assert_eq!(ids, vec![0, 4]);
+}

@@ -8,12 +8,13 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::readbuf::ReadBuffers;
 use super::syncer::Syncer;
-use super::{LogError, Uid};
+use super::{LogError, SegmentPolicy, Uid};
 
 /// By default a segment is closed and a new one started once it holds this many bytes.
 pub const SEGMENT_BYTES: u64 = 256 << 20;
@@ -40,16 +41,24 @@ struct Active {
     segment: u64,
     pos: u64,
     file: Arc<File>,
+    /// When this node started (or, after a restart, first appended to) the segment.
+    started: Instant,
 }
 
 /// The segment files of every replica on a node.
 pub struct Segments {
     root: PathBuf,
     segment_bytes: u64,
+    policies: Mutex<HashMap<Uid, SegmentPolicy>>,
     active: Mutex<HashMap<Uid, Active>>,
     readers: Mutex<HashMap<(Uid, u64), Arc<File>>>,
     read_buffers: Arc<ReadBuffers>,
     syncer: Syncer,
+}
+
+/// The id of a segment file named `<id, 20 digits>.seg`.
+fn segment_id(name: &std::ffi::OsStr) -> Option<u64> {
+    name.to_str()?.strip_suffix(".seg")?.parse().ok()
 }
 
 fn err(what: &str, path: &Path, e: std::io::Error) -> LogError {
@@ -63,11 +72,29 @@ impl Segments {
         Ok(Self {
             root,
             segment_bytes,
+            policies: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
             read_buffers: ReadBuffers::new(KEPT_READ_BUFFER_BYTES),
             syncer: Syncer::default(),
         })
+    }
+
+    /// Sets when the replica's active segment rolls.
+    pub fn set_policy(&self, uid: Uid, policy: SegmentPolicy) {
+        self.policies.lock().expect("poisoned").insert(uid, policy);
+    }
+
+    fn policy(&self, uid: Uid) -> SegmentPolicy {
+        self.policies
+            .lock()
+            .expect("poisoned")
+            .get(&uid)
+            .copied()
+            .unwrap_or(SegmentPolicy {
+                bytes: self.segment_bytes,
+                max_age: Duration::MAX,
+            })
     }
 
     fn dir(&self, uid: Uid) -> PathBuf {
@@ -104,19 +131,28 @@ impl Segments {
         batch: &[u8],
         end: impl FnOnce() -> Result<Option<(u64, u64)>, LogError>,
     ) -> Result<(Location, Arc<File>), LogError> {
+        let policy = self.policy(uid);
         let mut active = self.active.lock().expect("poisoned");
         if let std::collections::hash_map::Entry::Vacant(e) = active.entry(uid) {
             let (segment, pos) = end()?.unwrap_or((base, 0));
             let file = self.open_file(uid, segment, true)?;
-            e.insert(Active { segment, pos, file });
+            e.insert(Active {
+                segment,
+                pos,
+                file,
+                started: Instant::now(),
+            });
         }
         let a = active.get_mut(&uid).expect("inserted above");
-        if a.pos >= self.segment_bytes {
+        // A segment never grows past its size limit unless one batch alone is larger.
+        let full = a.pos + batch.len() as u64 > policy.bytes;
+        if a.pos > 0 && (full || a.started.elapsed() >= policy.max_age) {
             let file = self.open_file(uid, base, true)?;
             *a = Active {
                 segment: base,
                 pos: 0,
                 file,
+                started: Instant::now(),
             };
         }
         let loc = Location {
@@ -149,12 +185,7 @@ impl Segments {
         };
         let mut readers = self.readers.lock().expect("poisoned");
         for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(id) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".seg"))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
+            let Some(id) = segment_id(&entry.file_name()) else {
                 continue;
             };
             if keep.is_none_or(|k| id > k) {
@@ -166,9 +197,34 @@ impl Segments {
         Ok(())
     }
 
+    /// Removes the replica's segments before `keep` (all of them when `None`): retention or
+    /// DeleteRecords moved the log start past their batches.
+    pub fn remove_before(&self, uid: Uid, keep: Option<u64>) -> Result<(), LogError> {
+        if keep.is_none() {
+            self.forget_position(uid);
+        }
+        let dir = self.dir(uid);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let mut readers = self.readers.lock().expect("poisoned");
+        for entry in entries.flatten() {
+            let Some(id) = segment_id(&entry.file_name()) else {
+                continue;
+            };
+            if keep.is_none_or(|k| id < k) {
+                readers.remove(&(uid, id));
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| err("removing", &entry.path(), e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes every segment of a deleted replica.
     pub fn delete(&self, uid: Uid) -> Result<(), LogError> {
         self.forget_position(uid);
+        self.policies.lock().expect("poisoned").remove(&uid);
         self.readers
             .lock()
             .expect("poisoned")

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use sluice_proto::batch::BatchHeader;
 use sluice_proto::model::Offset;
 
-use super::{Append, LogError, LogOp, LogStore, OpenedLog, PartitionKey, Uid};
+use super::{
+    Append, LogError, LogOp, LogStore, OpenedLog, PartitionKey, SegmentInfo, SegmentPolicy, Uid,
+};
 
 /// Default node-wide budget of cached batch bytes.
 pub const DEFAULT_TAIL_CACHE_BYTES: usize = 64 << 20;
@@ -167,8 +169,11 @@ impl<L: LogStore> LogStore for TailCachedLog<L> {
         {
             let mut tails = self.tails.lock().expect("poisoned");
             for op in ops {
-                if let LogOp::TruncateFrom { uid, from } = op {
-                    tails.truncate(*uid, *from);
+                match op {
+                    LogOp::TruncateFrom { uid, from } => tails.truncate(*uid, *from),
+                    // The log start moves rarely: the cache refills from the next appends.
+                    LogOp::DeleteBefore { uid, .. } => tails.drop_uid(*uid),
+                    _ => {}
                 }
             }
         }
@@ -224,6 +229,23 @@ impl<L: LogStore> LogStore for TailCachedLog<L> {
 
     fn sync(&self) -> Result<(), LogError> {
         self.inner.sync()
+    }
+
+    fn segments(&self, uid: Uid) -> Result<Vec<SegmentInfo>, LogError> {
+        self.inner.segments(uid)
+    }
+
+    fn set_segment_policy(&self, uid: Uid, policy: SegmentPolicy) {
+        self.inner.set_segment_policy(uid, policy)
+    }
+
+    fn offset_for_timestamp(
+        &self,
+        uid: Uid,
+        from: Offset,
+        timestamp: i64,
+    ) -> Result<Option<Offset>, LogError> {
+        self.inner.offset_for_timestamp(uid, from, timestamp)
     }
 
     fn stats(&self) -> Vec<(&'static str, u64)> {

@@ -288,6 +288,20 @@ impl LogStore for WhoWrites {
     fn sync(&self) -> Result<(), crate::log::LogError> {
         self.inner.sync()
     }
+    fn segments(
+        &self,
+        uid: crate::log::Uid,
+    ) -> Result<Vec<crate::log::SegmentInfo>, crate::log::LogError> {
+        self.inner.segments(uid)
+    }
+    fn offset_for_timestamp(
+        &self,
+        uid: crate::log::Uid,
+        from: Offset,
+        timestamp: i64,
+    ) -> Result<Option<Offset>, crate::log::LogError> {
+        self.inner.offset_for_timestamp(uid, from, timestamp)
+    }
 }
 
 #[tokio::test]

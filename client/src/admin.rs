@@ -32,6 +32,31 @@ impl Admin {
         })
     }
 
+    /// Deletes the records of `topic`/`partition` before offset `before` (-1: the high
+    /// watermark), as Kafka's DeleteRecords; returns the partition's new log start (the low
+    /// watermark) on its leader. Followers follow within a replication round trip.
+    pub async fn delete_records(&self, topic: &str, partition: i32, before: i64) -> Result<i64> {
+        let req = pb::DeleteRecordsRequest {
+            topic: topic.to_string(),
+            partition,
+            before_offset: before,
+        };
+        let meta = self.leader_meta()?;
+        let resp = crate::consumer::offsets::on_leader(
+            &meta,
+            self.cfg.request_timeout,
+            topic,
+            partition,
+            "delete records",
+            |mut c, left| {
+                let req = request(req.clone(), left);
+                async move { c.delete_records(req).await }
+            },
+        )
+        .await?;
+        Ok(resp.low_watermark)
+    }
+
     /// Creates a topic; `replication_factor` 0 takes the cluster default, `config` holds topic
     /// settings such as `retention.ms` (unknown keys are refused).
     pub async fn create_topic(

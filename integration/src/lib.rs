@@ -64,6 +64,8 @@ pub struct ClusterSpec {
     /// Every coordinator and storage node in a network namespace of its own, etcd and the
     /// test's clients on the bridge (see [`netns`]), so tests can cut links. Needs root.
     pub network: bool,
+    /// Extra command-line arguments of every storage node.
+    pub node_args: Vec<String>,
 }
 
 impl Default for ClusterSpec {
@@ -73,6 +75,7 @@ impl Default for ClusterSpec {
             storage_nodes: 1,
             lease_ttl: Duration::from_millis(1500),
             network: false,
+            node_args: Vec::new(),
         }
     }
 }
@@ -204,33 +207,40 @@ impl TestCluster {
     fn spawn_node(&self, id: usize, port: u16) -> anyhow::Result<ManagedProcess> {
         let host = self.node_hosts.get(id);
         let (listen, metrics) = self.listen_addrs(host, port)?;
+        let mut args = vec![
+            "--node-id".into(),
+            id.to_string(),
+            "--data-dir".into(),
+            self.dir
+                .path()
+                .join(format!("node-{id}"))
+                .display()
+                .to_string(),
+            "--listen".into(),
+            listen,
+            "--etcd".into(),
+            self.etcd.endpoint(),
+            "--lease-ttl-ms".into(),
+            self.spec.lease_ttl.as_millis().to_string(),
+            "--faults-dir".into(),
+            self.faults_dir(id).display().to_string(),
+            "--metrics-listen".into(),
+            metrics,
+        ];
+        args.extend(self.spec.node_args.iter().cloned());
         ManagedProcess::spawn_on(
             host,
             &format!("node-{id}"),
             bin_path("sluice-storage-node"),
-            vec![
-                "--node-id".into(),
-                id.to_string(),
-                "--data-dir".into(),
-                self.dir
-                    .path()
-                    .join(format!("node-{id}"))
-                    .display()
-                    .to_string(),
-                "--listen".into(),
-                listen,
-                "--etcd".into(),
-                self.etcd.endpoint(),
-                "--lease-ttl-ms".into(),
-                self.spec.lease_ttl.as_millis().to_string(),
-                "--faults-dir".into(),
-                self.faults_dir(id).display().to_string(),
-                "--metrics-listen".into(),
-                metrics,
-            ],
+            args,
             self.dir.path().join(format!("node-{id}.log")),
             port,
         )
+    }
+
+    /// Storage node `id`'s data directory.
+    pub fn node_data_dir(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
     }
 
     /// Addresses of every coordinator (killed ones included: clients must skip them).

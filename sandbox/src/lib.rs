@@ -122,6 +122,7 @@ impl Sandbox {
             fsync: false,
             faults_dir: Some(faults),
             tail_cache_bytes: sluice_storage_node::log::tail::DEFAULT_TAIL_CACHE_BYTES,
+            retention_check_interval: Duration::from_millis(200),
         };
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(sluice_storage_node::run(

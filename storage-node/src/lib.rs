@@ -15,6 +15,7 @@ pub mod log;
 pub mod partitions;
 pub mod registration;
 pub mod replica;
+pub mod retention;
 pub mod service;
 pub mod telemetry;
 pub mod writer;
@@ -68,6 +69,8 @@ pub struct StorageNodeConfig {
     /// Bytes of recently written batches kept in memory across all replicas, so tailing
     /// consumers and followers read them without touching RocksDB (0 turns the cache off).
     pub tail_cache_bytes: usize,
+    /// How often retention checks every replica for segments to delete.
+    pub retention_check_interval: Duration,
 }
 
 /// Runs a storage node until `shutdown` resolves. Shutdown order: stop accepting and drain
@@ -155,6 +158,12 @@ pub async fn run(
     health
         .set_serving::<pb::log_server::LogServer<service::LogService>>()
         .await;
+    let retention = tokio::spawn(retention::run(
+        partitions_for_shutdown.clone(),
+        log.clone(),
+        writer.clone(),
+        cfg.retention_check_interval,
+    ));
     let gauges = tokio::spawn(telemetry::run_gauges(
         partitions_for_shutdown.clone(),
         log.clone(),
@@ -244,7 +253,9 @@ pub async fn run(
     isr_manager.abort();
     readiness.abort();
     gauges.abort();
+    retention.abort();
     let _ = gauges.await;
+    let _ = retention.await;
     let _ = reconcile.await;
     let _ = isr_manager.await;
     partitions_for_shutdown.stop_followers();

@@ -49,6 +49,10 @@ struct Args {
     /// MiB of recently written batches kept in memory for tailing consumers and followers.
     #[arg(long, env = "SLUICE_TAIL_CACHE_MB", default_value_t = 64)]
     tail_cache_mb: usize,
+    /// How often (ms) each replica is checked for segments that retention deletes (Kafka's
+    /// `log.retention.check.interval.ms`).
+    #[arg(long, env = "SLUICE_RETENTION_CHECK_INTERVAL_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(10..))]
+    retention_check_interval_ms: u64,
     /// Async worker threads (default: one per CPU). Give 1 when several nodes share a few cores
     /// (a local cluster, a benchmark): each worker wakes the others for work it could do
     /// itself, and on a crowded machine those wake-ups cost more than the parallelism gives, in
@@ -113,6 +117,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         lease_ttl: Duration::from_millis(args.lease_ttl_ms),
         fsync: args.fsync,
         tail_cache_bytes: args.tail_cache_mb << 20,
+        retention_check_interval: Duration::from_millis(args.retention_check_interval_ms),
         faults_dir: args.faults_dir,
     };
     sluice_storage_node::run(cfg, store, listener, shutdown_signal()).await

@@ -45,12 +45,7 @@ struct Desired {
 /// What a replica applies of its topic's config (read again at every view, so a change takes
 /// effect without a restart).
 fn config_of(topic: &str, overrides: &std::collections::HashMap<String, String>) -> ReplicaConfig {
-    let cfg = TopicConfig::from_stored(topic, overrides);
-    ReplicaConfig {
-        max_batch_bytes: cfg.max_message_bytes,
-        min_insync: cfg.min_insync_replicas,
-        max_lag_ms: cfg.replica_lag_time_max_ms,
-    }
+    ReplicaConfig::of(&TopicConfig::from_stored(topic, overrides))
 }
 
 impl Partitions {
@@ -216,6 +211,7 @@ impl Partitions {
                     r
                 }
             };
+            self.log.set_segment_policy(replica.uid, d.config.segment);
             self.ensure_follower_task(key, &replica);
         }
         Ok(())

@@ -75,6 +75,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             fsync: args.fsync,
             faults_dir: None,
             tail_cache_bytes: sluice_storage_node::log::tail::DEFAULT_TAIL_CACHE_BYTES,
+            retention_check_interval: sluice_storage_node::retention::DEFAULT_CHECK_INTERVAL,
         },
         store,
         node_listener,

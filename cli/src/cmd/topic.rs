@@ -1,4 +1,4 @@
-//! `sluice topic create|list|describe|alter|delete|add-partitions`.
+//! `sluice topic create|list|describe|alter|delete|delete-records|add-partitions`.
 
 use std::collections::BTreeMap;
 
@@ -54,6 +54,18 @@ pub enum TopicCmd {
     Delete {
         /// Topic name.
         name: String,
+    },
+    /// Delete a partition's records before an offset (as kafka-delete-records); prints the new
+    /// log start (low watermark).
+    DeleteRecords {
+        /// Topic name.
+        name: String,
+        /// The partition.
+        #[arg(long)]
+        partition: i32,
+        /// Records before this offset are deleted; -1 deletes every committed record.
+        #[arg(long, allow_negative_numbers = true)]
+        before: i64,
     },
     /// Raise a topic's partition count.
     AddPartitions {
@@ -174,6 +186,14 @@ pub async fn run(cmd: TopicCmd, client: ClientConfig) -> anyhow::Result<()> {
         TopicCmd::Delete { name } => {
             admin.delete_topic(&name).await?;
             outln!("deleted topic {name}");
+        }
+        TopicCmd::DeleteRecords {
+            name,
+            partition,
+            before,
+        } => {
+            let low = admin.delete_records(&name, partition, before).await?;
+            outln!("{name}-{partition}: records before {low} deleted; low watermark {low}");
         }
         TopicCmd::AddPartitions { name, total } => {
             let t = admin.create_partitions(&name, total).await?;

@@ -1,5 +1,6 @@
 //! Turning a [`super::SeekTo`] into an offset with `ListOffsets` on the partition's leader.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,15 +51,43 @@ pub(crate) async fn list_offsets(
     partition: i32,
     spec: Spec,
 ) -> Result<pb::ListOffsetsResponse> {
-    let deadline = Instant::now() + timeout;
-    let policy = RetryPolicy {
-        max_retries: u32::MAX,
-        backoff: BACKOFF,
-    };
     let req = pb::ListOffsetsRequest {
         topic: topic.to_string(),
         partition,
         spec: Some(spec),
+    };
+    on_leader(
+        meta,
+        timeout,
+        topic,
+        partition,
+        "list offsets",
+        |mut c, left| {
+            let req = request(req.clone(), left);
+            async move { c.list_offsets(req).await }
+        },
+    )
+    .await
+}
+
+/// One call on the partition's leader (`call` gets a client and the time left), following
+/// leader moves and retrying retriable errors until `timeout` has passed.
+pub(crate) async fn on_leader<T, F, Fut>(
+    meta: &Arc<Metadata>,
+    timeout: Duration,
+    topic: &str,
+    partition: i32,
+    what: &str,
+    call: F,
+) -> Result<T>
+where
+    F: Fn(LogClient<tonic::transport::Channel>, Duration) -> Fut,
+    Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = Instant::now() + timeout;
+    let policy = RetryPolicy {
+        max_retries: u32::MAX,
+        backoff: BACKOFF,
     };
     let mut attempts = 0;
     loop {
@@ -66,15 +95,10 @@ pub(crate) async fn list_offsets(
         let seen = meta.version();
         let result = async {
             let leader = meta.leader(topic, partition).await?;
-            let mut client = LogClient::new(meta.pool.channel(&leader.address)?)
+            let client = LogClient::new(meta.pool.channel(&leader.address)?)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);
             let left = deadline.saturating_duration_since(Instant::now());
-            with_timeout(
-                left,
-                "list offsets",
-                client.list_offsets(request(req.clone(), left)),
-            )
-            .await
+            with_timeout(left, what, call(client, left)).await
         }
         .await;
         let err = match result {
@@ -92,7 +116,7 @@ pub(crate) async fn list_offsets(
             RetryDecision::GiveUp => return Err(err),
             RetryDecision::Now => {}
             RetryDecision::After(wait) => {
-                tracing::debug!(topic, partition, error = %err, "list offsets failed; retrying");
+                tracing::debug!(topic, partition, error = %err, "{what} failed; retrying");
                 tokio::time::sleep(wait).await;
             }
         }

@@ -67,7 +67,7 @@ pub struct OffsetResetPlan {
 }
 
 impl Admin {
-    fn group_meta(&self) -> Result<Arc<Metadata>> {
+    pub(crate) fn leader_meta(&self) -> Result<Arc<Metadata>> {
         if let Some(m) = self.meta.get() {
             return Ok(m.clone());
         }
@@ -81,7 +81,7 @@ impl Admin {
         }
         Ok(GroupCoordinator::new(
             group.to_string(),
-            self.group_meta()?,
+            self.leader_meta()?,
             self.cfg.request_timeout,
         ))
     }
@@ -158,7 +158,7 @@ impl Admin {
             .map(|o| ((o.topic.clone(), o.partition), o.offset))
             .collect();
         let all: BTreeSet<(String, i32)> = owner.keys().chain(committed.keys()).cloned().collect();
-        let meta = self.group_meta()?;
+        let meta = self.leader_meta()?;
         let ends = futures::future::join_all(all.iter().map(|(t, p)| {
             let meta = meta.clone();
             async move {
@@ -228,7 +228,7 @@ impl Admin {
         execute: bool,
     ) -> Result<Vec<OffsetResetPlan>> {
         let coord = self.coordinator(group)?;
-        let meta = self.group_meta()?;
+        let meta = self.leader_meta()?;
         let count = meta.topic(topic).await?.partitions.len() as i32;
         let tps: Vec<(String, i32)> = (0..count).map(|p| (topic.to_string(), p)).collect();
         let current: HashMap<i32, i64> = coord

@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use sluice_metadata::cache::MetadataCache;
+use sluice_proto::batch::BatchHeader;
 use sluice_proto::model::{NodeId, Offset};
 use sluice_proto::pb;
 use std::panic::AssertUnwindSafe;
@@ -126,6 +127,8 @@ async fn follow_once(
     let mut writes: FuturesOrdered<BoxFuture<'static, Result<Offset, String>>> =
         FuturesOrdered::new();
     let mut ended = false;
+    // The leader's log start this follower last asked its log to move to.
+    let mut start_asked = r.log_start();
     loop {
         // The leader ended the stream and every queued write is acknowledged: reopen.
         if ended && writes.is_empty() {
@@ -169,6 +172,9 @@ async fn follow_once(
                     return Ok(());
                 }
                 let leader_hw = chunk.high_watermark;
+                if writes.is_empty() {
+                    restart_at_leader_start(ctx, r, &chunk).await?;
+                }
                 if chunk.batches.is_empty() {
                     writes.push_back(Box::pin(async move { Ok(leader_hw) }));
                 } else {
@@ -185,7 +191,46 @@ async fn follow_once(
                         Ok(leader_hw)
                     }));
                 }
+                if chunk.log_start_offset > start_asked.max(r.log_start()) {
+                    // The leader deleted records (retention, DeleteRecords): so does this one.
+                    start_asked = chunk.log_start_offset;
+                    let moved = ctx
+                        .writer
+                        .follow_log_start(r.clone(), chunk.log_start_offset)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    writes.push_back(Box::pin(async move {
+                        moved
+                            .await
+                            .map_err(|_| "the writer stopped".to_string())?
+                            .map_err(|e| e.to_string())?;
+                        Ok(leader_hw)
+                    }));
+                }
             }
         }
     }
+}
+
+/// A follower whose log ends below everything its leader still has (the leader deleted those
+/// records while it was away) gets the leader's batches from the leader's log start on: its
+/// own log is emptied and continues where they begin.
+async fn restart_at_leader_start(
+    ctx: &FollowerContext,
+    r: &Arc<Replica>,
+    chunk: &pb::ReplicaChunk,
+) -> Result<(), String> {
+    let Ok(first) = BatchHeader::parse(&chunk.batches) else {
+        return Ok(());
+    };
+    let end = r.log_end();
+    if first.base_offset <= end || chunk.log_start_offset <= end {
+        return Ok(());
+    }
+    tracing::info!(topic = %r.topic, partition = r.partition(), log_end = end, leader_log_start = chunk.log_start_offset, "the leader no longer holds this follower's log end: restarting at its log start");
+    ctx.writer
+        .delete_before(r.clone(), first.base_offset)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }

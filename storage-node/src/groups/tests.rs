@@ -49,6 +49,7 @@ impl Fixture {
                 max_batch_bytes: 1 << 20,
                 min_insync: 1,
                 max_lag_ms: 10_000,
+                ..Default::default()
             },
         );
         Self {

@@ -114,6 +114,7 @@ mod tests {
             max_batch_bytes: 1 << 20,
             min_insync: 2,
             max_lag_ms: 10_000,
+            ..Default::default()
         };
         Replica::new(0, "t".into(), key, opened, assignment, config)
     }

@@ -16,10 +16,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use sluice_proto::model::{LeaderEpoch, NodeId, Offset, PartitionId, TopicId};
 use tokio::sync::watch;
 
-use crate::log::{OpenedLog, PartitionKey, Uid};
+use crate::log::{OpenedLog, PartitionKey, SegmentPolicy, Uid};
+use crate::retention::Retention;
 use epochs::EpochHistory;
 use isr::{FollowerView, IsrInputs};
 use producers::ProducerState;
+use sluice_proto::topic_config::TopicConfig;
 
 /// Leadership of a replica, from the partition state in the metadata store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +41,36 @@ pub struct ReplicaConfig {
     pub min_insync: usize,
     /// `replica.lag.time.max.ms`.
     pub max_lag_ms: u64,
+    /// `segment.bytes` and `segment.ms`.
+    pub segment: SegmentPolicy,
+    /// `retention.ms`, `retention.bytes` and whether `cleanup.policy` deletes.
+    pub retention: Retention,
+}
+
+impl ReplicaConfig {
+    /// What a replica applies of its topic's config.
+    pub fn of(cfg: &TopicConfig) -> Self {
+        Self {
+            max_batch_bytes: cfg.max_message_bytes,
+            min_insync: cfg.min_insync_replicas,
+            max_lag_ms: cfg.replica_lag_time_max_ms,
+            segment: SegmentPolicy {
+                bytes: cfg.segment_bytes,
+                max_age: std::time::Duration::from_millis(cfg.segment_ms),
+            },
+            retention: Retention {
+                ms: cfg.retention_ms,
+                bytes: cfg.retention_bytes,
+                delete: cfg.cleanup_policy.delete,
+            },
+        }
+    }
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        Self::of(&TopicConfig::default())
+    }
 }
 
 /// Assignment of a replica, from the partition state.
@@ -79,7 +111,7 @@ pub struct Replica {
     pub uid: Uid,
     leadership: watch::Sender<Leadership>,
     role: Mutex<RoleState>,
-    log_start: AtomicU64,
+    log_start: watch::Sender<Offset>,
     log_end: watch::Sender<Offset>,
     high_watermark: watch::Sender<Offset>,
     /// Leader-epoch history (the writer updates it with the log).
@@ -89,6 +121,7 @@ pub struct Replica {
     max_batch_bytes: AtomicUsize,
     min_insync: AtomicUsize,
     max_lag_ms: AtomicU64,
+    retention: Mutex<Retention>,
     deleted: AtomicBool,
     /// Something the ISR decision depends on changed since the ISR manager last looked, or the
     /// decision can change with time alone (a member lagging): see [`Replica::isr_change`].
@@ -141,7 +174,7 @@ impl Replica {
                 followers: BTreeMap::new(),
                 leadership_start_end: log_end,
             }),
-            log_start: AtomicU64::new(log_start as u64),
+            log_start: watch::Sender::new(log_start),
             log_end: watch::Sender::new(log_end),
             // The last checkpoint: never more than what the ISR had committed. A lone leader
             // moves it to its log end at once; otherwise followers' reports move it on.
@@ -151,6 +184,7 @@ impl Replica {
             max_batch_bytes: AtomicUsize::new(config.max_batch_bytes),
             min_insync: AtomicUsize::new(config.min_insync),
             max_lag_ms: AtomicU64::new(config.max_lag_ms),
+            retention: Mutex::new(config.retention),
             deleted: AtomicBool::new(false),
             isr_check: AtomicBool::new(true),
         });
@@ -270,7 +304,22 @@ impl Replica {
 
     /// First offset in the log.
     pub fn log_start(&self) -> Offset {
-        self.log_start.load(Ordering::Acquire) as Offset
+        *self.log_start.borrow()
+    }
+
+    /// Notified whenever the log start moves (replication senders tell followers).
+    pub fn watch_log_start(&self) -> watch::Receiver<Offset> {
+        self.log_start.subscribe()
+    }
+
+    /// Called by the writer once the log start moved up (retention, DeleteRecords, or the
+    /// leader's log start).
+    pub fn set_log_start(&self, start: Offset) {
+        self.log_start.send_if_modified(|s| {
+            let moved = start > *s;
+            *s = (*s).max(start);
+            moved
+        });
     }
 
     /// One past the last appended offset.
@@ -448,7 +497,13 @@ impl Replica {
             .store(c.max_batch_bytes, Ordering::Relaxed);
         self.min_insync.store(c.min_insync, Ordering::Relaxed);
         self.max_lag_ms.store(c.max_lag_ms, Ordering::Relaxed);
+        *lock(&self.retention) = c.retention;
         self.mark_isr_check();
+    }
+
+    /// The topic's retention rules as last applied.
+    pub fn retention(&self) -> Retention {
+        *lock(&self.retention)
     }
 
     /// Marks the replica deleted: pending and later requests fail instead of writing.

@@ -37,7 +37,28 @@ async fn read(
 ) -> Result<Vec<Bytes>, ApiError> {
     crate::log::read_async(&svc.log, r.uid, from, limit, max_bytes)
         .await
-        .map_err(|e| ApiError::new(ErrorCode::StorageError, e.to_string()))
+        .map_err(|e| {
+            // Retention or DeleteRecords removed the files while this read was under way.
+            if from < r.log_start() {
+                out_of_range(r, from)
+            } else {
+                ApiError::new(ErrorCode::StorageError, e.to_string())
+            }
+        })
+}
+
+/// OFFSET_OUT_OF_RANGE for `offset`, naming the valid range.
+fn out_of_range(r: &Replica, offset: Offset) -> ApiError {
+    ApiError::new(
+        ErrorCode::OffsetOutOfRange,
+        format!(
+            "offset {offset} is out of range for {}-{}: valid offsets are {} to {}; seek to earliest or latest",
+            r.topic,
+            r.partition(),
+            r.log_start(),
+            r.log_end()
+        ),
+    )
 }
 
 /// The local replica for a replica read, led here or not.
@@ -105,13 +126,7 @@ pub async fn fetch(svc: &LogService, req: pb::FetchRequest) -> Result<pb::FetchR
         );
         // Offsets up to the log end are valid positions; only committed ones are returned.
         if req.offset < start || req.offset > end {
-            return Err(ApiError::new(
-                ErrorCode::OffsetOutOfRange,
-                format!(
-                    "offset {} is out of range for {}-{}: valid offsets are {start} to {end}; seek to earliest or latest",
-                    req.offset, replica.topic, req.partition
-                ),
-            ));
+            return Err(out_of_range(&replica, req.offset));
         }
         let limit = if req.replica_read { end } else { hw };
         let batches = if req.offset < limit {
@@ -180,14 +195,25 @@ pub fn subscribe(svc: LogService, mut req: pb::FetchRequest) -> FetchStream {
     }))
 }
 
-/// First offset with a timestamp at or after `ts`, scanning batch headers (max timestamp) and
-/// decoding only the batch that holds it. A linear scan: a time index is future work.
+/// First offset with a timestamp at or after `ts`: the log's time index names the first batch
+/// whose largest timestamp reaches it, and from there batches are decoded until a record does.
 async fn offset_for_timestamp(
     svc: &LogService,
     r: &Arc<Replica>,
     ts: i64,
 ) -> Result<(Offset, i64), ApiError> {
-    let mut from = r.log_start();
+    let start = r.log_start();
+    let found = {
+        let (log, uid) = (svc.log.clone(), r.uid);
+        tokio::task::spawn_blocking(move || log.offset_for_timestamp(uid, start, ts))
+            .await
+            .map_err(internal)?
+            .map_err(|e| ApiError::new(ErrorCode::StorageError, e.to_string()))?
+    };
+    let Some(mut from) = found else {
+        return Ok((-1, -1));
+    };
+    from = from.max(start);
     loop {
         let hw = r.high_watermark();
         if from >= hw {

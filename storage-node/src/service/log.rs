@@ -1,11 +1,11 @@
-//! The `Log` gRPC service: a screenful of adapters over produce, fetch, list-offsets and the
-//! leader side of replication (request metrics come from the server's layer).
+//! The `Log` gRPC service: a screenful of adapters over produce, fetch, list-offsets,
+//! delete-records and the leader side of replication (request metrics come from the server's layer).
 
 use sluice_proto::mux::server::{Answers, serve};
 use sluice_proto::pb::{self, log_server::Log};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{LogService, fetch, produce, replicate_many, streams};
+use super::{LogService, delete_records, fetch, produce, replicate_many, streams};
 
 #[tonic::async_trait]
 impl Log for LogService {
@@ -72,6 +72,15 @@ impl Log for LogService {
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
         Ok(Response::new(
             fetch::list_offsets(self, req.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_records(
+        &self,
+        req: Request<pb::DeleteRecordsRequest>,
+    ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
+        Ok(Response::new(
+            delete_records::delete_records(self, req.into_inner()).await?,
         ))
     }
 

@@ -3,6 +3,7 @@
 //! `replicate*`) take it, so no handler depends on the adapter.
 
 pub mod codec;
+pub mod delete_records;
 pub mod fetch;
 pub mod log;
 pub mod produce;

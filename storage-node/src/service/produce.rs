@@ -22,7 +22,7 @@ const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most requests one `ProduceMany` may carry (one per partition is what producers send).
 const MAX_PRODUCE_MANY: usize = 4096;
 
-fn append_error(e: AppendError, r: &Replica) -> ApiError {
+pub(super) fn append_error(e: AppendError, r: &Replica) -> ApiError {
     match e {
         AppendError::Deleted => ApiError::new(
             ErrorCode::UnknownTopic,

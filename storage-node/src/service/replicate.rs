@@ -159,10 +159,10 @@ pub(super) async fn push(
     out: mpsc::Sender<pb::ReplicaChunk>,
 ) {
     let (mut end_rx, mut lead_rx) = (r.watch_log_end(), r.watch_leadership());
-    let mut hw_rx = r.watch_high_watermark();
-    // The high watermark the follower was last sent (-1: nothing sent yet, so the first chunk
-    // goes at once and tells the follower where the leader is).
-    let mut told = -1;
+    let (mut hw_rx, mut start_rx) = (r.watch_high_watermark(), r.watch_log_start());
+    // The high watermark and log start the follower was last sent (-1: nothing sent yet, so
+    // the first chunk goes at once and tells the follower where the leader is).
+    let (mut told, mut told_start) = (-1, -1);
     loop {
         let l = *lead_rx.borrow_and_update();
         if r.is_deleted() || l.leader != r.node_id || l.epoch != epoch {
@@ -174,10 +174,11 @@ pub(super) async fn push(
         }
         let end = *end_rx.borrow_and_update();
         let hw = *hw_rx.borrow_and_update();
+        let start = *start_rx.borrow_and_update();
         let mut chunk = pb::ReplicaChunk {
             leader_epoch: epoch,
             high_watermark: hw,
-            log_start_offset: r.log_start(),
+            log_start_offset: start,
             ..Default::default()
         };
         if next < end {
@@ -191,15 +192,16 @@ pub(super) async fn push(
             };
             next = h.next_offset();
             chunk.batches = concat(&batches);
-        } else if hw == told {
+        } else if hw == told && start == told_start {
             tokio::select! {
                 _ = end_rx.changed() => {}
                 _ = lead_rx.changed() => {}
                 _ = hw_rx.changed() => {}
+                _ = start_rx.changed() => {}
                 _ = out.closed() => return,
             }
             continue;
-        } else if told >= 0 {
+        } else if told >= 0 && start == told_start {
             // Give batches a chance to carry the news.
             tokio::select! {
                 _ = end_rx.changed() => continue,
@@ -210,6 +212,8 @@ pub(super) async fn push(
             chunk.high_watermark = *hw_rx.borrow_and_update();
         }
         told = chunk.high_watermark;
+        // A moved log start goes at once (it is rare): followers free the same space.
+        told_start = start;
         if out.send(chunk).await.is_err() {
             return;
         }

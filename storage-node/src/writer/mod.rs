@@ -16,6 +16,7 @@ use sluice_proto::batch::{self, BatchHeader, BatchIter};
 use sluice_proto::model::{LeaderEpoch, Offset};
 use tokio::sync::oneshot;
 
+mod lifecycle;
 mod queue;
 use queue::Queue;
 
@@ -109,6 +110,13 @@ enum Job {
     },
     /// Deletes a replica's log after everything queued before it.
     Delete(PartitionKey),
+    /// Moves the log start up (see [`lifecycle`]); only with `past_end` beyond the log end.
+    DeleteBefore {
+        replica: Arc<Replica>,
+        offset: Offset,
+        past_end: bool,
+        reply: Reply<Offset>,
+    },
 }
 
 /// Handle to submit log changes; cloning is cheap. The writer thread stops once every handle
@@ -250,6 +258,14 @@ fn run_alone(log: &dyn LogStore, job: Job) {
             reply,
         } => {
             let _ = reply.send(truncate(log, &replica, to, keep_epoch));
+        }
+        Job::DeleteBefore {
+            replica,
+            offset,
+            past_end,
+            reply,
+        } => {
+            let _ = reply.send(lifecycle::delete_before(log, &replica, offset, past_end));
         }
         data @ (Job::Append { .. } | Job::Replicate { .. }) => write_group(log, &mut vec![data]),
     }
@@ -407,7 +423,9 @@ fn plan(job: Job, pending: &mut HashMap<u64, Pending>) -> Planned {
                 reply,
             }
         }
-        Job::Truncate { reply, .. } => fail(reply, AppendError::Stopped),
+        Job::Truncate { reply, .. } | Job::DeleteBefore { reply, .. } => {
+            fail(reply, AppendError::Stopped)
+        }
         Job::Delete(_) => Planned::Failed(Box::new(|| {})),
     }
 }

@@ -33,6 +33,7 @@ fn replica(log: &dyn LogStore, p: i32, leader: i32, epoch: i32) -> Arc<Replica> 
             max_batch_bytes: 1 << 20,
             min_insync: 1,
             max_lag_ms: 10_000,
+            ..Default::default()
         },
     )
 }

@@ -459,13 +459,24 @@ impl TestCluster {
         topic: &str,
         partition: i32,
     ) -> anyhow::Result<bytes::Bytes> {
+        self.replica_log_from(id, topic, partition, 0).await
+    }
+
+    /// [`TestCluster::replica_log`] from offset `from` (at or after the replica's log start).
+    pub async fn replica_log_from(
+        &self,
+        id: usize,
+        topic: &str,
+        partition: i32,
+        from: i64,
+    ) -> anyhow::Result<bytes::Bytes> {
         let mut client = sluice_proto::pb::log_client::LogClient::connect(format!(
             "http://{}",
             self.nodes[id].address()
         ))
         .await?;
         let mut out = bytes::BytesMut::new();
-        let mut offset = 0;
+        let mut offset = from;
         loop {
             let resp = client
                 .fetch(sluice_proto::pb::FetchRequest {

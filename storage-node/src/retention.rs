@@ -155,7 +155,7 @@ mod tests {
     fn time_deletes_the_closed_segments_older_than_retention() {
         let r = rules(Some(1500), None);
         assert_eq!(delete_point(&four(), &r, 3000, 40), Some(10));
-        assert_eq!(delete_point(&four(), &r, 4501, 40), Some(20));
+        assert_eq!(delete_point(&four(), &r, 4400, 40), Some(20));
         assert_eq!(delete_point(&four(), &r, 2400, 40), None);
         assert_eq!(
             delete_point(&four(), &r, 1_000_000, 40),

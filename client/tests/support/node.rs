@@ -345,6 +345,25 @@ impl log_server::Log for FakeNode {
         )))
     }
 
+    async fn delete_records(
+        &self,
+        req: Request<pb::DeleteRecordsRequest>,
+    ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
+        let req = req.into_inner();
+        let mut st = self.state.lock().unwrap();
+        self.check_leader(&st, &req.topic, req.partition)?;
+        let log = &mut st.topics.get_mut(&req.topic).unwrap().logs[req.partition as usize];
+        let before = if req.before_offset < 0 {
+            log.end
+        } else {
+            req.before_offset
+        };
+        log.start = log.start.max(before.min(log.end));
+        Ok(Response::new(pb::DeleteRecordsResponse {
+            low_watermark: log.start,
+        }))
+    }
+
     async fn list_offsets(
         &self,
         req: Request<pb::ListOffsetsRequest>,

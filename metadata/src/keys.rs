@@ -65,6 +65,12 @@ impl Keys {
         &self.prefix
     }
 
+    /// The cluster's id, made once by the first process that finds none (see
+    /// [`crate::cluster_id`]).
+    pub fn cluster_id(&self) -> String {
+        format!("{}cluster_id", self.prefix)
+    }
+
     /// The active controller's key.
     pub fn controller(&self) -> String {
         format!("{}controller", self.prefix)

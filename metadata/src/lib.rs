@@ -2,6 +2,7 @@
 //! single-process use), the key layout, typed records, and a watch-fed cache of the cluster.
 
 pub mod cache;
+pub mod cluster_id;
 /// The conformance suite every `MetaStore` backend passes (for tests: feature `testing`).
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;

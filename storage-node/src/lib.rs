@@ -13,6 +13,7 @@ pub mod health;
 pub mod isr_manager;
 pub mod log;
 pub mod partitions;
+pub mod recovery;
 pub mod registration;
 pub mod replica;
 pub mod retention;
@@ -71,6 +72,9 @@ pub struct StorageNodeConfig {
     pub tail_cache_bytes: usize,
     /// How often retention checks every replica for segments to delete.
     pub retention_check_interval: Duration,
+    /// How often every log is flushed to disk and its recovery point recorded (what a restart
+    /// after a crash verifies is what came after).
+    pub recovery_checkpoint_interval: Duration,
 }
 
 /// Runs a storage node until `shutdown` resolves. Shutdown order: stop accepting and drain
@@ -88,8 +92,12 @@ pub async fn run(
     let incarnation = rocks
         .incarnation()
         .context("reading the data directory's incarnation")?;
-    let log: Arc<dyn LogStore> = Arc::new(TailCachedLog::new(rocks, cfg.tail_cache_bytes));
     let keys = Keys::for_cluster(&cfg.cluster_name);
+    let cluster_id = sluice_metadata::cluster_id::ensure(store.as_ref(), &keys)
+        .await
+        .context("reading the cluster id")?;
+    rocks.bind_cluster(&cluster_id)?;
+    let log: Arc<dyn LogStore> = Arc::new(TailCachedLog::new(rocks, cfg.tail_cache_bytes));
     let cache = Arc::new(
         MetadataCache::start(store.clone(), keys.clone())
             .await
@@ -114,7 +122,7 @@ pub async fn run(
     {
         let (p, view) = (partitions.clone(), cache.view());
         tokio::task::spawn_blocking(move || {
-            p.report_strays(&view);
+            p.remove_strays(&view);
             p.reconcile(&view)
         })
         .await??;
@@ -158,6 +166,11 @@ pub async fn run(
     health
         .set_serving::<pb::log_server::LogServer<service::LogService>>()
         .await;
+    let checkpoints = tokio::spawn(recovery::run_checkpoints(
+        partitions_for_shutdown.clone(),
+        log.clone(),
+        cfg.recovery_checkpoint_interval,
+    ));
     let retention = tokio::spawn(retention::run(
         partitions_for_shutdown.clone(),
         log.clone(),
@@ -254,8 +267,10 @@ pub async fn run(
     readiness.abort();
     gauges.abort();
     retention.abort();
+    checkpoints.abort();
     let _ = gauges.await;
     let _ = retention.await;
+    let _ = checkpoints.await;
     let _ = reconcile.await;
     let _ = isr_manager.await;
     partitions_for_shutdown.stop_followers();
@@ -273,8 +288,8 @@ pub async fn run(
     if let Err(error) = writer::checkpoint_high_watermarks(log.as_ref(), &replicas) {
         tracing::error!(%error, "final high-watermark checkpoint failed");
     }
-    if let Err(error) = log.sync() {
-        tracing::error!(%error, "final WAL sync failed");
+    if let Err(error) = log.checkpoint_recovery(&recovery::ends(&replicas)) {
+        tracing::error!(%error, "final flush and recovery checkpoint failed");
     }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), registration).await;

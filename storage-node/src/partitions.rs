@@ -232,15 +232,29 @@ impl Partitions {
         tasks.insert(key, self.runtime.spawn(follower::run_follower(ctx, r)));
     }
 
-    /// Logs replicas on disk that the view does not assign here (e.g. their topic was deleted
-    /// while this node was down). They are kept, not deleted: a node pointed at the wrong
-    /// cluster must not wipe its data.
-    pub fn report_strays(&self, view: &ClusterView) {
+    /// Deletes the logs on disk that the view does not assign here: their topic was deleted,
+    /// or the replica moved, while this node was down. Safe because the data directory is
+    /// bound to this cluster's id (a node pointed at another cluster's store does not start).
+    pub fn remove_strays(&self, view: &ClusterView) {
         let desired = self.desired(view);
-        if let Ok(on_disk) = self.log.list() {
-            for (key, uid) in on_disk {
-                if !desired.contains_key(&key) {
-                    tracing::warn!(topic_id = %key.topic_id, partition = key.partition, uid, "log on disk not assigned to this node; kept");
+        let Ok(on_disk) = self.log.list() else {
+            return;
+        };
+        for (key, uid) in on_disk {
+            if desired.contains_key(&key) {
+                continue;
+            }
+            let topic = view
+                .topics
+                .values()
+                .find(|t| t.record.topic_id.as_ref() == key.topic_id.0)
+                .map(|t| t.record.name.clone());
+            match self.log.delete(key) {
+                Ok(()) => {
+                    tracing::info!(topic_id = %key.topic_id, partition = key.partition, uid, topic = ?topic, "removed the data of a replica not assigned to this node (its topic was deleted or it moved while the node was down)")
+                }
+                Err(error) => {
+                    tracing::error!(topic_id = %key.topic_id, partition = key.partition, %error, "removing a stray replica's data failed")
                 }
             }
         }

@@ -190,6 +190,12 @@ pub trait LogStore: Send + Sync + 'static {
     fn delete(&self, key: PartitionKey) -> Result<(), LogError>;
     /// Makes every acknowledged append durable on disk (fsync of the write-ahead log).
     fn sync(&self) -> Result<(), LogError>;
+    /// Makes everything written so far durable, as [`LogStore::sync`], then records that each
+    /// listed replica's log is on disk up to the given end (its recovery point): after a crash,
+    /// opening a log verifies only the batches written after it.
+    fn checkpoint_recovery(&self, _ends: &[(Uid, Offset)]) -> Result<(), LogError> {
+        self.sync()
+    }
     /// Engine statistics for monitoring, as (metric suffix, value).
     fn stats(&self) -> Vec<(&'static str, u64)> {
         Vec::new()

@@ -38,6 +38,9 @@ const CF_META: &str = "meta";
 const CF_SEGMENTS: &str = "segments";
 /// `meta` key prefix of log starts: `s | uid (8 BE)` (absent: the first indexed batch).
 const META_START: u8 = b's';
+/// `meta` key prefix of recovery points: `c | uid (8 BE)`, the offset up to which the replica's
+/// batches were on disk at the last checkpoint (absent: verify from the log start).
+const META_RECOVERY: u8 = b'c';
 /// `meta` key prefix of partition → uid mappings: `p | topic id (16) | partition (4 BE)`.
 const META_PARTITION: u8 = b'p';
 /// `meta` key prefix of leader-epoch histories: `e | uid (8 BE)`.
@@ -48,6 +51,8 @@ const META_HW: u8 = b'h';
 const META_LAST_UID: &[u8] = b"last_uid";
 /// The database's incarnation id (see [`RocksLog::incarnation`]).
 const META_INCARNATION: &[u8] = b"incarnation";
+/// The id of the cluster the data belongs to (see [`RocksLog::bind_cluster`]).
+const META_CLUSTER_ID: &[u8] = b"cluster_id";
 
 /// A [`LogStore`] of segment files indexed in RocksDB.
 pub struct RocksLog {
@@ -141,6 +146,13 @@ fn start_key(uid: Uid) -> [u8; 9] {
     k
 }
 
+fn recovery_key(uid: Uid) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = META_RECOVERY;
+    k[1..].copy_from_slice(&uid.to_be_bytes());
+    k
+}
+
 impl RocksLog {
     /// Opens (creating when missing) the node's database under `dir`. With `sync_appends`,
     /// an append returns only once its WAL record is fsynced (survives power loss); without,
@@ -207,6 +219,29 @@ impl RocksLog {
             .map_err(err)?;
         tracing::info!(incarnation = %id, "new data directory");
         Ok(id)
+    }
+
+    /// Ties the data directory to the cluster whose metadata store holds `cluster_id`: the
+    /// first start records it; a later start against a store with another id is refused, as
+    /// that store's metadata does not describe this data.
+    pub fn bind_cluster(&self, cluster_id: &str) -> Result<(), LogError> {
+        let meta = self.cf(CF_META);
+        match self.db.get_cf(meta, META_CLUSTER_ID).map_err(err)? {
+            Some(v) if v == cluster_id.as_bytes() => Ok(()),
+            Some(v) => Err(LogError(format!(
+                "this data directory belongs to cluster {}, but the metadata store holds cluster \
+                 {cluster_id}: point the node at its own cluster's metadata store (--etcd, \
+                 --cluster), or start it on an empty data directory to join this one",
+                String::from_utf8_lossy(&v)
+            ))),
+            None => {
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                self.db
+                    .put_cf_opt(meta, META_CLUSTER_ID, cluster_id.as_bytes(), &wo)
+                    .map_err(err)
+            }
+        }
     }
 
     /// Where the replica's last indexed batch ends: (segment, position after it).
@@ -322,7 +357,11 @@ impl LogStore for RocksLog {
             }
         };
         let (log_start, log_end) = self.bounds(uid)?;
-        let epochs = self.load_epochs(uid, log_start, log_end)?;
+        let log_end = self.recover(uid, log_start, log_end)?;
+        let log_start = log_start.min(log_end);
+        let mut epochs = self.load_epochs(uid, log_start, log_end)?;
+        // Epochs that began in a tail the recovery cut away.
+        epochs.retain(|e| e.start_offset < log_end);
         let high_watermark = match self.db.get_cf(self.cf(CF_META), hw_key(uid)).map_err(err)? {
             Some(v) => i64::from_be_bytes(v.as_slice().try_into().map_err(err)?).min(log_end),
             None => 0,
@@ -539,6 +578,7 @@ impl LogStore for RocksLog {
         wb.delete_cf(meta, epochs_key(uid));
         wb.delete_cf(meta, hw_key(uid));
         wb.delete_cf(meta, start_key(uid));
+        wb.delete_cf(meta, recovery_key(uid));
         self.db.write(wb).map_err(err)?;
         self.summaries.forget(uid);
         self.segments.delete(uid)
@@ -587,6 +627,18 @@ impl LogStore for RocksLog {
     fn sync(&self) -> Result<(), LogError> {
         self.segments.sync_all()?;
         self.db.flush_wal(true).map_err(err)
+    }
+
+    fn checkpoint_recovery(&self, ends: &[(Uid, Offset)]) -> Result<(), LogError> {
+        self.sync()?;
+        let meta = self.cf(CF_META);
+        let mut wb = WriteBatch::default();
+        for (uid, end) in ends {
+            wb.put_cf(meta, recovery_key(*uid), end.to_be_bytes());
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(wb, &wo).map_err(err)
     }
 }
 

@@ -7,10 +7,10 @@ use sluice_proto::model::Offset;
 
 use super::{
     CF_INDEX, CF_META, CF_SEGMENTS, RocksLog, decode_entry, entry_max_timestamp, err, log_key,
-    parse_log_key, start_key,
+    parse_log_key, recovery_key, start_key,
 };
 use crate::log::segment_index::{self, Placed};
-use crate::log::{LogError, SegmentInfo, Uid};
+use crate::log::{LogError, LogOp, LogStore, SegmentInfo, Uid};
 
 /// Segment files a write leaves without batches, removed once it is committed.
 pub(super) enum Removal {
@@ -156,6 +156,67 @@ impl RocksLog {
             self.put_summary(wb, uid, &s);
         }
         Ok(Some(segment))
+    }
+
+    /// Checks the batches written after the replica's recovery point (all of them when it has
+    /// none): each must lie inside its segment file and pass its CRC. A crash before the page
+    /// cache reached the disk can leave either wrong; the log is cut before the first bad
+    /// batch (the replica re-fetches the rest from its leader). Returns the log end after.
+    pub(super) fn recover(&self, uid: Uid, start: Offset, end: Offset) -> Result<Offset, LogError> {
+        let point = match self
+            .db
+            .get_cf(self.cf(CF_META), recovery_key(uid))
+            .map_err(err)?
+        {
+            Some(v) => i64::from_be_bytes(v.as_slice().try_into().map_err(err)?).max(start),
+            None => start,
+        };
+        if point >= end {
+            return Ok(end);
+        }
+        let Some((first, _)) = self.first_batch_from(uid, point)? else {
+            return Ok(end);
+        };
+        let mut it = self.entries_from(uid, first);
+        let mut lengths: std::collections::HashMap<u64, u64> = Default::default();
+        let mut damage = None;
+        while let (Some((u, base)), Some(v)) = (it.key().and_then(parse_log_key), it.value()) {
+            if u != uid {
+                break;
+            }
+            let (loc, _) = decode_entry(v)?;
+            let len = *lengths
+                .entry(loc.segment)
+                .or_insert_with(|| self.segments.file_len(uid, loc.segment));
+            let problem = if len < loc.pos + u64::from(loc.len) {
+                Some(format!(
+                    "its index entry points to bytes {}..{} of a {len}-byte segment file",
+                    loc.pos,
+                    loc.pos + u64::from(loc.len)
+                ))
+            } else {
+                match self.segments.read(uid, &[loc]) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(b) => match sluice_proto::batch::validate(&b[0]) {
+                        Ok(h) if h.base_offset == base => None,
+                        Ok(h) => Some(format!("it holds base offset {}", h.base_offset)),
+                        Err(e) => Some(e.to_string()),
+                    },
+                }
+            };
+            if let Some(problem) = problem {
+                damage = Some((base, problem));
+                break;
+            }
+            it.next();
+        }
+        it.status().map_err(err)?;
+        let Some((from, problem)) = damage else {
+            return Ok(end);
+        };
+        tracing::warn!(uid, from, old_end = end, %problem, "damaged log tail (written shortly before a crash, not yet on disk): truncating to the last valid batch; the replica re-fetches the rest from its leader");
+        self.write(&[LogOp::TruncateFrom { uid, from }])?;
+        Ok(from.max(start))
     }
 
     /// Every stored segment summary of the replica, oldest first.

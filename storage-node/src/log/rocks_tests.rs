@@ -244,3 +244,81 @@ fn a_segment_older_than_its_max_age_rolls_at_the_next_append() {
     let ids: Vec<u64> = log.segments(uid).unwrap().iter().map(|s| s.id).collect();
     assert_eq!(ids, vec![0, 4]);
 }
+
+/// The segment files of a replica, oldest first.
+fn segment_paths(dir: &std::path::Path, uid: Uid) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("segments").join(uid.to_string()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_damaged_tail_after_the_recovery_point_is_cut_at_the_first_bad_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let bs: Vec<Bytes> = (0..6).map(|i| batch(i * 2, 2)).collect();
+    let uid = {
+        let log = RocksLog::open(dir.path(), false).unwrap();
+        let uid = log.open(pkey()).unwrap().uid;
+        append_all(&log, uid, &bs[..2]);
+        log.checkpoint_recovery(&[(uid, 4)]).unwrap();
+        append_all(&log, uid, &bs[2..]);
+        uid
+    };
+    // Flip a byte inside the fourth batch (offsets 6..8), as a torn page would.
+    let path = segment_paths(dir.path(), uid).pop().unwrap();
+    let mut data = std::fs::read(&path).unwrap();
+    let at: usize = bs[..3].iter().map(Bytes::len).sum::<usize>() + 70;
+    data[at] ^= 0xff;
+    std::fs::write(&path, &data).unwrap();
+    let log = RocksLog::open(dir.path(), false).unwrap();
+    let opened = log.open(pkey()).unwrap();
+    assert_eq!(opened.log_end, 6, "cut before the first bad batch");
+    assert_eq!(log.read(uid, 0, 100, usize::MAX).unwrap(), bs[..3].to_vec());
+    // Appends go on from there, over the damaged bytes.
+    append_all(&log, uid, &bs[3..4]);
+    assert_eq!(log.read(uid, 0, 100, usize::MAX).unwrap(), bs[..4].to_vec());
+}
+
+#[test]
+fn an_index_entry_past_the_end_of_its_file_is_cut_and_a_clean_checkpoint_verifies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bs: Vec<Bytes> = (0..4).map(|i| batch(i * 2, 2)).collect();
+    let uid = {
+        let log = RocksLog::open(dir.path(), false).unwrap();
+        let uid = log.open(pkey()).unwrap().uid;
+        append_all(&log, uid, &bs);
+        uid
+    };
+    // The last batch's bytes never reached the disk: the file is shorter than the index says.
+    let path = segment_paths(dir.path(), uid).pop().unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    {
+        let log = RocksLog::open(dir.path(), false).unwrap();
+        assert_eq!(log.open(pkey()).unwrap().log_end, 6);
+        append_all(&log, uid, &bs[3..]);
+        log.checkpoint_recovery(&[(uid, 8)]).unwrap();
+    }
+    // Damage below the recovery point is not looked for (it was on disk when recorded).
+    let log = RocksLog::open(dir.path(), false).unwrap();
+    assert_eq!(log.open(pkey()).unwrap().log_end, 8);
+    assert_eq!(log.read(uid, 0, 100, usize::MAX).unwrap(), bs);
+}
+
+#[test]
+fn a_data_directory_is_bound_to_the_first_cluster_it_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RocksLog::open(dir.path(), false).unwrap();
+    log.bind_cluster("a").unwrap();
+    log.bind_cluster("a").unwrap();
+    let e = log.bind_cluster("b").unwrap_err();
+    assert!(e.to_string().contains("belongs to cluster a"), "{e}");
+}

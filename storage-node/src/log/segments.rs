@@ -51,6 +51,8 @@ pub struct Segments {
     segment_bytes: u64,
     policies: Mutex<HashMap<Uid, SegmentPolicy>>,
     active: Mutex<HashMap<Uid, Active>>,
+    /// Segments closed since the last [`Segments::sync_all`], whose data may not be on disk.
+    rolled: Mutex<Vec<Arc<File>>>,
     readers: Mutex<HashMap<(Uid, u64), Arc<File>>>,
     read_buffers: Arc<ReadBuffers>,
     syncer: Syncer,
@@ -74,6 +76,7 @@ impl Segments {
             segment_bytes,
             policies: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
+            rolled: Mutex::new(Vec::new()),
             readers: Mutex::new(HashMap::new()),
             read_buffers: ReadBuffers::new(KEPT_READ_BUFFER_BYTES),
             syncer: Syncer::default(),
@@ -148,6 +151,7 @@ impl Segments {
         let full = a.pos + batch.len() as u64 > policy.bytes;
         if a.pos > 0 && (full || a.started.elapsed() >= policy.max_age) {
             let file = self.open_file(uid, base, true)?;
+            self.rolled.lock().expect("poisoned").push(a.file.clone());
             *a = Active {
                 segment: base,
                 pos: 0,
@@ -296,15 +300,22 @@ impl Segments {
         self.syncer.sync_files(files)
     }
 
-    /// Flushes every replica's active segment to disk.
+    /// Flushes every replica's active segment, and every segment closed since the last call,
+    /// to disk.
     pub fn sync_all(&self) -> Result<(), LogError> {
-        let files: Vec<Arc<File>> = self
-            .active
-            .lock()
-            .expect("poisoned")
-            .values()
-            .map(|a| a.file.clone())
-            .collect();
+        let mut files: Vec<Arc<File>> = std::mem::take(&mut *self.rolled.lock().expect("poisoned"));
+        files.extend(
+            self.active
+                .lock()
+                .expect("poisoned")
+                .values()
+                .map(|a| a.file.clone()),
+        );
         self.sync_files(&files)
+    }
+
+    /// The length of a segment file (0 when it is missing).
+    pub fn file_len(&self, uid: Uid, segment: u64) -> u64 {
+        std::fs::metadata(self.path(uid, segment)).map_or(0, |m| m.len())
     }
 }

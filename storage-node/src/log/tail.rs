@@ -235,6 +235,10 @@ impl<L: LogStore> LogStore for TailCachedLog<L> {
         self.inner.segments(uid)
     }
 
+    fn checkpoint_recovery(&self, ends: &[(Uid, Offset)]) -> Result<(), LogError> {
+        self.inner.checkpoint_recovery(ends)
+    }
+
     fn set_segment_policy(&self, uid: Uid, policy: SegmentPolicy) {
         self.inner.set_segment_policy(uid, policy)
     }

@@ -66,6 +66,9 @@ pub struct ClusterSpec {
     pub network: bool,
     /// Extra command-line arguments of every storage node.
     pub node_args: Vec<String>,
+    /// Where the nodes' data directories go (`node-<id>` under it) instead of the cluster's
+    /// temporary directory, e.g. a small file system a test mounted.
+    pub node_data_root: Option<PathBuf>,
 }
 
 impl Default for ClusterSpec {
@@ -76,6 +79,7 @@ impl Default for ClusterSpec {
             lease_ttl: Duration::from_millis(1500),
             network: false,
             node_args: Vec::new(),
+            node_data_root: None,
         }
     }
 }
@@ -211,11 +215,7 @@ impl TestCluster {
             "--node-id".into(),
             id.to_string(),
             "--data-dir".into(),
-            self.dir
-                .path()
-                .join(format!("node-{id}"))
-                .display()
-                .to_string(),
+            self.node_data_dir(id).display().to_string(),
             "--listen".into(),
             listen,
             "--etcd".into(),
@@ -240,7 +240,8 @@ impl TestCluster {
 
     /// Storage node `id`'s data directory.
     pub fn node_data_dir(&self, id: usize) -> PathBuf {
-        self.dir.path().join(format!("node-{id}"))
+        let root = self.spec.node_data_root.as_deref();
+        root.unwrap_or(self.dir.path()).join(format!("node-{id}"))
     }
 
     /// Addresses of every coordinator (killed ones included: clients must skip them).
@@ -547,7 +548,7 @@ impl TestCluster {
 
     /// Deletes a (killed) node's data directory, as a lost or replaced volume would.
     pub fn wipe_node_data(&self, id: usize) -> anyhow::Result<()> {
-        let dir = self.dir.path().join(format!("node-{id}"));
+        let dir = self.node_data_dir(id);
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(e).with_context(|| format!("wiping {}", dir.display()))

@@ -64,6 +64,7 @@ pub fn classify(code: ErrorCode) -> (tonic::Code, bool) {
         | E::LeaderNotAvailable => (C::Unavailable, true),
         E::RequestTimedOut => (C::DeadlineExceeded, true),
         E::StorageError => (C::Internal, true),
+        E::StorageFull => (C::ResourceExhausted, true),
     }
 }
 

@@ -124,6 +124,7 @@ impl Sandbox {
             tail_cache_bytes: sluice_storage_node::log::tail::DEFAULT_TAIL_CACHE_BYTES,
             retention_check_interval: Duration::from_millis(200),
             recovery_checkpoint_interval: sluice_storage_node::recovery::DEFAULT_INTERVAL,
+            min_free: Default::default(),
         };
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(sluice_storage_node::run(

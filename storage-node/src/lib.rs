@@ -6,6 +6,7 @@
 //! [`run`] is the whole process minus argument parsing, so tests and `sluice dev` run nodes in
 //! process with their own listener and shutdown signal.
 
+pub mod disk;
 pub mod faults;
 pub mod follower;
 pub mod groups;
@@ -75,6 +76,8 @@ pub struct StorageNodeConfig {
     /// How often every log is flushed to disk and its recovery point recorded (what a restart
     /// after a crash verifies is what came after).
     pub recovery_checkpoint_interval: Duration,
+    /// Free space kept on the data volume: below it, writes are refused with `STORAGE_FULL`.
+    pub min_free: disk::MinFree,
 }
 
 /// Runs a storage node until `shutdown` resolves. Shutdown order: stop accepting and drain
@@ -104,12 +107,15 @@ pub async fn run(
             .context("loading cluster metadata")?,
     );
     let (writer, writer_thread) = Writer::spawn(log.clone(), !cfg.fsync);
+    let disk = Arc::new(disk::DiskSpace::new(cfg.min_free));
+    let disk_monitor = tokio::spawn(disk::run_monitor(disk.clone(), cfg.data_dir.clone()));
     let follower_ctx = Arc::new(follower::FollowerContext {
         node_id: cfg.node_id,
         incarnation: incarnation.clone(),
         cache: cache.clone(),
         writer: writer.clone(),
         links: follower::link::Links::default(),
+        disk: disk.clone(),
     });
     let (boot_tx, boot_rx) = watch::channel(None);
     let partitions = Arc::new(Partitions::new(
@@ -230,6 +236,7 @@ pub async fn run(
         log: log.clone(),
         faults: faults::Faults::new(cfg.faults_dir.clone()),
         closing: closing_rx,
+        disk,
     };
     tracing::info!(node_id = cfg.node_id, address = %cfg.advertised_address, data_dir = %cfg.data_dir.display(), "storage node serving");
     tonic::transport::Server::builder()
@@ -268,6 +275,7 @@ pub async fn run(
     gauges.abort();
     retention.abort();
     checkpoints.abort();
+    disk_monitor.abort();
     let _ = gauges.await;
     let _ = retention.await;
     let _ = checkpoints.await;

@@ -57,6 +57,13 @@ struct Args {
     /// crash, a node verifies (CRC) only the batches written since.
     #[arg(long, env = "SLUICE_RECOVERY_CHECKPOINT_INTERVAL_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
     recovery_checkpoint_interval_ms: u64,
+    /// Free bytes kept on the data volume: below them (or below --min-free-percent of the
+    /// volume, when that is less) produce is refused with STORAGE_FULL until space is freed.
+    #[arg(long, env = "SLUICE_MIN_FREE_BYTES", default_value_t = 1 << 30)]
+    min_free_bytes: u64,
+    /// Percent of the data volume kept free (see --min-free-bytes).
+    #[arg(long, env = "SLUICE_MIN_FREE_PERCENT", default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=50))]
+    min_free_percent: u8,
     /// Async worker threads (default: one per CPU). Give 1 when several nodes share a few cores
     /// (a local cluster, a benchmark): each worker wakes the others for work it could do
     /// itself, and on a crowded machine those wake-ups cost more than the parallelism gives, in
@@ -123,6 +130,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         tail_cache_bytes: args.tail_cache_mb << 20,
         retention_check_interval: Duration::from_millis(args.retention_check_interval_ms),
         recovery_checkpoint_interval: Duration::from_millis(args.recovery_checkpoint_interval_ms),
+        min_free: sluice_storage_node::disk::MinFree {
+            bytes: args.min_free_bytes,
+            percent: args.min_free_percent,
+        },
         faults_dir: args.faults_dir,
     };
     sluice_storage_node::run(cfg, store, listener, shutdown_signal()).await

@@ -77,6 +77,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             tail_cache_bytes: sluice_storage_node::log::tail::DEFAULT_TAIL_CACHE_BYTES,
             retention_check_interval: sluice_storage_node::retention::DEFAULT_CHECK_INTERVAL,
             recovery_checkpoint_interval: sluice_storage_node::recovery::DEFAULT_INTERVAL,
+            min_free: Default::default(),
         },
         store,
         node_listener,

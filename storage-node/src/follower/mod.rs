@@ -39,6 +39,8 @@ pub struct FollowerContext {
     pub writer: Writer,
     /// The replication streams to leaders, shared by every follower task.
     pub links: link::Links,
+    /// Free space on the data volume: a full one takes no replicated data.
+    pub disk: Arc<crate::disk::DiskSpace>,
 }
 
 /// Follows the partition's leader until this node leads it or the replica is removed. Nothing a
@@ -172,6 +174,10 @@ async fn follow_once(
                     return Ok(());
                 }
                 let leader_hw = chunk.high_watermark;
+                if !chunk.batches.is_empty() && ctx.disk.is_full() {
+                    // Reopened with backoff until there is room; the leader's log is the copy.
+                    return Err("the data volume is full; not appending replicated data".into());
+                }
                 if writes.is_empty() {
                     restart_at_leader_start(ctx, r, &chunk).await?;
                 }

@@ -51,8 +51,10 @@ pub struct Segments {
     segment_bytes: u64,
     policies: Mutex<HashMap<Uid, SegmentPolicy>>,
     active: Mutex<HashMap<Uid, Active>>,
-    /// Segments closed since the last [`Segments::sync_all`], whose data may not be on disk.
-    rolled: Mutex<Vec<Arc<File>>>,
+    /// Segments closed since the last [`Segments::sync_all`], whose data may not be on disk
+    /// (by replica and segment id, so a removed one is let go at once: an open handle keeps an
+    /// unlinked file's space).
+    rolled: Mutex<Vec<(Uid, u64, Arc<File>)>>,
     readers: Mutex<HashMap<(Uid, u64), Arc<File>>>,
     read_buffers: Arc<ReadBuffers>,
     syncer: Syncer,
@@ -151,7 +153,8 @@ impl Segments {
         let full = a.pos + batch.len() as u64 > policy.bytes;
         if a.pos > 0 && (full || a.started.elapsed() >= policy.max_age) {
             let file = self.open_file(uid, base, true)?;
-            self.rolled.lock().expect("poisoned").push(a.file.clone());
+            let closed = (uid, a.segment, a.file.clone());
+            self.rolled.lock().expect("poisoned").push(closed);
             *a = Active {
                 segment: base,
                 pos: 0,
@@ -194,6 +197,7 @@ impl Segments {
             };
             if keep.is_none_or(|k| id > k) {
                 readers.remove(&(uid, id));
+                self.forget_rolled(uid, |s| s == id);
                 std::fs::remove_file(entry.path())
                     .map_err(|e| err("removing", &entry.path(), e))?;
             }
@@ -218,6 +222,7 @@ impl Segments {
             };
             if keep.is_none_or(|k| id < k) {
                 readers.remove(&(uid, id));
+                self.forget_rolled(uid, |s| s == id);
                 std::fs::remove_file(entry.path())
                     .map_err(|e| err("removing", &entry.path(), e))?;
             }
@@ -233,6 +238,7 @@ impl Segments {
             .lock()
             .expect("poisoned")
             .retain(|(u, _), _| *u != uid);
+        self.forget_rolled(uid, |_| true);
         let dir = self.dir(uid);
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err("removing", &dir, e)),
@@ -303,7 +309,8 @@ impl Segments {
     /// Flushes every replica's active segment, and every segment closed since the last call,
     /// to disk.
     pub fn sync_all(&self) -> Result<(), LogError> {
-        let mut files: Vec<Arc<File>> = std::mem::take(&mut *self.rolled.lock().expect("poisoned"));
+        let rolled = std::mem::take(&mut *self.rolled.lock().expect("poisoned"));
+        let mut files: Vec<Arc<File>> = rolled.into_iter().map(|(_, _, f)| f).collect();
         files.extend(
             self.active
                 .lock()
@@ -312,6 +319,14 @@ impl Segments {
                 .map(|a| a.file.clone()),
         );
         self.sync_files(&files)
+    }
+
+    /// Drops the unsynced handles of the replica's segments that `gone` names.
+    fn forget_rolled(&self, uid: Uid, gone: impl Fn(u64) -> bool) {
+        self.rolled
+            .lock()
+            .expect("poisoned")
+            .retain(|(u, s, _)| *u != uid || !gone(*s));
     }
 
     /// The length of a segment file (0 when it is missing).

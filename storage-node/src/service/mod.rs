@@ -40,6 +40,8 @@ pub struct LogService {
     /// Turns true once the node has drained and is about to stop serving: subscriptions end
     /// then (a graceful shutdown waits for every open stream).
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// Free space on the data volume: a full one refuses produce requests.
+    pub disk: Arc<crate::disk::DiskSpace>,
 }
 
 impl LogService {

@@ -173,6 +173,7 @@ pub async fn produce(
     if let Some(refused) = svc.faults.before_produce().await {
         return Err(refused);
     }
+    svc.disk.check(svc.node_id)?;
     let epoch = replica.leadership().epoch;
     if req.acks == -1 {
         let isr = replica.isr().len();

@@ -1,0 +1,206 @@
+//! A full data volume, for real: the storage node's data directory on a 160 MiB tmpfs mounted by
+//! the test. Filled by produce, the node refuses with `STORAGE_FULL` (and a message saying what
+//! to do) before the file system is full, keeps serving reads, accepts produce again once
+//! retention frees space, and its log is intact throughout. Needs root to mount; without it the
+//! test says it was skipped and why.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_client::{Consumer, ConsumerConfig, SeekTo};
+use sluice_integration::{ClusterSpec, TestCluster};
+use sluice_proto::error::ApiError;
+use sluice_proto::pb::{self, ErrorCode, log_client::LogClient};
+
+const TOPIC: &str = "disk";
+const VALUE_BYTES: usize = 256 << 10;
+
+/// A size-limited tmpfs, unmounted when dropped.
+struct SmallVolume {
+    dir: tempfile::TempDir,
+}
+
+impl SmallVolume {
+    fn mount(mib: u64) -> Result<Self, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-small-volume-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("running mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed (needs root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallVolume {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn value(i: u64) -> Bytes {
+    let mut v = format!("{i:08}").into_bytes();
+    v.resize(VALUE_BYTES, b'z');
+    Bytes::from(v)
+}
+
+fn request(i: u64) -> pb::ProduceRequest {
+    pb::ProduceRequest {
+        topic: TOPIC.into(),
+        partition: 0,
+        acks: 1,
+        timeout_ms: 5_000,
+        payload: Some(pb::produce_request::Payload::Records(pb::RecordList {
+            records: vec![pb::Record {
+                value: value(i),
+                has_value: true,
+                ..Default::default()
+            }],
+        })),
+        leader_epoch: -1,
+        ..Default::default()
+    }
+}
+
+/// Reads `count` records from the log start and checks they are `first..first + count`.
+async fn check_log(cluster: &TestCluster, first: u64, count: u64) {
+    let mut consumer = Consumer::new(ConsumerConfig {
+        client: cluster.client_config(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    consumer
+        .assign(vec![(TOPIC.into(), 0)], SeekTo::Earliest)
+        .await
+        .unwrap();
+    for i in first..first + count {
+        let r = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("every record is readable")
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.offset, r.value), (i as i64, Some(value(i))));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_volume_refuses_produce_serves_reads_and_recovers_after_retention() {
+    let volume = match SmallVolume::mount(160) {
+        Ok(v) => v,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    let root: PathBuf = volume.path().to_path_buf();
+    let cluster = TestCluster::start(ClusterSpec {
+        storage_nodes: 1,
+        node_args: [
+            "--min-free-bytes",
+            "33554432",
+            "--min-free-percent",
+            "50",
+            "--retention-check-interval-ms",
+            "200",
+        ]
+        .map(String::from)
+        .to_vec(),
+        node_data_root: Some(root),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let config = BTreeMap::from([("segment.bytes".to_string(), "2097152".to_string())]);
+    admin.create_topic(TOPIC, 1, 1, config).await.unwrap();
+    let address = cluster.nodes[0].address();
+    let mut log = LogClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+
+    // Fill it: at most 160 MiB of 256 KiB records.
+    let mut written = 0;
+    let refusal = loop {
+        assert!(written < 640, "never refused after {written} records");
+        match log.produce(request(written)).await {
+            Ok(r) => {
+                assert_eq!(r.into_inner().base_offset, written as i64);
+                written += 1;
+            }
+            Err(status) => break ApiError::from_status(&status),
+        }
+    };
+    assert_eq!(refusal.code, ErrorCode::StorageFull, "{refusal}");
+    assert!(refusal.message.contains("retention"), "{refusal}");
+    assert!(written > 50, "refused after only {written} records");
+
+    // Reads go on, and everything acknowledged is there.
+    check_log(&cluster, 0, written).await;
+
+    // Retention frees space; produce is accepted again by itself.
+    admin
+        .alter_topic_config(
+            TOPIC,
+            BTreeMap::from([("retention.bytes".to_string(), "8388608".to_string())]),
+            vec![],
+            false,
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match log.produce(request(written)).await {
+            Ok(r) => {
+                assert_eq!(r.into_inner().base_offset, written as i64);
+                written += 1;
+                break;
+            }
+            Err(status) => {
+                let e = ApiError::from_status(&status);
+                assert_eq!(e.code, ErrorCode::StorageFull, "{e}");
+                assert!(Instant::now() < deadline, "still refused: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let earliest = {
+        let mut c = Consumer::new(ConsumerConfig {
+            client: cluster.client_config(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        c.assign(vec![(TOPIC.into(), 0)], SeekTo::Earliest)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), c.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .offset as u64
+    };
+    assert!(earliest > 0, "retention deleted the oldest records");
+    check_log(&cluster, earliest, written - earliest).await;
+    assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
+}

@@ -29,6 +29,10 @@ pub struct BatchBuilder {
     /// First record's timestamp, the base of every timestamp delta.
     base_timestamp: i64,
     max_timestamp: i64,
+    /// Offset delta of the next pushed record (records of a compacted batch have gaps).
+    next_delta: i32,
+    /// The batch's last offset delta when it is not the last record's (compaction keeps it).
+    last_offset_delta: Option<i32>,
 }
 
 impl BatchBuilder {
@@ -51,7 +55,25 @@ impl BatchBuilder {
             count: 0,
             base_timestamp: 0,
             max_timestamp: i64::MIN,
+            next_delta: 0,
+            last_offset_delta: None,
         }
+    }
+
+    /// Makes the batch cover offsets up to `base + delta` whatever its records' offsets, as a
+    /// compacted batch does (a consumer's next offset after it stays the same).
+    pub fn with_last_offset_delta(self, delta: i32) -> Self {
+        Self {
+            last_offset_delta: Some(delta),
+            ..self
+        }
+    }
+
+    /// Appends a record at offset delta `delta` (greater than the previous record's), leaving
+    /// a gap where compaction removed records.
+    pub fn push_at(&mut self, record: &Record, delta: i32) {
+        self.next_delta = delta.max(self.next_delta);
+        self.push(record);
     }
 
     /// Sets the idempotent-producer fields the leader deduplicates on (default -1, -1, -1).
@@ -72,9 +94,10 @@ impl BatchBuilder {
         self.max_timestamp = self.max_timestamp.max(record.timestamp_ms);
         // Wrapping keeps extreme timestamps exact: decoding adds the delta back with wrapping.
         let timestamp_delta = record.timestamp_ms.wrapping_sub(self.base_timestamp);
-        let offset_delta = i32::try_from(self.count).unwrap_or(i32::MAX);
+        let offset_delta = self.next_delta;
         put_record(&mut self.buf, record, timestamp_delta, offset_delta);
         self.count += 1;
+        self.next_delta = offset_delta.saturating_add(1);
     }
 
     /// Records pushed so far.
@@ -132,8 +155,12 @@ impl BatchBuilder {
         };
         let batch_length = i32::try_from(buf.len() - 12)
             .map_err(|_| too_large("encodable", i32::MAX as usize - BATCH_HEADER_LEN))?;
-        let last_offset_delta = i32::try_from(self.count - 1)
-            .map_err(|_| too_large("record count", i32::MAX as usize))?;
+        let record_count =
+            i32::try_from(self.count).map_err(|_| too_large("record count", i32::MAX as usize))?;
+        let last_offset_delta = self
+            .last_offset_delta
+            .unwrap_or(self.next_delta - 1)
+            .max(self.next_delta - 1);
         let header = BatchHeader {
             base_offset,
             batch_length,
@@ -147,7 +174,7 @@ impl BatchBuilder {
             producer_id: self.producer_id,
             producer_epoch: self.producer_epoch,
             base_sequence: self.base_sequence,
-            record_count: last_offset_delta + 1,
+            record_count,
         };
         buf[..BATCH_HEADER_LEN].copy_from_slice(&header.encode());
         let crc = compute_crc(&buf);

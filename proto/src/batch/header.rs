@@ -172,7 +172,8 @@ pub(crate) fn store_crc(batch: &mut [u8], crc: u32) {
 
 /// Checks that `buf` is exactly one whole v2 batch: length field matches buf.len(), magic 2, CRC
 /// matches, record_count >= 1 and == last_offset_delta + 1, known compression; does not
-/// decompress. Compacted batches (offset gaps) are therefore refused; Sluice does not compact.
+/// decompress. Compacted batches (offset gaps) are refused: a producer never sends one (see
+/// [`validate_stored`]).
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let h = BatchHeader::parse(buf)?;
     if h.magic != MAGIC_V2 {
@@ -208,10 +209,35 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     if i64::from(h.last_offset_delta) + 1 != i64::from(h.record_count) {
         return Err(BatchError::Corrupt(format!(
             "batch declares {} records but a last offset delta of {} (expected {}); \
-             the producer built it wrongly or it was compacted, re-send it",
+             the producer built it wrongly, re-send it",
             h.record_count,
             h.last_offset_delta,
             i64::from(h.record_count) - 1
+        )));
+    }
+    Ok(h)
+}
+
+/// [`validate`] for a batch as stored: a compacted batch holds fewer records than the offsets
+/// it covers, so only `record_count <= last_offset_delta + 1` is required.
+pub fn validate_stored(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let h = match validate(buf) {
+        Ok(h) => return Ok(h),
+        Err(BatchError::Corrupt(_)) => BatchHeader::parse(buf)?,
+        Err(e) => return Err(e),
+    };
+    if h.record_count < 1
+        || h.batch_length < MIN_BATCH_LENGTH
+        || h.total_len() != buf.len()
+        || compute_crc(buf) != h.crc
+    {
+        return validate(buf);
+    }
+    if i64::from(h.last_offset_delta) + 1 < i64::from(h.record_count) {
+        return Err(BatchError::Corrupt(format!(
+            "batch declares {} records but covers only {} offsets",
+            h.record_count,
+            i64::from(h.last_offset_delta) + 1
         )));
     }
     Ok(h)

@@ -15,6 +15,7 @@
 //! bounded by the input size, and decompression stops at [`MAX_DECOMPRESSED_LEN`].
 
 mod builder;
+mod compact;
 mod compression;
 mod error;
 mod header;
@@ -23,10 +24,12 @@ mod records;
 mod varint;
 
 pub use builder::BatchBuilder;
+pub use compact::retain_records;
 pub use compression::{Compression, MAX_DECOMPRESSED_LEN};
 pub use error::BatchError;
 pub use header::{
     BATCH_HEADER_LEN, BatchHeader, MAGIC_V2, set_base_offset, set_partition_leader_epoch, validate,
+    validate_stored,
 };
 pub use iter::BatchIter;
 pub use records::{DecodedRecord, Record, decode_records, decode_records_shared, validate_records};

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::compression::{MAX_DECOMPRESSED_LEN, decompress};
-use super::header::{BATCH_HEADER_LEN, BatchHeader, validate};
+use super::header::{BATCH_HEADER_LEN, BatchHeader, validate, validate_stored};
 use super::varint::{Reader, put_varint, put_varlong, varint_len, varlong_len};
 use super::{BatchError, Compression};
 
@@ -101,9 +101,10 @@ pub(crate) fn put_record(
     }
 }
 
-/// Decodes every record of one whole batch (validating CRC first), with absolute offsets.
+/// Decodes every record of one whole batch (validating CRC first), with absolute offsets. A
+/// compacted batch (offset gaps between its records) decodes too.
 pub fn decode_records(batch: &[u8]) -> Result<Vec<DecodedRecord>, BatchError> {
-    let header = validate(batch)?;
+    let header = validate_stored(batch)?;
     let body = &batch[BATCH_HEADER_LEN..];
     let records = match header.compression()? {
         Compression::None => Bytes::copy_from_slice(body),
@@ -115,7 +116,7 @@ pub fn decode_records(batch: &[u8]) -> Result<Vec<DecodedRecord>, BatchError> {
 /// Like [`decode_records`], but uncompressed records are sliced out of `batch` without copying;
 /// for consumers that already hold the fetched bytes (from [`super::BatchIter`]).
 pub fn decode_records_shared(batch: &Bytes) -> Result<Vec<DecodedRecord>, BatchError> {
-    let header = validate(batch)?;
+    let header = validate_stored(batch)?;
     let body = &batch[BATCH_HEADER_LEN..];
     let records = match header.compression()? {
         Compression::None => batch.slice(BATCH_HEADER_LEN..),

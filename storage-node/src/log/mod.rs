@@ -100,7 +100,7 @@ pub enum LogOp<'a> {
 /// One segment of a replica's log, oldest first; the last one is the active segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentInfo {
-    /// The segment's id (the base offset of its first batch when it was started).
+    /// The segment's id (see [`segments::segment_id`]).
     pub id: u64,
     /// Base offset of its first batch still in the log.
     pub base: Offset,

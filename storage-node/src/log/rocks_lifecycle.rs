@@ -107,7 +107,7 @@ impl RocksLog {
         );
         let start = match self.active_summary(uid, kept.segment)? {
             Some(s) => s.base,
-            None => kept.segment as Offset,
+            None => crate::log::segments::id_base(kept.segment) as Offset,
         };
         let mut summary = None;
         let mut it = self.entries_from(uid, start);

@@ -196,7 +196,7 @@ fn segments_roll_by_the_replica_policy_and_a_moved_start_removes_whole_files() {
         .unwrap();
     assert_eq!(segment_files(dir.path(), uid), 2);
     let segments = log.segments(uid).unwrap();
-    assert_eq!(segments.first().map(|s| (s.id, s.base)), Some((4, 4)));
+    assert_eq!(segments.first().map(|s| (s.id, s.base)), Some((4 << 8, 4)));
     // A truncation inside the last segment recomputes its summary.
     log.write(&[LogOp::TruncateFrom { uid, from: 10 }]).unwrap();
     let last = *log.segments(uid).unwrap().last().unwrap();
@@ -242,7 +242,7 @@ fn a_segment_older_than_its_max_age_rolls_at_the_next_append() {
     std::thread::sleep(std::time::Duration::from_millis(60));
     append_all(&log, uid, &[batch(4, 2)]);
     let ids: Vec<u64> = log.segments(uid).unwrap().iter().map(|s| s.id).collect();
-    assert_eq!(ids, vec![0, 4]);
+    assert_eq!(ids, vec![0, 4 << 8]);
 }
 
 /// The segment files of a replica, oldest first.

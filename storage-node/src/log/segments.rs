@@ -25,10 +25,27 @@ const MAX_OPEN_READERS: usize = 1024;
 /// Free read buffers kept for reuse at most: eight partitions' worth of 8 MiB fetches.
 const KEPT_READ_BUFFER_BYTES: usize = 64 << 20;
 
+/// The id of a segment whose first batch has base offset `base`, written by the cleaner's
+/// `generation`-th rewrite (0: appended): ids order segments as their offsets do, and a
+/// cleaned segment never takes the name of the file it replaces.
+pub fn segment_id(base: u64, generation: u8) -> u64 {
+    (base << 8) | u64::from(generation)
+}
+
+/// The generation part of a segment id.
+pub fn generation(id: u64) -> u8 {
+    (id & 0xff) as u8
+}
+
+/// The base offset a segment id was made from.
+pub fn id_base(id: u64) -> u64 {
+    id >> 8
+}
+
 /// Where one batch sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
-    /// Segment id: the base offset of the segment's first batch.
+    /// Segment id (see [`segment_id`]).
     pub segment: u64,
     /// Byte position in the segment.
     pub pos: u64,
@@ -61,7 +78,7 @@ pub struct Segments {
 }
 
 /// The id of a segment file named `<id, 20 digits>.seg`.
-fn segment_id(name: &std::ffi::OsStr) -> Option<u64> {
+pub(super) fn file_segment_id(name: &std::ffi::OsStr) -> Option<u64> {
     name.to_str()?.strip_suffix(".seg")?.parse().ok()
 }
 
@@ -106,7 +123,7 @@ impl Segments {
         self.root.join(uid.to_string())
     }
 
-    fn path(&self, uid: Uid, segment: u64) -> PathBuf {
+    pub(super) fn path(&self, uid: Uid, segment: u64) -> PathBuf {
         self.dir(uid).join(format!("{segment:020}.seg"))
     }
 
@@ -139,7 +156,7 @@ impl Segments {
         let policy = self.policy(uid);
         let mut active = self.active.lock().expect("poisoned");
         if let std::collections::hash_map::Entry::Vacant(e) = active.entry(uid) {
-            let (segment, pos) = end()?.unwrap_or((base, 0));
+            let (segment, pos) = end()?.unwrap_or((segment_id(base, 0), 0));
             let file = self.open_file(uid, segment, true)?;
             e.insert(Active {
                 segment,
@@ -152,11 +169,11 @@ impl Segments {
         // A segment never grows past its size limit unless one batch alone is larger.
         let full = a.pos + batch.len() as u64 > policy.bytes;
         if a.pos > 0 && (full || a.started.elapsed() >= policy.max_age) {
-            let file = self.open_file(uid, base, true)?;
+            let file = self.open_file(uid, segment_id(base, 0), true)?;
             let closed = (uid, a.segment, a.file.clone());
             self.rolled.lock().expect("poisoned").push(closed);
             *a = Active {
-                segment: base,
+                segment: segment_id(base, 0),
                 pos: 0,
                 file,
                 started: Instant::now(),
@@ -192,7 +209,7 @@ impl Segments {
         };
         let mut readers = self.readers.lock().expect("poisoned");
         for entry in entries.flatten() {
-            let Some(id) = segment_id(&entry.file_name()) else {
+            let Some(id) = file_segment_id(&entry.file_name()) else {
                 continue;
             };
             if keep.is_none_or(|k| id > k) {
@@ -217,7 +234,7 @@ impl Segments {
         };
         let mut readers = self.readers.lock().expect("poisoned");
         for entry in entries.flatten() {
-            let Some(id) = segment_id(&entry.file_name()) else {
+            let Some(id) = file_segment_id(&entry.file_name()) else {
                 continue;
             };
             if keep.is_none_or(|k| id < k) {

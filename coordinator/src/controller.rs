@@ -13,6 +13,10 @@ use sluice_metadata::{Compare, MetaStore, Op, StoreError, Txn};
 use sluice_proto::error::ApiError;
 use sluice_proto::model::{self, NodeId, TopicId, TopicName};
 use sluice_proto::pb::{self, ErrorCode, PartitionStateRecord, TopicRecord};
+
+/// `segment.bytes` of the offsets topic (Kafka's `offsets.topic.segment.bytes` is 100 MiB; a
+/// smaller one bounds what a takeover replays before compaction has caught up).
+const OFFSETS_SEGMENT_BYTES: u64 = 16 << 20;
 use sluice_proto::topic_config;
 
 use crate::describe;
@@ -143,6 +147,12 @@ impl Controller {
         let rf = live.min(3);
         let config = [
             ("cleanup.policy".to_string(), "compact".to_string()),
+            // Small segments, so compaction (closed segments only) keeps the log a group
+            // coordinator replays at takeover close to the live groups' state.
+            (
+                "segment.bytes".to_string(),
+                OFFSETS_SEGMENT_BYTES.to_string(),
+            ),
             (
                 "min.insync.replicas".to_string(),
                 if rf >= 3 { "2" } else { "1" }.to_string(),

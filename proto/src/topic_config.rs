@@ -42,6 +42,14 @@ pub struct TopicConfig {
     /// `segment.ms`: a segment is closed at the first append after it is this old, so time
     /// retention can delete data of a partition that never fills a segment.
     pub segment_ms: u64,
+    /// `delete.retention.ms`: how long compaction keeps a tombstone (a record without a value)
+    /// after it was written, so consumers catching up still see the deletion.
+    pub delete_retention_ms: u64,
+    /// `min.compaction.lag.ms`: records younger than this are never compacted away.
+    pub min_compaction_lag_ms: u64,
+    /// `min.cleanable.dirty.ratio`: compaction starts once this share of the closed segments'
+    /// bytes was written since the last clean.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 /// One key: its default and its check.
@@ -98,7 +106,36 @@ const SPECS: &[Spec] = &[
         default: "604800000",
         check: positive,
     },
+    Spec {
+        key: "delete.retention.ms",
+        default: "86400000",
+        check: non_negative,
+    },
+    Spec {
+        key: "min.compaction.lag.ms",
+        default: "0",
+        check: non_negative,
+    },
+    Spec {
+        key: "min.cleanable.dirty.ratio",
+        default: "0.5",
+        check: ratio,
+    },
 ];
+
+fn non_negative(v: &str) -> Result<(), String> {
+    match v.parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(()),
+        _ => Err("must be an integer >= 0".into()),
+    }
+}
+
+fn ratio(v: &str) -> Result<(), String> {
+    match v.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(()),
+        _ => Err("must be a number from 0 to 1".into()),
+    }
+}
 
 /// Smallest `segment.bytes`: one small batch per segment at most.
 pub const MIN_SEGMENT_BYTES: i64 = 1024;
@@ -236,6 +273,11 @@ impl TopicConfig {
             replica_lag_time_max_ms: int("replica.lag.time.max.ms") as u64,
             segment_bytes: int("segment.bytes") as u64,
             segment_ms: int("segment.ms") as u64,
+            delete_retention_ms: int("delete.retention.ms") as u64,
+            min_compaction_lag_ms: int("min.compaction.lag.ms") as u64,
+            min_cleanable_dirty_ratio: values["min.cleanable.dirty.ratio"]
+                .parse()
+                .expect("checked"),
         })
     }
 

@@ -125,6 +125,7 @@ impl Sandbox {
             retention_check_interval: Duration::from_millis(200),
             recovery_checkpoint_interval: sluice_storage_node::recovery::DEFAULT_INTERVAL,
             min_free: Default::default(),
+            cleaner: Default::default(),
         };
         let (stop, rx) = watch::channel(false);
         let task = tokio::spawn(sluice_storage_node::run(

@@ -6,6 +6,7 @@
 //! [`run`] is the whole process minus argument parsing, so tests and `sluice dev` run nodes in
 //! process with their own listener and shutdown signal.
 
+pub mod cleaner;
 pub mod disk;
 pub mod faults;
 pub mod follower;
@@ -78,6 +79,26 @@ pub struct StorageNodeConfig {
     pub recovery_checkpoint_interval: Duration,
     /// Free space kept on the data volume: below it, writes are refused with `STORAGE_FULL`.
     pub min_free: disk::MinFree,
+    /// How often compacted replicas are looked at, and the cap of the cleaner's disk traffic.
+    pub cleaner: CleanerConfig,
+}
+
+/// Settings of the key-compaction cleaner.
+#[derive(Debug, Clone, Copy)]
+pub struct CleanerConfig {
+    /// How often every compacted replica is looked at.
+    pub interval: Duration,
+    /// Bytes per second the cleaner reads plus writes, at most.
+    pub io_bytes_per_sec: u64,
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        Self {
+            interval: cleaner::DEFAULT_INTERVAL,
+            io_bytes_per_sec: cleaner::DEFAULT_IO_BYTES_PER_SEC,
+        }
+    }
 }
 
 /// Runs a storage node until `shutdown` resolves. Shutdown order: stop accepting and drain
@@ -177,6 +198,12 @@ pub async fn run(
         log.clone(),
         cfg.recovery_checkpoint_interval,
     ));
+    let cleaner = tokio::spawn(cleaner::run(
+        partitions_for_shutdown.clone(),
+        log.clone(),
+        cfg.cleaner.interval,
+        cfg.cleaner.io_bytes_per_sec,
+    ));
     let retention = tokio::spawn(retention::run(
         partitions_for_shutdown.clone(),
         log.clone(),
@@ -275,6 +302,8 @@ pub async fn run(
     gauges.abort();
     retention.abort();
     checkpoints.abort();
+    cleaner.abort();
+    let _ = cleaner.await;
     disk_monitor.abort();
     let _ = gauges.await;
     let _ = retention.await;

@@ -64,6 +64,12 @@ struct Args {
     /// Percent of the data volume kept free (see --min-free-bytes).
     #[arg(long, env = "SLUICE_MIN_FREE_PERCENT", default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=50))]
     min_free_percent: u8,
+    /// How often (ms) compacted replicas are looked at (Kafka's log.cleaner.backoff.ms).
+    #[arg(long, env = "SLUICE_CLEANER_INTERVAL_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(10..))]
+    cleaner_interval_ms: u64,
+    /// Bytes per second the compaction cleaner reads plus writes, at most.
+    #[arg(long, env = "SLUICE_CLEANER_IO_BYTES_PER_SEC", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
+    cleaner_io_bytes_per_sec: u64,
     /// Async worker threads (default: one per CPU). Give 1 when several nodes share a few cores
     /// (a local cluster, a benchmark): each worker wakes the others for work it could do
     /// itself, and on a crowded machine those wake-ups cost more than the parallelism gives, in
@@ -133,6 +139,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         min_free: sluice_storage_node::disk::MinFree {
             bytes: args.min_free_bytes,
             percent: args.min_free_percent,
+        },
+        cleaner: sluice_storage_node::CleanerConfig {
+            interval: Duration::from_millis(args.cleaner_interval_ms),
+            io_bytes_per_sec: args.cleaner_io_bytes_per_sec,
         },
         faults_dir: args.faults_dir,
     };

@@ -78,6 +78,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             retention_check_interval: sluice_storage_node::retention::DEFAULT_CHECK_INTERVAL,
             recovery_checkpoint_interval: sluice_storage_node::recovery::DEFAULT_INTERVAL,
             min_free: Default::default(),
+            cleaner: Default::default(),
         },
         store,
         node_listener,

@@ -199,6 +199,33 @@ impl LogStore for MemoryLog {
         Ok(out.into_iter().collect())
     }
 
+    fn replace_segments(
+        &self,
+        uid: Uid,
+        old: &[SegmentInfo],
+        batches: &[Bytes],
+    ) -> Result<(), LogError> {
+        let (Some(first), Some(last)) = (old.first(), old.last()) else {
+            return Ok(());
+        };
+        let mut g = self.inner.lock().expect("poisoned");
+        let doomed: Vec<_> = g
+            .batches
+            .range((uid, first.base)..(uid, last.next))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in doomed {
+            g.batches.remove(&k);
+        }
+        for b in batches {
+            let base = BatchHeader::parse(b)
+                .map_err(|e| LogError(e.to_string()))?
+                .base_offset;
+            g.batches.insert((uid, base), b.clone());
+        }
+        Ok(())
+    }
+
     fn offset_for_timestamp(
         &self,
         uid: Uid,

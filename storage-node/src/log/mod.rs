@@ -186,6 +186,17 @@ pub trait LogStore: Send + Sync + 'static {
         from: Offset,
         timestamp: i64,
     ) -> Result<Option<Offset>, LogError>;
+    /// Replaces the closed segments `old` (consecutive, oldest first, as [`LogStore::segments`]
+    /// gave them; never the active one) with `batches`, their cleaned batches covering the same
+    /// offsets, in order: new segment files are written and synced, one atomic index write swaps
+    /// them in, then the old files are removed. Fails, changing nothing, when `old` no longer
+    /// matches the log (retention or a truncation moved it meanwhile).
+    fn replace_segments(
+        &self,
+        uid: Uid,
+        old: &[SegmentInfo],
+        batches: &[Bytes],
+    ) -> Result<(), LogError>;
     /// Deletes a replica's log and its uid mapping.
     fn delete(&self, key: PartitionKey) -> Result<(), LogError>;
     /// Makes every acknowledged append durable on disk (fsync of the write-ahead log).

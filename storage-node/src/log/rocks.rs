@@ -59,6 +59,9 @@ pub struct RocksLog {
     db: DB,
     segments: Segments,
     summaries: ActiveSummaries,
+    /// Held by writes that truncate or move a log start, and by the cleaner's swap, so a swap
+    /// checks and replaces segments no such write is changing.
+    reshape: std::sync::Mutex<()>,
     /// Fsync segments and the WAL in every append (group commit shares them among appends).
     sync_appends: bool,
 }
@@ -198,6 +201,7 @@ impl RocksLog {
             db,
             segments,
             summaries: ActiveSummaries::default(),
+            reshape: std::sync::Mutex::new(()),
             sync_appends,
         })
     }
@@ -356,6 +360,7 @@ impl LogStore for RocksLog {
                 uid
             }
         };
+        self.collect_leftovers(uid)?;
         let (log_start, log_end) = self.bounds(uid)?;
         let log_end = self.recover(uid, log_start, log_end)?;
         let log_start = log_start.min(log_end);
@@ -409,6 +414,10 @@ impl LogStore for RocksLog {
         let mut removals = Vec::new();
         // Per replica: its active segment's summary as this write leaves it.
         let mut summaries: HashMap<Uid, SegmentInfo> = HashMap::new();
+        let reshapes = ops
+            .iter()
+            .any(|o| matches!(o, LogOp::TruncateFrom { .. } | LogOp::DeleteBefore { .. }));
+        let _reshaping = reshapes.then(|| self.reshape.lock().expect("poisoned"));
         let separate = || {
             LogError(
                 "appends and a truncation or start move of one replica must be separate writes"
@@ -592,6 +601,15 @@ impl LogStore for RocksLog {
         self.segments.set_policy(uid, policy);
     }
 
+    fn replace_segments(
+        &self,
+        uid: Uid,
+        old: &[SegmentInfo],
+        batches: &[Bytes],
+    ) -> Result<(), LogError> {
+        self.swap_segments(uid, old, batches)
+    }
+
     fn offset_for_timestamp(
         &self,
         uid: Uid,
@@ -642,6 +660,8 @@ impl LogStore for RocksLog {
     }
 }
 
+#[path = "rocks_clean.rs"]
+mod clean;
 #[path = "rocks_lifecycle.rs"]
 mod lifecycle;
 use lifecycle::Removal;

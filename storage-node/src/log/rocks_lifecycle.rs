@@ -197,7 +197,7 @@ impl RocksLog {
             } else {
                 match self.segments.read(uid, &[loc]) {
                     Err(e) => Some(e.to_string()),
-                    Ok(b) => match sluice_proto::batch::validate(&b[0]) {
+                    Ok(b) => match sluice_proto::batch::validate_stored(&b[0]) {
                         Ok(h) if h.base_offset == base => None,
                         Ok(h) => Some(format!("it holds base offset {}", h.base_offset)),
                         Err(e) => Some(e.to_string()),

@@ -322,3 +322,63 @@ fn a_data_directory_is_bound_to_the_first_cluster_it_served() {
     let e = log.bind_cluster("b").unwrap_err();
     assert!(e.to_string().contains("belongs to cluster a"), "{e}");
 }
+
+#[test]
+fn cleaned_segments_replace_old_ones_in_one_swap_and_stale_plans_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RocksLog::open(dir.path(), false).unwrap();
+    let uid = log.open(pkey()).unwrap().uid;
+    let one = batch(0, 2).len() as u64;
+    log.set_segment_policy(
+        uid,
+        crate::log::SegmentPolicy {
+            bytes: 3 * one - 1,
+            max_age: std::time::Duration::MAX,
+        },
+    );
+    let bs: Vec<Bytes> = (0..6).map(|i| batch(i * 2, 2)).collect();
+    append_all(&log, uid, &bs);
+    let segments = log.segments(uid).unwrap();
+    assert_eq!(segments.len(), 3);
+    // The first two segments (offsets 0..8) cleaned down to the batches at 2 and 6.
+    let cleaned = vec![bs[1].clone(), bs[3].clone()];
+    log.replace_segments(uid, &segments[..2], &cleaned).unwrap();
+    let mut want = cleaned.clone();
+    want.extend(bs[4..].iter().cloned());
+    assert_eq!(log.read(uid, 0, 100, usize::MAX).unwrap(), want);
+    assert_eq!(
+        log.read(uid, 4, 100, usize::MAX).unwrap(),
+        want[1..].to_vec(),
+        "gaps are skipped"
+    );
+    let after = log.segments(uid).unwrap();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!((after[0].base, after[0].next), (2, 8));
+    assert_eq!(crate::log::segments::generation(after[0].id), 1);
+    assert_eq!(segment_files(dir.path(), uid), 2, "old files removed");
+    // A plan made before the swap no longer matches.
+    assert!(log.replace_segments(uid, &segments[..2], &cleaned).is_err());
+    assert!(
+        log.replace_segments(uid, &after, &cleaned).is_err(),
+        "never the active segment"
+    );
+    // A file no summary names (an interrupted swap) is removed when the log is opened again.
+    std::fs::write(
+        dir.path()
+            .join("segments")
+            .join(uid.to_string())
+            .join("00000000000000000777.seg"),
+        b"junk",
+    )
+    .unwrap();
+    drop(log);
+    let log = RocksLog::open(dir.path(), false).unwrap();
+    let opened = log.open(pkey()).unwrap();
+    assert_eq!(segment_files(dir.path(), uid), 2);
+    assert_eq!(
+        (opened.log_start, opened.log_end),
+        (0, 12),
+        "the log start stays where it was"
+    );
+    assert_eq!(log.read(uid, 0, 100, usize::MAX).unwrap(), want);
+}

@@ -107,7 +107,7 @@ impl Segments {
         self.policies.lock().expect("poisoned").insert(uid, policy);
     }
 
-    fn policy(&self, uid: Uid) -> SegmentPolicy {
+    pub(super) fn policy(&self, uid: Uid) -> SegmentPolicy {
         self.policies
             .lock()
             .expect("poisoned")
@@ -336,6 +336,23 @@ impl Segments {
                 .map(|a| a.file.clone()),
         );
         self.sync_files(&files)
+    }
+
+    /// Removes the replica's segment files `ids` (replaced by cleaned ones, or left over).
+    pub fn remove_files(&self, uid: Uid, ids: &[u64]) -> Result<(), LogError> {
+        let mut readers = self.readers.lock().expect("poisoned");
+        for id in ids {
+            readers.remove(&(uid, *id));
+            self.forget_rolled(uid, |s| s == *id);
+            let path = self.path(uid, *id);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(err("removing", &path, e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Drops the unsynced handles of the replica's segments that `gone` names.

@@ -235,6 +235,17 @@ impl<L: LogStore> LogStore for TailCachedLog<L> {
         self.inner.segments(uid)
     }
 
+    fn replace_segments(
+        &self,
+        uid: Uid,
+        old: &[SegmentInfo],
+        batches: &[Bytes],
+    ) -> Result<(), LogError> {
+        // Cached batches of the cleaned range would be served with their removed records.
+        self.tails.lock().expect("poisoned").drop_uid(uid);
+        self.inner.replace_segments(uid, old, batches)
+    }
+
     fn checkpoint_recovery(&self, ends: &[(Uid, Offset)]) -> Result<(), LogError> {
         self.inner.checkpoint_recovery(ends)
     }

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use sluice_proto::model::{LeaderEpoch, NodeId, Offset, PartitionId, TopicId};
 use tokio::sync::watch;
 
+use crate::cleaner::Compaction;
 use crate::log::{OpenedLog, PartitionKey, SegmentPolicy, Uid};
 use crate::retention::Retention;
 use epochs::EpochHistory;
@@ -45,6 +46,8 @@ pub struct ReplicaConfig {
     pub segment: SegmentPolicy,
     /// `retention.ms`, `retention.bytes` and whether `cleanup.policy` deletes.
     pub retention: Retention,
+    /// Key compaction settings.
+    pub compaction: Compaction,
 }
 
 impl ReplicaConfig {
@@ -62,6 +65,12 @@ impl ReplicaConfig {
                 ms: cfg.retention_ms,
                 bytes: cfg.retention_bytes,
                 delete: cfg.cleanup_policy.delete,
+            },
+            compaction: Compaction {
+                enabled: cfg.cleanup_policy.compact,
+                delete_retention_ms: cfg.delete_retention_ms,
+                min_lag_ms: cfg.min_compaction_lag_ms,
+                dirty_ratio_permille: (cfg.min_cleanable_dirty_ratio * 1000.0).round() as u16,
             },
         }
     }
@@ -121,7 +130,7 @@ pub struct Replica {
     max_batch_bytes: AtomicUsize,
     min_insync: AtomicUsize,
     max_lag_ms: AtomicU64,
-    retention: Mutex<Retention>,
+    retention: Mutex<(Retention, Compaction)>,
     deleted: AtomicBool,
     /// Something the ISR decision depends on changed since the ISR manager last looked, or the
     /// decision can change with time alone (a member lagging): see [`Replica::isr_change`].
@@ -184,7 +193,7 @@ impl Replica {
             max_batch_bytes: AtomicUsize::new(config.max_batch_bytes),
             min_insync: AtomicUsize::new(config.min_insync),
             max_lag_ms: AtomicU64::new(config.max_lag_ms),
-            retention: Mutex::new(config.retention),
+            retention: Mutex::new((config.retention, config.compaction)),
             deleted: AtomicBool::new(false),
             isr_check: AtomicBool::new(true),
         });
@@ -497,13 +506,18 @@ impl Replica {
             .store(c.max_batch_bytes, Ordering::Relaxed);
         self.min_insync.store(c.min_insync, Ordering::Relaxed);
         self.max_lag_ms.store(c.max_lag_ms, Ordering::Relaxed);
-        *lock(&self.retention) = c.retention;
+        *lock(&self.retention) = (c.retention, c.compaction);
         self.mark_isr_check();
     }
 
     /// The topic's retention rules as last applied.
     pub fn retention(&self) -> Retention {
-        *lock(&self.retention)
+        lock(&self.retention).0
+    }
+
+    /// The topic's compaction settings as last applied.
+    pub fn compaction(&self) -> Compaction {
+        lock(&self.retention).1
     }
 
     /// Marks the replica deleted: pending and later requests fail instead of writing.

@@ -56,8 +56,9 @@ pub enum AppendError {
     /// An idempotent producer's epoch is older than one already seen.
     #[error("producer epoch is older than the partition has seen (a fenced producer)")]
     StaleProducerEpoch,
-    /// Replicated batches do not start at the follower's log end.
-    #[error("replicated batches start at {got}, but the log ends at {expected}")]
+    /// Replicated batches start before the follower's log end (they overlap what it has; a
+    /// gap after it is normal, where the leader compacted whole batches away).
+    #[error("replicated batches start at {got}, before the log end {expected}")]
     Gap {
         /// The follower's log end.
         expected: Offset,
@@ -397,7 +398,8 @@ fn plan(job: Job, pending: &mut HashMap<u64, Pending>) -> Planned {
                     Ok(x) => x,
                     Err(e) => return fail(reply, AppendError::Corrupt(e.to_string())),
                 };
-                if h.base_offset != end {
+                // A gap is fine (the leader compacted whole batches away); an overlap is not.
+                if h.base_offset < end {
                     return fail(
                         reply,
                         AppendError::Gap {

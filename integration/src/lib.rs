@@ -66,6 +66,8 @@ pub struct ClusterSpec {
     pub network: bool,
     /// Extra command-line arguments of every storage node.
     pub node_args: Vec<String>,
+    /// Extra command-line arguments of every coordinator.
+    pub coordinator_args: Vec<String>,
     /// Where the nodes' data directories go (`node-<id>` under it) instead of the cluster's
     /// temporary directory, e.g. a small file system a test mounted.
     pub node_data_root: Option<PathBuf>,
@@ -79,6 +81,7 @@ impl Default for ClusterSpec {
             lease_ttl: Duration::from_millis(1500),
             network: false,
             node_args: Vec::new(),
+            coordinator_args: Vec::new(),
             node_data_root: None,
         }
     }
@@ -187,22 +190,24 @@ impl TestCluster {
     fn spawn_coordinator_on(&self, i: usize, port: u16) -> anyhow::Result<ManagedProcess> {
         let host = self.coordinator_hosts.get(i);
         let (listen, metrics) = self.listen_addrs(host, port)?;
+        let mut args: Vec<String> = vec![
+            "--id".into(),
+            format!("coordinator-{i}"),
+            "--listen".into(),
+            listen,
+            "--etcd".into(),
+            self.etcd.endpoint(),
+            "--lease-ttl-ms".into(),
+            self.spec.lease_ttl.as_millis().to_string(),
+            "--metrics-listen".into(),
+            metrics,
+        ];
+        args.extend(self.spec.coordinator_args.iter().cloned());
         ManagedProcess::spawn_on(
             host,
             &format!("coordinator-{i}"),
             bin_path("sluice-coordinator"),
-            vec![
-                "--id".into(),
-                format!("coordinator-{i}"),
-                "--listen".into(),
-                listen,
-                "--etcd".into(),
-                self.etcd.endpoint(),
-                "--lease-ttl-ms".into(),
-                self.spec.lease_ttl.as_millis().to_string(),
-                "--metrics-listen".into(),
-                metrics,
-            ],
+            args,
             self.dir.path().join(format!("coordinator-{i}.log")),
             port,
         )

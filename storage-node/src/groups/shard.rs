@@ -249,6 +249,7 @@ impl Shard {
     /// partition while the state is unloaded (every change needs it).
     pub async fn load(self: &Arc<Self>) {
         while self.is_current() {
+            let started = std::time::Instant::now();
             let (log, uid) = (self.log.clone(), self.replica.uid);
             let (start, end) = (self.replica.log_start(), self.replica.log_end());
             let read =
@@ -256,13 +257,19 @@ impl Shard {
                     .await;
             match read {
                 Ok(Ok(entries)) => {
+                    let records = entries.len();
                     let loaded = replay(entries, &self.config, now_ms());
+                    let took = started.elapsed();
+                    metrics::histogram!("sluice_group_shard_load_seconds")
+                        .record(took.as_secs_f64());
                     tracing::info!(
                         partition = self.replica.partition(),
                         epoch = self.epoch,
                         groups = loaded.groups.len(),
                         log_start = start,
                         log_end = end,
+                        records,
+                        took_ms = took.as_millis() as u64,
                         "group coordinator shard loaded"
                     );
                     *self.state.lock().await = Some(loaded);

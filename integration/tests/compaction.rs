@@ -331,9 +331,9 @@ async fn takeover(cluster: &mut TestCluster, round: i64) -> (u64, u64) {
     let log = std::fs::read_to_string(&cluster.nodes[now].log).unwrap();
     let line = log
         .lines()
+        .rev()
         .map(plain)
-        .filter(|l| l.contains("group coordinator shard loaded") && l.contains(" partition=0 "))
-        .last()
+        .find(|l| l.contains("group coordinator shard loaded") && l.contains(" partition=0 "))
         .expect("the new coordinator logged its load");
     cluster.restart_node(leader).unwrap();
     cluster

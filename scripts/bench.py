@@ -12,6 +12,8 @@ against six set-ups, each started fresh (new data dir) for every round and torn 
   nats-r1       `nats-server -js`, file storage, 1 replica
   nats-r3       3-node nats-server cluster with JetStream, 3 replicas
   redis         `redis-server`, AOF with appendfsync everysec
+and, on request only (produce only):
+  sluice-rf1-retention  sluice-rf1 with retention deleting segments throughout W1
 Before each workload the script runs sync(2), so no workload pays for the previous one's
 writeback (W1 leaves gigabytes dirty that the kernel would otherwise write during W3).
 Rounds are interleaved (round 1 of every set-up, then round 2, ...) so drift of the machine hits
@@ -58,6 +60,8 @@ from bench_setups import (  # the set-ups and the server-process handling
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL_SETUPS = ["sluice-rf1", "sluice-rf3", "sluice-fsync", "nats-r1", "nats-r3", "redis"]
+# Set-ups run only when named.
+EXTRA_SETUPS = ["sluice-rf1-retention"]
 ALL_WORKLOADS = ["produce", "consume", "e2e"]
 
 
@@ -481,8 +485,10 @@ def parse_args(argv):
     for key, default in zip(["count", "duration", "repeats"], defaults):
         if getattr(opts, key) is None:
             setattr(opts, key, default)
-    opts.setups = split_choices(p, "--setups", opts.setups, ALL_SETUPS)
+    opts.setups = split_choices(p, "--setups", opts.setups, ALL_SETUPS + EXTRA_SETUPS)
     opts.workloads = split_choices(p, "--workloads", opts.workloads, ALL_WORKLOADS)
+    if "sluice-rf1-retention" in opts.setups and opts.workloads != ["produce"]:
+        p.error("sluice-rf1-retention deletes what W2 would read: use --workloads produce")
     if "consume" in opts.workloads and "produce" not in opts.workloads:
         p.error("consume reads what produce wrote in the same round: select produce too")
     if min(opts.repeats, opts.count, opts.duration, opts.rate) < 1:

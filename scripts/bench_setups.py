@@ -233,6 +233,25 @@ class SluiceFsync(SluiceDev):
     fsync = True
 
 
+class SluiceRetention(SluiceDev):
+    """`sluice dev` with retention deleting segments throughout W1: 16 MiB segments, 64 MiB kept
+    per partition (W1 writes ~128 MiB to each of its 8), checked every second. Produce only: W2
+    reads from offset 0, which retention deleted."""
+    name = "sluice-rf1-retention"
+    bench_flags = ["--acks", "1",
+                   "--topic-config", "retention.bytes=67108864",
+                   "--topic-config", "segment.bytes=16777216"]
+
+    def start(self):
+        argv = [os.path.join(self.bins, "sluice"), "dev",
+                "--data-dir", os.path.join(self.run_dir, "data"),
+                "--coordinator", f"{HOST}:{SLUICE_COORD_PORT}",
+                "--node", f"{HOST}:{SLUICE_NODE_PORTS[0]}",
+                "--retention-check-interval-ms", "1000"]
+        self.data_servers = [self.spawn("sluice-dev", argv)]
+        self.wait_ready()
+
+
 class SluiceRf3(SluiceSetup):
     """etcd (on /dev/shm) + one coordinator + three storage nodes (data on the real disk)."""
     name = "sluice-rf3"
@@ -376,4 +395,5 @@ def redis_ping():
         return s.recv(64).startswith(b"+PONG")
 
 
-SETUPS = {cls.name: cls for cls in [SluiceDev, SluiceRf3, SluiceFsync, NatsR1, NatsR3, Redis]}
+SETUPS = {cls.name: cls for cls in [SluiceDev, SluiceRf3, SluiceFsync, SluiceRetention, NatsR1,
+                                    NatsR3, Redis]}

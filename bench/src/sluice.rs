@@ -44,6 +44,8 @@ pub struct SluiceOptions {
     pub replication_factor: i32,
     /// `min.insync.replicas` when the run creates its topic.
     pub min_insync: Option<u32>,
+    /// Further topic config when the run creates its topic (e.g. retention).
+    pub topic_config: BTreeMap<String, String>,
     /// Largest fetch answer, bytes.
     pub fetch_max_bytes: i32,
     /// Draw a progress bar.
@@ -63,6 +65,7 @@ impl Default for SluiceOptions {
             producers: 1,
             replication_factor: 0,
             min_insync: None,
+            topic_config: BTreeMap::new(),
             fetch_max_bytes: 8 * 1024 * 1024,
             progress: true,
         }
@@ -135,7 +138,7 @@ pub async fn ensure_topic(w: &Workload, o: &SluiceOptions) -> Result<()> {
         Err(e) if e.code() == Some(ErrorCode::UnknownTopic) => {}
         Err(e) => return Err(e).context("describing the benchmark topic"),
     }
-    let mut config = BTreeMap::new();
+    let mut config = o.topic_config.clone();
     if let Some(m) = o.min_insync {
         config.insert("min.insync.replicas".to_string(), m.to_string());
     }

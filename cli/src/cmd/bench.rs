@@ -43,6 +43,10 @@ pub struct BenchArgs {
     /// `min.insync.replicas` when the run creates the topic.
     #[arg(long)]
     pub min_insync_replicas: Option<u32>,
+    /// Topic config as key=value when the run creates the topic (repeatable), e.g.
+    /// --topic-config retention.bytes=67108864.
+    #[arg(long = "topic-config")]
+    pub topic_config: Vec<String>,
     /// Records per second (e2e; produce: a fixed rate instead of full speed).
     #[arg(long)]
     pub rate: Option<u64>,
@@ -146,6 +150,7 @@ pub async fn run(cmd: BenchCmd, client: ClientConfig) -> Result<()> {
         producers: args.producers,
         replication_factor: args.replication_factor,
         min_insync: args.min_insync_replicas,
+        topic_config: super::topic::parse_config(&args.topic_config)?,
         progress: !args.json,
         ..SluiceOptions::default()
     };

@@ -28,6 +28,9 @@ pub struct DevArgs {
     /// that arrived meanwhile).
     #[arg(long, env = "SLUICE_FSYNC")]
     pub fsync: bool,
+    /// How often (ms) retention checks every partition for segments to delete.
+    #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub retention_check_interval_ms: u64,
 }
 
 /// Runs until Ctrl-C or SIGTERM, then shuts both servers down in order.
@@ -75,7 +78,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             fsync: args.fsync,
             faults_dir: None,
             tail_cache_bytes: sluice_storage_node::log::tail::DEFAULT_TAIL_CACHE_BYTES,
-            retention_check_interval: sluice_storage_node::retention::DEFAULT_CHECK_INTERVAL,
+            retention_check_interval: Duration::from_millis(args.retention_check_interval_ms),
             recovery_checkpoint_interval: sluice_storage_node::recovery::DEFAULT_INTERVAL,
             min_free: Default::default(),
             cleaner: Default::default(),

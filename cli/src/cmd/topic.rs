@@ -77,7 +77,8 @@ pub enum TopicCmd {
     },
 }
 
-fn parse_config(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+/// `key=value` items as a config map.
+pub fn parse_config(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for item in items {
         let Some((k, v)) = item.split_once('=') else {

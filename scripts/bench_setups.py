@@ -235,7 +235,7 @@ class SluiceFsync(SluiceDev):
 
 class SluiceRetention(SluiceDev):
     """`sluice dev` with retention deleting segments throughout W1: 16 MiB segments, 64 MiB kept
-    per partition (W1 writes ~128 MiB to each of its 8), checked every second. Produce only: W2
+    per partition (W1 writes ~128 MiB to each of its 8), checked every 200 ms. Produce only: W2
     reads from offset 0, which retention deleted."""
     name = "sluice-rf1-retention"
     bench_flags = ["--acks", "1",
@@ -247,7 +247,7 @@ class SluiceRetention(SluiceDev):
                 "--data-dir", os.path.join(self.run_dir, "data"),
                 "--coordinator", f"{HOST}:{SLUICE_COORD_PORT}",
                 "--node", f"{HOST}:{SLUICE_NODE_PORTS[0]}",
-                "--retention-check-interval-ms", "1000"]
+                "--retention-check-interval-ms", "200"]
         self.data_servers = [self.spawn("sluice-dev", argv)]
         self.wait_ready()
 

@@ -11,7 +11,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use sluice_client::{Admin, ClientConfig};
+use sluice_client::{
+    Acks, Admin, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig,
+    SeekTo,
+};
 use sluice_metadata::testing::EtcdProcess;
 
 use crate::netns::{Host, Network};
@@ -50,6 +53,14 @@ pub fn init_client_logs() {
     if let Ok(filter) = std::env::var("SLUICE_CLIENT_LOG") {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
     }
+}
+
+/// A topic config (or any string map) from `key, value` pairs.
+pub fn config(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Settings of a test cluster.
@@ -265,6 +276,34 @@ impl TestCluster {
     /// An admin client.
     pub async fn admin(&self) -> anyhow::Result<Admin> {
         Ok(Admin::connect(self.client_config()).await?)
+    }
+
+    /// A producer with `acks=all` (idempotent, the default).
+    pub async fn producer(&self) -> Producer {
+        Producer::new(ProducerConfig {
+            client: self.client_config(),
+            acks: Acks::All,
+            ..Default::default()
+        })
+        .await
+        .expect("a producer")
+    }
+
+    /// A consumer assigned `topic`'s partition 0 from `from`, resetting as `reset` says when
+    /// its position is out of range.
+    pub async fn consumer_at(&self, topic: &str, from: SeekTo, reset: OffsetReset) -> Consumer {
+        let mut consumer = Consumer::new(ConsumerConfig {
+            client: self.client_config(),
+            offset_reset: reset,
+            ..Default::default()
+        })
+        .await
+        .expect("a consumer");
+        consumer
+            .assign(vec![(topic.to_string(), 0)], from)
+            .await
+            .expect("assigned");
+        consumer
     }
 
     /// Waits until a controller is elected and all running nodes are registered.

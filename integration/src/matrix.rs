@@ -251,8 +251,8 @@ pub fn isr_changes(cluster: &TestCluster) -> usize {
         .sum()
 }
 
-/// `text` without terminal colour sequences (`ESC [ ... m`).
-fn strip_ansi(text: &str) -> String {
+/// `text` without terminal colour sequences (`ESC [ ... m`), e.g. a process's log line.
+pub fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {

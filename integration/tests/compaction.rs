@@ -7,21 +7,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_client::{
-    Acks, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
-};
-use sluice_integration::{ClusterSpec, TestCluster};
+use sluice_client::{OffsetReset, Producer, ProducerRecord, SeekTo};
+use sluice_integration::matrix::strip_ansi;
+use sluice_integration::{ClusterSpec, TestCluster, config};
 use sluice_proto::batch::{BatchIter, decode_records};
 use sluice_proto::error::ApiError;
 use sluice_proto::model::OFFSETS_TOPIC;
 use sluice_proto::pb::{self, admin_client::AdminClient, groups_client::GroupsClient};
-
-fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 fn cleaner_args() -> Vec<String> {
     [
@@ -67,6 +59,28 @@ async fn replica_records(
     out
 }
 
+/// Writes one value for each key of `keys` (acks=all), recording it in `model`; returns how many.
+async fn put_round(
+    producer: &Producer,
+    model: &mut BTreeMap<Bytes, Bytes>,
+    round: usize,
+    keys: std::ops::Range<usize>,
+) -> usize {
+    let mut acks = Vec::new();
+    for k in keys {
+        let key = Bytes::from(format!("k{k:02}"));
+        let value = Bytes::from(format!("v{round}-{k}"));
+        model.insert(key.clone(), value.clone());
+        let r = ProducerRecord::new("kv", value).key(key).partition(0);
+        acks.push(producer.send(r).await.unwrap());
+    }
+    let n = acks.len();
+    for a in acks {
+        a.await.unwrap();
+    }
+    n
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_topic_keeps_the_latest_value_of_every_key_across_a_leader_change() {
     let mut cluster = TestCluster::start(ClusterSpec {
@@ -78,45 +92,22 @@ async fn a_compacted_topic_keeps_the_latest_value_of_every_key_across_a_leader_c
     .await
     .unwrap();
     let admin = cluster.admin().await.unwrap();
-    let config = map(&[
+    let compacted = config(&[
         ("cleanup.policy", "compact"),
         ("segment.bytes", "4096"),
         ("min.cleanable.dirty.ratio", "0.01"),
         ("delete.retention.ms", "0"),
         ("min.insync.replicas", "2"),
     ]);
-    admin.create_topic("kv", 1, 3, config).await.unwrap();
+    admin.create_topic("kv", 1, 3, compacted).await.unwrap();
     cluster
         .wait_full_isr("kv", 1, Duration::from_secs(30))
         .await;
-    let producer = Producer::new(ProducerConfig {
-        client: cluster.client_config(),
-        acks: Acks::All,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let producer = cluster.producer().await;
     let mut model: BTreeMap<Bytes, Bytes> = BTreeMap::new();
     let mut sent = 0;
     for round in 0..30 {
-        let mut acks = Vec::new();
-        for k in 0..20 {
-            let (key, value) = (
-                Bytes::from(format!("k{k:02}")),
-                Bytes::from(format!("v{round}-{k}")),
-            );
-            model.insert(key.clone(), value.clone());
-            acks.push(
-                producer
-                    .send(ProducerRecord::new("kv", value).key(key).partition(0))
-                    .await
-                    .unwrap(),
-            );
-        }
-        for a in acks {
-            a.await.unwrap();
-            sent += 1;
-        }
+        sent += put_round(&producer, &mut model, round, 0..20).await;
     }
     // Deletions, then enough writes to close the segment holding them.
     for k in 0..5 {
@@ -130,24 +121,7 @@ async fn a_compacted_topic_keeps_the_latest_value_of_every_key_across_a_leader_c
         sent += 1;
     }
     for round in 30..40 {
-        let mut acks = Vec::new();
-        for k in 5..20 {
-            let (key, value) = (
-                Bytes::from(format!("k{k:02}")),
-                Bytes::from(format!("v{round}-{k}")),
-            );
-            model.insert(key.clone(), value.clone());
-            acks.push(
-                producer
-                    .send(ProducerRecord::new("kv", value).key(key).partition(0))
-                    .await
-                    .unwrap(),
-            );
-        }
-        for a in acks {
-            a.await.unwrap();
-            sent += 1;
-        }
+        sent += put_round(&producer, &mut model, round, 5..20).await;
     }
 
     // Every replica compacts its own log.
@@ -177,16 +151,9 @@ async fn a_compacted_topic_keeps_the_latest_value_of_every_key_across_a_leader_c
         })
         .await
         .unwrap();
-    let mut consumer = Consumer::new(ConsumerConfig {
-        client: cluster.client_config(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    consumer
-        .assign(vec![("kv".into(), 0)], SeekTo::Earliest)
-        .await
-        .unwrap();
+    let mut consumer = cluster
+        .consumer_at("kv", SeekTo::Earliest, OffsetReset::None)
+        .await;
     let mut seen: BTreeMap<Bytes, Bytes> = BTreeMap::new();
     let mut last = -1;
     while last + 1 < sent as i64 {
@@ -264,24 +231,6 @@ async fn coordinator(cluster: &TestCluster, group: &str) -> String {
     }
 }
 
-/// A log line's text without its colour codes.
-fn plain(line: &str) -> String {
-    let mut out = String::new();
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn field(line: &str, name: &str) -> u64 {
     line.split(&format!(" {name}="))
         .nth(1)
@@ -332,7 +281,7 @@ async fn takeover(cluster: &mut TestCluster, round: i64) -> (u64, u64) {
     let line = log
         .lines()
         .rev()
-        .map(plain)
+        .map(strip_ansi)
         .find(|l| l.contains("group coordinator shard loaded") && l.contains(" partition=0 "))
         .expect("the new coordinator logged its load");
     cluster.restart_node(leader).unwrap();
@@ -376,7 +325,7 @@ async fn an_offsets_takeover_replays_the_live_offsets_not_every_commit() {
     admin
         .alter_topic_config(
             OFFSETS_TOPIC,
-            map(&[("segment.bytes", "65536")]),
+            config(&[("segment.bytes", "65536")]),
             vec![],
             false,
         )

@@ -4,14 +4,13 @@
 //! retention frees space, and its log is intact throughout. Needs root to mount; without it the
 //! test says it was skipped and why.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_client::{Consumer, ConsumerConfig, SeekTo};
-use sluice_integration::{ClusterSpec, TestCluster};
+use sluice_client::{OffsetReset, SeekTo};
+use sluice_integration::{ClusterSpec, TestCluster, config};
 use sluice_proto::error::ApiError;
 use sluice_proto::pb::{self, ErrorCode, log_client::LogClient};
 
@@ -83,16 +82,9 @@ fn request(i: u64) -> pb::ProduceRequest {
 
 /// Reads `count` records from the log start and checks they are `first..first + count`.
 async fn check_log(cluster: &TestCluster, first: u64, count: u64) {
-    let mut consumer = Consumer::new(ConsumerConfig {
-        client: cluster.client_config(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    consumer
-        .assign(vec![(TOPIC.into(), 0)], SeekTo::Earliest)
-        .await
-        .unwrap();
+    let mut consumer = cluster
+        .consumer_at(TOPIC, SeekTo::Earliest, OffsetReset::None)
+        .await;
     for i in first..first + count {
         let r = tokio::time::timeout(Duration::from_secs(10), consumer.next())
             .await
@@ -131,8 +123,8 @@ async fn a_full_volume_refuses_produce_serves_reads_and_recovers_after_retention
     .await
     .unwrap();
     let admin = cluster.admin().await.unwrap();
-    let config = BTreeMap::from([("segment.bytes".to_string(), "2097152".to_string())]);
-    admin.create_topic(TOPIC, 1, 1, config).await.unwrap();
+    let segments = config(&[("segment.bytes", "2097152")]);
+    admin.create_topic(TOPIC, 1, 1, segments).await.unwrap();
     let address = cluster.nodes[0].address();
     let mut log = LogClient::connect(format!("http://{address}"))
         .await
@@ -161,7 +153,7 @@ async fn a_full_volume_refuses_produce_serves_reads_and_recovers_after_retention
     admin
         .alter_topic_config(
             TOPIC,
-            BTreeMap::from([("retention.bytes".to_string(), "8388608".to_string())]),
+            config(&[("retention.bytes", "8388608")]),
             vec![],
             false,
         )
@@ -184,15 +176,9 @@ async fn a_full_volume_refuses_produce_serves_reads_and_recovers_after_retention
         }
     }
     let earliest = {
-        let mut c = Consumer::new(ConsumerConfig {
-            client: cluster.client_config(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        c.assign(vec![(TOPIC.into(), 0)], SeekTo::Earliest)
-            .await
-            .unwrap();
+        let mut c = cluster
+            .consumer_at(TOPIC, SeekTo::Earliest, OffsetReset::None)
+            .await;
         tokio::time::timeout(Duration::from_secs(10), c.next())
             .await
             .unwrap()

@@ -4,22 +4,12 @@
 //! byte for byte, with every acknowledged record of the RF 3 topic readable; a node that was
 //! down while a topic was deleted removes that topic's data when it returns.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_client::{
-    Acks, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
-};
-use sluice_integration::{ClusterSpec, TestCluster};
-
-fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use sluice_client::{OffsetReset, Producer, ProducerRecord, SeekTo};
+use sluice_integration::{ClusterSpec, TestCluster, config};
 
 fn value(i: u64) -> Bytes {
     Bytes::from(format!("v{i:06}-{}", "y".repeat(200)))
@@ -68,25 +58,19 @@ async fn a_damaged_tail_is_cut_and_refetched_and_data_of_deleted_topics_is_remov
     .await
     .unwrap();
     let admin = cluster.admin().await.unwrap();
-    let config = map(&[("min.insync.replicas", "2")]);
+    let min_isr = config(&[("min.insync.replicas", "2")]);
     admin
-        .create_topic("rec", 1, 3, config.clone())
+        .create_topic("rec", 1, 3, min_isr.clone())
         .await
         .unwrap();
-    admin.create_topic("gone", 1, 3, config).await.unwrap();
+    admin.create_topic("gone", 1, 3, min_isr).await.unwrap();
     cluster
         .wait_full_isr("rec", 1, Duration::from_secs(30))
         .await;
     cluster
         .wait_full_isr("gone", 1, Duration::from_secs(30))
         .await;
-    let producer = Producer::new(ProducerConfig {
-        client: cluster.client_config(),
-        acks: Acks::All,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let producer = cluster.producer().await;
     produce(&producer, "rec", 0, 200).await;
     produce(&producer, "gone", 0, 20).await;
     let leader = cluster.leader_of("rec", 0).await.unwrap() as usize;
@@ -156,16 +140,9 @@ async fn a_damaged_tail_is_cut_and_refetched_and_data_of_deleted_topics_is_remov
         "the deleted topic's files are gone"
     );
 
-    let mut consumer = Consumer::new(ConsumerConfig {
-        client: cluster.client_config(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    consumer
-        .assign(vec![("rec".into(), 0)], SeekTo::Earliest)
-        .await
-        .unwrap();
+    let mut consumer = cluster
+        .consumer_at("rec", SeekTo::Earliest, OffsetReset::None)
+        .await;
     for i in 0..260 {
         let r = tokio::time::timeout(Duration::from_secs(10), consumer.next())
             .await

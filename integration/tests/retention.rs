@@ -5,28 +5,18 @@
 //! start; a follower that was down while everything it had was deleted restarts at the
 //! leader's log start; nothing at or after the log start is lost or reordered.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_client::{
-    Acks, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord, SeekTo,
-};
-use sluice_integration::{ClusterSpec, TestCluster};
+use sluice_client::{OffsetReset, Producer, ProducerRecord, SeekTo};
+use sluice_integration::{ClusterSpec, TestCluster, config};
 use sluice_proto::error::ApiError;
 use sluice_proto::pb::{self, ErrorCode, log_client::LogClient};
 
 const TOPIC: &str = "ret";
 /// Records per produce round: one batch of about 10 KiB, so every round fills a segment.
 const ROUND: u64 = 20;
-
-fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 fn value(i: u64) -> Bytes {
     Bytes::from(format!("r{i:06}-{}", "x".repeat(500)))
@@ -130,17 +120,9 @@ async fn read(
     from: i64,
     count: usize,
 ) -> Vec<(i64, Bytes)> {
-    let mut consumer = Consumer::new(ConsumerConfig {
-        client: cluster.client_config(),
-        offset_reset: reset,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    consumer
-        .assign(vec![(TOPIC.into(), 0)], SeekTo::Offset(from))
-        .await
-        .unwrap();
+    let mut consumer = cluster
+        .consumer_at(TOPIC, SeekTo::Offset(from), reset)
+        .await;
     let mut out = Vec::new();
     while out.len() < count {
         let r = tokio::time::timeout(Duration::from_secs(10), consumer.next())
@@ -168,18 +150,12 @@ async fn retention_and_delete_records_free_space_on_every_replica_and_keep_the_r
     .await
     .unwrap();
     let admin = cluster.admin().await.unwrap();
-    let config = map(&[("segment.bytes", "12000"), ("min.insync.replicas", "2")]);
-    admin.create_topic(TOPIC, 1, 3, config).await.unwrap();
+    let topic_config = config(&[("segment.bytes", "12000"), ("min.insync.replicas", "2")]);
+    admin.create_topic(TOPIC, 1, 3, topic_config).await.unwrap();
     cluster
         .wait_full_isr(TOPIC, 1, Duration::from_secs(30))
         .await;
-    let producer = Producer::new(ProducerConfig {
-        client: cluster.client_config(),
-        acks: Acks::All,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let producer = cluster.producer().await;
     let mut end = 400;
     produce(&producer, 0, end).await;
     let full = wait_replicas(&cluster, "replicated", |_, b, _| b == (0, end as i64)).await;
@@ -190,7 +166,12 @@ async fn retention_and_delete_records_free_space_on_every_replica_and_keep_the_r
     // retention.bytes, set live: each replica keeps at least 30,000 bytes, and no more than
     // it needs to (one more segment would take it below the limit).
     admin
-        .alter_topic_config(TOPIC, map(&[("retention.bytes", "30000")]), vec![], false)
+        .alter_topic_config(
+            TOPIC,
+            config(&[("retention.bytes", "30000")]),
+            vec![],
+            false,
+        )
         .await
         .unwrap();
     let sized = wait_replicas(&cluster, "retention.bytes", |_, (start, _), (bytes, _)| {
@@ -226,17 +207,9 @@ async fn retention_and_delete_records_free_space_on_every_replica_and_keep_the_r
         expected(start, end as i64),
         "nothing at or after the start is lost"
     );
-    let mut strict = Consumer::new(ConsumerConfig {
-        client: cluster.client_config(),
-        offset_reset: OffsetReset::None,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    strict
-        .assign(vec![(TOPIC.into(), 0)], SeekTo::Offset(5))
-        .await
-        .unwrap();
+    let mut strict = cluster
+        .consumer_at(TOPIC, SeekTo::Offset(5), OffsetReset::None)
+        .await;
     let e = tokio::time::timeout(Duration::from_secs(10), strict.next())
         .await
         .unwrap()
@@ -248,7 +221,7 @@ async fn retention_and_delete_records_free_space_on_every_replica_and_keep_the_r
     admin
         .alter_topic_config(
             TOPIC,
-            map(&[("retention.ms", "1000")]),
+            config(&[("retention.ms", "1000")]),
             vec!["retention.bytes".into()],
             false,
         )

@@ -28,6 +28,21 @@ pub fn batch_at(base: Offset, count: usize, timestamp: i64) -> Bytes {
     Bytes::from(bytes)
 }
 
+/// Appends `batches` one write each, at the base offsets they carry.
+pub fn append_each(log: &impl super::LogStore, uid: super::Uid, batches: &[Bytes]) {
+    for b in batches {
+        let base = sluice_proto::batch::BatchHeader::parse(b)
+            .expect("a batch")
+            .base_offset;
+        log.append(&[super::Append {
+            uid,
+            base_offset: base,
+            batch: b,
+        }])
+        .expect("appended");
+    }
+}
+
 /// Generates one `#[test]` per conformance case for a backend.
 #[macro_export]
 macro_rules! log_store_conformance {
@@ -291,25 +306,15 @@ macro_rules! log_store_conformance {
                 "never above the log end"
             );
         }
-        fn append_in_turn(log: &impl LogStore, uid: u64, batches: &[bytes::Bytes]) {
-            for b in batches {
-                let base = sluice_proto::batch::BatchHeader::parse(b)
-                    .unwrap()
-                    .base_offset;
-                log.append(&[Append {
-                    uid,
-                    base_offset: base,
-                    batch: b,
-                }])
-                .unwrap();
-            }
-        }
-
         #[test]
         fn delete_before_moves_the_log_start_and_keeps_the_batch_holding_it() {
             let (log, _g) = ($factory)();
             let uid = log.open(key(1, 0)).unwrap().uid;
-            append_in_turn(&log, uid, &[batch(0, 3), batch(3, 3), batch(6, 3)]);
+            $crate::log::conformance::append_each(
+                &log,
+                uid,
+                &[batch(0, 3), batch(3, 3), batch(6, 3)],
+            );
             log.write(&[LogOp::DeleteBefore { uid, offset: 4 }])
                 .unwrap();
             let o = log.open(key(1, 0)).unwrap();
@@ -324,7 +329,7 @@ macro_rules! log_store_conformance {
                 .unwrap();
             assert_eq!(log.open(key(1, 0)).unwrap().log_start, 6);
             assert_eq!(log.read(uid, 0, 9, usize::MAX).unwrap(), vec![batch(6, 3)]);
-            append_in_turn(&log, uid, &[batch(9, 2)]);
+            $crate::log::conformance::append_each(&log, uid, &[batch(9, 2)]);
             let o = log.open(key(1, 0)).unwrap();
             assert_eq!((o.log_start, o.log_end), (6, 11));
             let sizes: u64 = log.segments(uid).unwrap().iter().map(|s| s.bytes).sum();
@@ -335,14 +340,14 @@ macro_rules! log_store_conformance {
         fn delete_before_past_the_end_empties_the_log_and_it_continues_there() {
             let (log, _g) = ($factory)();
             let uid = log.open(key(1, 0)).unwrap().uid;
-            append_in_turn(&log, uid, &[batch(0, 3), batch(3, 3)]);
+            $crate::log::conformance::append_each(&log, uid, &[batch(0, 3), batch(3, 3)]);
             log.write(&[LogOp::DeleteBefore { uid, offset: 20 }])
                 .unwrap();
             let o = log.open(key(1, 0)).unwrap();
             assert_eq!((o.log_start, o.log_end), (20, 20));
             assert!(log.read(uid, 0, 100, usize::MAX).unwrap().is_empty());
             assert!(log.segments(uid).unwrap().is_empty());
-            append_in_turn(&log, uid, &[batch(20, 2)]);
+            $crate::log::conformance::append_each(&log, uid, &[batch(20, 2)]);
             let o = log.open(key(1, 0)).unwrap();
             assert_eq!((o.log_start, o.log_end), (20, 22));
             assert_eq!(
@@ -355,7 +360,7 @@ macro_rules! log_store_conformance {
         fn offset_for_timestamp_finds_the_first_batch_reaching_it() {
             let (log, _g) = ($factory)();
             let uid = log.open(key(1, 0)).unwrap().uid;
-            append_in_turn(
+            $crate::log::conformance::append_each(
                 &log,
                 uid,
                 &[

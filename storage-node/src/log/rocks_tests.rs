@@ -42,18 +42,17 @@ fn pkey() -> PartitionKey {
     }
 }
 
-fn append_all(log: &RocksLog, uid: Uid, batches: &[Bytes]) {
-    for b in batches {
-        let base = sluice_proto::batch::BatchHeader::parse(b)
-            .unwrap()
-            .base_offset;
-        log.append(&[Append {
-            uid,
-            base_offset: base,
-            batch: b,
-        }])
-        .unwrap();
-    }
+use crate::log::conformance::append_each as append_all;
+
+/// Rolls the replica's segments at `bytes` (and never by age).
+fn roll_at(log: &RocksLog, uid: Uid, bytes: u64) {
+    log.set_segment_policy(
+        uid,
+        crate::log::SegmentPolicy {
+            bytes,
+            max_age: std::time::Duration::MAX,
+        },
+    );
 }
 
 fn segment_files(dir: &std::path::Path, uid: Uid) -> usize {
@@ -167,14 +166,8 @@ fn segments_roll_by_the_replica_policy_and_a_moved_start_removes_whole_files() {
     let log = RocksLog::open(dir.path(), false).unwrap();
     let uid = log.open(pkey()).unwrap().uid;
     let one = batch(0, 2).len() as u64;
-    log.set_segment_policy(
-        uid,
-        crate::log::SegmentPolicy {
-            // Room for two batches, not three (values grow by a digit at 10).
-            bytes: 3 * one - 1,
-            max_age: std::time::Duration::MAX,
-        },
-    );
+    // Room for two batches, not three (values grow by a digit at 10).
+    roll_at(&log, uid, 3 * one - 1);
     let bs: Vec<Bytes> = (0..6).map(|i| batch(i * 2, 2)).collect();
     append_all(&log, uid, &bs);
     let segments = log.segments(uid).unwrap();
@@ -329,13 +322,7 @@ fn cleaned_segments_replace_old_ones_in_one_swap_and_stale_plans_are_refused() {
     let log = RocksLog::open(dir.path(), false).unwrap();
     let uid = log.open(pkey()).unwrap().uid;
     let one = batch(0, 2).len() as u64;
-    log.set_segment_policy(
-        uid,
-        crate::log::SegmentPolicy {
-            bytes: 3 * one - 1,
-            max_age: std::time::Duration::MAX,
-        },
-    );
+    roll_at(&log, uid, 3 * one - 1);
     let bs: Vec<Bytes> = (0..6).map(|i| batch(i * 2, 2)).collect();
     append_all(&log, uid, &bs);
     let segments = log.segments(uid).unwrap();

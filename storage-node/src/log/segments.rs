@@ -203,23 +203,7 @@ impl Segments {
     /// were truncated away.
     pub fn remove_after(&self, uid: Uid, keep: Option<u64>) -> Result<(), LogError> {
         self.forget_position(uid);
-        let dir = self.dir(uid);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(());
-        };
-        let mut readers = self.readers.lock().expect("poisoned");
-        for entry in entries.flatten() {
-            let Some(id) = file_segment_id(&entry.file_name()) else {
-                continue;
-            };
-            if keep.is_none_or(|k| id > k) {
-                readers.remove(&(uid, id));
-                self.forget_rolled(uid, |s| s == id);
-                std::fs::remove_file(entry.path())
-                    .map_err(|e| err("removing", &entry.path(), e))?;
-            }
-        }
-        Ok(())
+        self.remove_where(uid, |id| keep.is_none_or(|k| id > k))
     }
 
     /// Removes the replica's segments before `keep` (all of them when `None`): retention or
@@ -228,23 +212,20 @@ impl Segments {
         if keep.is_none() {
             self.forget_position(uid);
         }
-        let dir = self.dir(uid);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        self.remove_where(uid, |id| keep.is_none_or(|k| id < k))
+    }
+
+    /// Removes the replica's segment files whose id `doomed` accepts.
+    fn remove_where(&self, uid: Uid, doomed: impl Fn(u64) -> bool) -> Result<(), LogError> {
+        let Ok(entries) = std::fs::read_dir(self.dir(uid)) else {
             return Ok(());
         };
-        let mut readers = self.readers.lock().expect("poisoned");
-        for entry in entries.flatten() {
-            let Some(id) = file_segment_id(&entry.file_name()) else {
-                continue;
-            };
-            if keep.is_none_or(|k| id < k) {
-                readers.remove(&(uid, id));
-                self.forget_rolled(uid, |s| s == id);
-                std::fs::remove_file(entry.path())
-                    .map_err(|e| err("removing", &entry.path(), e))?;
-            }
-        }
-        Ok(())
+        let ids: Vec<u64> = entries
+            .flatten()
+            .filter_map(|e| file_segment_id(&e.file_name()))
+            .filter(|id| doomed(*id))
+            .collect();
+        self.remove_files(uid, &ids)
     }
 
     /// Removes every segment of a deleted replica.

@@ -304,13 +304,7 @@ mod tests {
     }
 
     fn append(log: &impl LogStore, uid: Uid, b: &Bytes) {
-        let base = BatchHeader::parse(b).unwrap().base_offset;
-        log.append(&[Append {
-            uid,
-            base_offset: base,
-            batch: b,
-        }])
-        .unwrap();
+        crate::log::conformance::append_each(log, uid, std::slice::from_ref(b));
     }
 
     #[test]

@@ -7,23 +7,13 @@ use sluice_proto::pb::{self, ErrorCode};
 
 use super::LogService;
 use super::produce::append_error;
-use super::resolve::{Target, leader_replica};
 
 /// Handles one DeleteRecords request.
 pub async fn delete_records(
     svc: &LogService,
     req: pb::DeleteRecordsRequest,
 ) -> Result<pb::DeleteRecordsResponse, ApiError> {
-    let replica = {
-        let view = svc.cache.view();
-        let target = Target {
-            topic: &req.topic,
-            partition: req.partition,
-            topic_id: &[],
-            leader_epoch: -1,
-        };
-        leader_replica(&view, &svc.partitions, svc.node_id, &target)?
-    };
+    let replica = svc.leader_by_name(&req.topic, req.partition)?;
     let (start, hw) = (replica.log_start(), replica.high_watermark());
     let before = if req.before_offset == -1 {
         hw

@@ -255,16 +255,7 @@ pub async fn list_offsets(
     svc: &LogService,
     req: pb::ListOffsetsRequest,
 ) -> Result<pb::ListOffsetsResponse, ApiError> {
-    let replica = {
-        let view = svc.cache.view();
-        let target = Target {
-            topic: &req.topic,
-            partition: req.partition,
-            topic_id: &[],
-            leader_epoch: -1,
-        };
-        leader_replica(&view, &svc.partitions, svc.node_id, &target)?
-    };
+    let replica = svc.leader_by_name(&req.topic, req.partition)?;
     let (start, hw) = (replica.log_start(), replica.high_watermark());
     let (offset, timestamp_ms) = match req.spec {
         Some(pb::list_offsets_request::Spec::Earliest(_)) => (start, -1),

@@ -45,6 +45,22 @@ pub struct LogService {
 }
 
 impl LogService {
+    /// The replica of `topic`/`partition` this node leads, for requests that name neither a
+    /// topic id nor a leader epoch (the error names the leader otherwise).
+    pub fn leader_by_name(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<crate::replica::Replica>, sluice_proto::error::ApiError> {
+        let target = resolve::Target {
+            topic,
+            partition,
+            topic_id: &[],
+            leader_epoch: -1,
+        };
+        resolve::leader_replica(&self.cache.view(), &self.partitions, self.node_id, &target)
+    }
+
     /// Resolves once the node has drained and long-lived streams should end (a graceful
     /// shutdown waits for every open stream).
     pub(crate) fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {

@@ -1,9 +1,11 @@
 //! Key compaction on every replica of a `compact` topic (leader and followers alike, as
 //! retention): a task picks the closed segments that are committed (below the high watermark)
 //! and older than `min.compaction.lag.ms`, and once `min.cleanable.dirty.ratio` of their bytes
-//! was written since the last clean, rewrites them with [`plan::clean`] and swaps them in
-//! (`LogStore::replace_segments`: one atomic index write). Its disk traffic is capped
-//! (`--cleaner-io-bytes-per-sec`) so produce latency holds while it works.
+//! was written since the last clean, reads them once to learn each key's last offset
+//! ([`plan::OffsetMap`]), then rewrites them a group at a time and swaps each group in
+//! (`LogStore::replace_segments`: one atomic index write), so memory holds the keys and one
+//! group, not the section. Its disk traffic is capped (`--cleaner-io-bytes-per-sec`) so produce
+//! latency holds while it works.
 
 pub mod plan;
 
@@ -24,6 +26,9 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
 pub const DEFAULT_IO_BYTES_PER_SEC: u64 = 64 << 20;
 /// Bytes read per step of a section (each step waits its turn under the cap).
 const READ_STEP: usize = 4 << 20;
+/// Bytes of segments rewritten and swapped in at a time, so a pass holds at most this much
+/// (plus the keys of the offset map) in memory however large the section.
+const GROUP_BYTES: u64 = 64 << 20;
 
 /// A topic's compaction settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +43,7 @@ pub struct Compaction {
     pub dirty_ratio_permille: u16,
 }
 
-/// Spends a byte budget at a fixed rate.
+/// Spends a byte budget at a fixed rate (the cleaner runs on a blocking thread).
 struct Throttle {
     per_sec: u64,
     since: Instant,
@@ -54,12 +59,11 @@ impl Throttle {
         }
     }
 
-    async fn spend(&mut self, bytes: usize) {
+    fn spend(&mut self, bytes: usize) {
         self.spent += bytes as u64;
         let due = Duration::from_secs_f64(self.spent as f64 / self.per_sec as f64);
-        let at = self.since + due;
-        if at > Instant::now() {
-            tokio::time::sleep_until(at.into()).await;
+        if let Some(wait) = (self.since + due).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
         }
         // A long idle spell does not bank a burst.
         if self.since.elapsed() > Duration::from_secs(1) + due {
@@ -102,8 +106,10 @@ pub async fn run(
     interval: Duration,
     io_bytes_per_sec: u64,
 ) {
-    let mut cleaned_to: HashMap<Uid, Offset> = HashMap::new();
-    let mut throttle = Throttle::new(io_bytes_per_sec);
+    let state = Arc::new(std::sync::Mutex::new((
+        HashMap::<Uid, Offset>::new(),
+        Throttle::new(io_bytes_per_sec),
+    )));
     loop {
         tokio::time::sleep(interval).await;
         for r in partitions.all() {
@@ -111,76 +117,116 @@ pub async fn run(
             if !c.enabled || r.is_deleted() {
                 continue;
             }
-            let done = cleaned_to.get(&r.uid).copied().unwrap_or(-1);
-            match clean_one(&r, &log, &c, done, &mut throttle).await {
-                Ok(Some(to)) => {
-                    cleaned_to.insert(r.uid, to);
+            let (log, state, replica) = (log.clone(), state.clone(), r.clone());
+            let pass = tokio::task::spawn_blocking(move || {
+                let (cleaned_to, throttle) = &mut *state.lock().expect("poisoned");
+                let done = cleaned_to.get(&replica.uid).copied().unwrap_or(-1);
+                let result = clean_one(&replica, log.as_ref(), &c, done, throttle);
+                if let Ok(Some(to)) = result {
+                    cleaned_to.insert(replica.uid, to);
                 }
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(topic = %r.topic, partition = r.partition(), %error, "cleaning failed; retrying later")
-                }
-            }
+                result
+            })
+            .await;
+            let error = match pass {
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => e,
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(topic = %r.topic, partition = r.partition(), %error, "cleaning failed; retrying later");
         }
     }
 }
 
-/// One pass over one replica; the offset its section ended at when it cleaned.
-async fn clean_one(
-    r: &Arc<Replica>,
-    log: &Arc<dyn LogStore>,
+/// Calls `each` with the section's batches from `from` to `to`, a read step at a time.
+fn stream(
+    log: &dyn LogStore,
+    uid: Uid,
+    (from, to): (Offset, Offset),
+    throttle: &mut Throttle,
+    mut each: impl FnMut(Vec<Bytes>) -> Result<(), String>,
+) -> Result<usize, String> {
+    let (mut at, mut read) = (from, 0);
+    while at < to {
+        let chunk = log
+            .read(uid, at, to, READ_STEP)
+            .map_err(|e| e.to_string())?;
+        let Some(last) = chunk.last() else { break };
+        at = sluice_proto::batch::BatchHeader::parse(last)
+            .map_err(|e| e.to_string())?
+            .next_offset();
+        let bytes = chunk.iter().map(Bytes::len).sum();
+        throttle.spend(bytes);
+        read += bytes;
+        each(chunk)?;
+    }
+    Ok(read)
+}
+
+/// One pass over one replica (blocking): the offset map of the whole section first, holding
+/// only keys; then the section rewritten a group of segments at a time (at most
+/// [`GROUP_BYTES`] read), each group swapped in by itself. Returns where the section ended when
+/// it cleaned.
+fn clean_one(
+    r: &Replica,
+    log: &dyn LogStore,
     c: &Compaction,
     cleaned: Offset,
     throttle: &mut Throttle,
 ) -> Result<Option<Offset>, String> {
     let uid = r.uid;
-    let segments = blocking(log, move |l| l.segments(uid)).await?;
+    let segments = log.segments(uid).map_err(|e| e.to_string())?;
     let section = cleanable(&segments, c, now_ms() as i64, r.high_watermark());
     if section.is_empty() || !dirty_enough(&section, cleaned, c.dirty_ratio_permille) {
         return Ok(None);
     }
     let (from, to) = (section[0].base, section[section.len() - 1].next);
     let started = Instant::now();
-    let mut batches: Vec<Bytes> = Vec::new();
-    let mut at = from;
-    while at < to {
-        let chunk = blocking(log, move |l| l.read(uid, at, to, READ_STEP)).await?;
-        let Some(last) = chunk.last() else { break };
-        at = sluice_proto::batch::BatchHeader::parse(last)
-            .map_err(|e| e.to_string())?
-            .next_offset();
-        throttle.spend(chunk.iter().map(Bytes::len).sum()).await;
-        batches.extend(chunk);
-    }
+    let mut map = plan::OffsetMap::default();
+    let mut read = stream(log, uid, (from, to), throttle, |chunk| {
+        map.add(&chunk).map_err(|e| e.to_string())
+    })?;
     let rules = plan::Rules {
         delete_retention_ms: c.delete_retention_ms,
         now_ms: now_ms() as i64,
     };
-    let read: usize = batches.iter().map(Bytes::len).sum();
-    let out = tokio::task::spawn_blocking(move || plan::clean(&batches, &rules))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let written: usize = out.iter().map(Bytes::len).sum();
-    throttle.spend(written).await;
-    blocking(log, move |l| l.replace_segments(uid, &section, &out)).await?;
+    let mut written = 0;
+    for group in groups(&section) {
+        let range = (group[0].base, group[group.len() - 1].next);
+        let mut out = Vec::new();
+        read += stream(log, uid, range, throttle, |chunk| {
+            out.extend(map.clean(&chunk, &rules).map_err(|e| e.to_string())?);
+            Ok(())
+        })?;
+        let bytes: usize = out.iter().map(Bytes::len).sum();
+        throttle.spend(bytes);
+        written += bytes;
+        log.replace_segments(uid, group, &out)
+            .map_err(|e| e.to_string())?;
+    }
     let took = started.elapsed();
-    tracing::info!(topic = %r.topic, partition = r.partition(), from, to, read_bytes = read, written_bytes = written, took_ms = took.as_millis() as u64, "compacted");
+    tracing::info!(topic = %r.topic, partition = r.partition(), from, to, keys = map.keys(), read_bytes = read, written_bytes = written, took_ms = took.as_millis() as u64, "compacted");
     metrics::counter!("sluice_cleaner_read_bytes_total").increment(read as u64);
     metrics::counter!("sluice_cleaner_written_bytes_total").increment(written as u64);
     metrics::counter!("sluice_cleaner_passes_total").increment(1);
     Ok(Some(to))
 }
 
-async fn blocking<T: Send + 'static>(
-    log: &Arc<dyn LogStore>,
-    f: impl FnOnce(&dyn LogStore) -> Result<T, crate::log::LogError> + Send + 'static,
-) -> Result<T, String> {
-    let log = log.clone();
-    tokio::task::spawn_blocking(move || f(log.as_ref()))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+/// Consecutive runs of `section` of at most [`GROUP_BYTES`] (at least one segment each).
+fn groups(section: &[SegmentInfo]) -> Vec<&[SegmentInfo]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0u64);
+    for (i, s) in section.iter().enumerate() {
+        if i > start && size + s.bytes > GROUP_BYTES {
+            out.push(&section[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += s.bytes;
+    }
+    if start < section.len() {
+        out.push(&section[start..]);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -228,6 +274,22 @@ mod tests {
             bases(cleanable(&segs, &rules(1500), 3000, 30)),
             vec![0],
             "old enough only"
+        );
+    }
+
+    #[test]
+    fn a_section_is_rewritten_in_groups_of_bounded_size() {
+        let segs: Vec<SegmentInfo> = (0..5)
+            .map(|i| seg(i * 10, i * 10 + 10, 30 << 20, 0))
+            .collect();
+        let sizes: Vec<usize> = groups(&segs).iter().map(|g| g.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        let big = [seg(0, 10, 100 << 20, 0), seg(10, 20, 1, 0)];
+        let sizes: Vec<usize> = groups(&big).iter().map(|g| g.len()).collect();
+        assert_eq!(
+            sizes,
+            vec![1, 1],
+            "a segment larger than a group goes alone"
         );
     }
 

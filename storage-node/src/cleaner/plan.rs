@@ -20,40 +20,68 @@ pub struct Rules {
     pub now_ms: i64,
 }
 
+/// What the cleaner learns of a section in its first pass: each key's last offset and where
+/// each producer's last batch starts. Only keys are held, so a large section fits.
+#[derive(Debug, Default)]
+pub struct OffsetMap {
+    latest: HashMap<Bytes, Offset>,
+    last_of_producer: HashMap<i64, Offset>,
+}
+
+impl OffsetMap {
+    /// Takes in the next batches of the section, in order.
+    pub fn add(&mut self, batches: &[Bytes]) -> Result<(), BatchError> {
+        for b in batches {
+            let h = BatchHeader::parse(b)?;
+            if h.producer_id >= 0 {
+                self.last_of_producer.insert(h.producer_id, h.base_offset);
+            }
+            for r in batch::decode_records_shared(b)? {
+                if let Some(k) = r.key {
+                    self.latest.insert(k, r.offset);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keys seen.
+    pub fn keys(&self) -> usize {
+        self.latest.len()
+    }
+
+    /// The cleaned form of `batches`, a run of the section this map has seen whole.
+    pub fn clean(&self, batches: &[Bytes], rules: &Rules) -> Result<Vec<Bytes>, BatchError> {
+        let horizon = rules
+            .now_ms
+            .saturating_sub(i64::try_from(rules.delete_retention_ms).unwrap_or(i64::MAX));
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let h = BatchHeader::parse(b)?;
+            if h.producer_id >= 0
+                && self.last_of_producer.get(&h.producer_id) == Some(&h.base_offset)
+            {
+                out.push(b.clone());
+                continue;
+            }
+            let kept = batch::retain_records(b, |r| match &r.key {
+                None => true,
+                Some(k) => {
+                    self.latest.get(k) == Some(&r.offset)
+                        && (r.value.is_some() || r.timestamp_ms >= horizon)
+                }
+            })?;
+            out.extend(kept);
+        }
+        Ok(out)
+    }
+}
+
 /// The cleaned batches of `batches` (a whole section of a log, in order).
 pub fn clean(batches: &[Bytes], rules: &Rules) -> Result<Vec<Bytes>, BatchError> {
-    let mut latest: HashMap<Bytes, Offset> = HashMap::new();
-    let mut last_of_producer: HashMap<i64, usize> = HashMap::new();
-    for (i, b) in batches.iter().enumerate() {
-        let h = BatchHeader::parse(b)?;
-        if h.producer_id >= 0 {
-            last_of_producer.insert(h.producer_id, i);
-        }
-        for r in batch::decode_records_shared(b)? {
-            if let Some(k) = r.key {
-                latest.insert(k, r.offset);
-            }
-        }
-    }
-    let horizon = rules
-        .now_ms
-        .saturating_sub(i64::try_from(rules.delete_retention_ms).unwrap_or(i64::MAX));
-    let mut out = Vec::with_capacity(batches.len());
-    for (i, b) in batches.iter().enumerate() {
-        let h = BatchHeader::parse(b)?;
-        if h.producer_id >= 0 && last_of_producer.get(&h.producer_id) == Some(&i) {
-            out.push(b.clone());
-            continue;
-        }
-        let kept = batch::retain_records(b, |r| match &r.key {
-            None => true,
-            Some(k) => {
-                latest.get(k) == Some(&r.offset) && (r.value.is_some() || r.timestamp_ms >= horizon)
-            }
-        })?;
-        out.extend(kept);
-    }
-    Ok(out)
+    let mut map = OffsetMap::default();
+    map.add(batches)?;
+    map.clean(batches, rules)
 }
 
 #[cfg(test)]

@@ -104,6 +104,14 @@ async fn a_compacted_topic_keeps_the_latest_value_of_every_key_across_a_leader_c
         .wait_full_isr("kv", 1, Duration::from_secs(30))
         .await;
     let producer = cluster.producer().await;
+    let keyless = ProducerRecord::new("kv", Bytes::from_static(b"x")).partition(0);
+    let e = producer.send(keyless).await.unwrap().await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(sluice_proto::pb::ErrorCode::InvalidRequest),
+        "{e}"
+    );
+    assert!(e.to_string().contains("give every record a key"), "{e}");
     let mut model: BTreeMap<Bytes, Bytes> = BTreeMap::new();
     let mut sent = 0;
     for round in 0..30 {

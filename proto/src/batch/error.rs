@@ -58,11 +58,24 @@ pub enum BatchError {
     /// Header or record fields are inconsistent or malformed.
     #[error("corrupt record batch: {0}")]
     Corrupt(String),
+    /// A record without a key sent to a compacted topic, which keeps each key's last record
+    /// (Kafka refuses these too).
+    #[error(
+        "record {0} of the batch has no key, but the topic is compacted (cleanup.policy=compact) \
+         and keeps each key's last record: give every record a key"
+    )]
+    MissingKey(usize),
 }
 
-/// Every batch error is the sender's problem: the batch as sent cannot be stored or read.
+/// Every batch error is the sender's problem: the batch as sent cannot be stored or read
+/// (`CORRUPT_BATCH`), or, for a keyless record on a compacted topic, not there
+/// (`INVALID_REQUEST`).
 impl From<BatchError> for ApiError {
     fn from(e: BatchError) -> Self {
-        ApiError::new(ErrorCode::CorruptBatch, e.to_string())
+        let code = match e {
+            BatchError::MissingKey(_) => ErrorCode::InvalidRequest,
+            _ => ErrorCode::CorruptBatch,
+        };
+        ApiError::new(code, e.to_string())
     }
 }

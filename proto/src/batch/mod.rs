@@ -32,7 +32,10 @@ pub use header::{
     validate_stored,
 };
 pub use iter::BatchIter;
-pub use records::{DecodedRecord, Record, decode_records, decode_records_shared, validate_records};
+pub use records::{
+    DecodedRecord, Record, decode_records, decode_records_shared, validate_records,
+    validate_records_keyed,
+};
 
 #[cfg(test)]
 mod tests;

@@ -212,8 +212,20 @@ fn nullable(b: &mut Reader<'_>, what: &str) -> Result<Option<std::ops::Range<usi
 /// out-of-range offsets. The storage node runs it on every produced batch (as Kafka's broker
 /// does); compressed batches are decompressed to check them.
 pub fn validate_records(batch: &Bytes) -> Result<BatchHeader, BatchError> {
+    validate_records_keyed(batch, false)
+}
+
+/// [`validate_records`], and with `require_keys` every record must have a key (a compacted
+/// topic's batch).
+pub fn validate_records_keyed(
+    batch: &Bytes,
+    require_keys: bool,
+) -> Result<BatchHeader, BatchError> {
     let header = validate(batch)?;
     for (i, r) in decode_records_shared(batch)?.iter().enumerate() {
+        if require_keys && r.key.is_none() {
+            return Err(BatchError::MissingKey(i));
+        }
         let delta = r.offset.wrapping_sub(header.base_offset);
         if delta != i as i64 {
             return Err(BatchError::Corrupt(format!(

@@ -1,7 +1,7 @@
 //! What key compaction keeps of a section of a log: a pure function of its batches, tested
 //! against a model. A record stays when it is the section's last record of its key, unless
-//! it is a tombstone (no value) older than `delete.retention.ms`; records without a key stay
-//! (Kafka refuses them on compacted topics; Sluice keeps what it was given). The last batch of
+//! it is a tombstone (no value) older than `delete.retention.ms`; records without a key (written
+//! before the topic became compacted: produce refuses them now) stay. The last batch of
 //! each idempotent producer stays whole, so a restarted leader still finds the producer's
 //! last sequence. Kept records keep their offsets; each batch keeps the offsets it covers.
 

@@ -9,7 +9,7 @@ use sluice_proto::pb::{self, ErrorCode};
 
 /// A batch the codec refused, as the client sees it.
 pub fn corrupt(e: batch::BatchError) -> ApiError {
-    ApiError::new(ErrorCode::CorruptBatch, format!("{e}"))
+    ApiError::from(e)
 }
 
 /// An unexpected failure (a panicked blocking task).

@@ -80,11 +80,12 @@ async fn check_batch(bytes: Bytes, r: &Replica) -> Result<(Bytes, BatchHeader), 
         ));
     }
     let header = batch::validate(&bytes).map_err(corrupt)?;
+    let keyed = r.compaction().enabled;
     if header.compression().map_err(corrupt)? == Compression::None {
-        batch::validate_records(&bytes).map_err(corrupt)?;
+        batch::validate_records_keyed(&bytes, keyed).map_err(corrupt)?;
     } else {
         let b = bytes.clone();
-        tokio::task::spawn_blocking(move || batch::validate_records(&b))
+        tokio::task::spawn_blocking(move || batch::validate_records_keyed(&b, keyed))
             .await
             .map_err(internal)?
             .map_err(corrupt)?;

@@ -57,6 +57,50 @@ impl Admin {
         Ok(resp.low_watermark)
     }
 
+    /// Each partition's log start and end, high watermark and disk use as its leader reports
+    /// them (`Log.DescribeReplicas`); a partition whose leader cannot be reached is missing.
+    pub async fn describe_replicas(&self, topic: &str) -> Result<BTreeMap<i32, pb::ReplicaInfo>> {
+        let meta = self.leader_meta()?;
+        let count = meta.topic(topic).await?.partitions.len() as i32;
+        let mut by_leader: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for p in 0..count {
+            if let Ok(l) = meta.leader(topic, p).await {
+                by_leader.entry(l.address).or_default().push(p);
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (address, partitions) in by_leader {
+            let req = pb::DescribeReplicasRequest {
+                topic: topic.to_string(),
+                partitions,
+            };
+            let timeout = self.cfg.request_timeout;
+            let answer = async {
+                let mut c = pb::log_client::LogClient::new(self.pool.channel(&address)?);
+                crate::connection::with_timeout(
+                    timeout,
+                    "describe replicas",
+                    c.describe_replicas(request(req, timeout)),
+                )
+                .await
+            }
+            .await;
+            match answer {
+                Ok(r) => out.extend(
+                    r.into_inner()
+                        .replicas
+                        .into_iter()
+                        .filter(|i| i.leader)
+                        .map(|i| (i.partition, i)),
+                ),
+                Err(error) => {
+                    tracing::debug!(%address, %error, "describing replicas failed; leaving them out")
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Creates a topic; `replication_factor` 0 takes the cluster default, `config` holds topic
     /// settings such as `retention.ms` (unknown keys are refused).
     pub async fn create_topic(

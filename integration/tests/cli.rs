@@ -133,6 +133,68 @@ fn dev_cluster_tour_creates_produces_and_consumes_from_the_shell() {
     assert_eq!(lines[2].split('@').next(), Some("k2=world"));
     assert_eq!(part(lines[0]), part(lines[1]), "same key, same partition");
 
+    // Sizes and log starts from the leaders; delete-records moves a log start.
+    let p = part(lines[0]);
+    let deleted = ok(sluice(
+        &bootstrap,
+        &[
+            "topic",
+            "delete-records",
+            "greetings",
+            "--partition",
+            &p,
+            "--before",
+            "1",
+        ],
+        None,
+    ));
+    assert!(deleted.contains("low watermark 1"), "{deleted}");
+    let described = ok(sluice(
+        &bootstrap,
+        &["topic", "describe", "greetings"],
+        None,
+    ));
+    assert!(
+        described.contains("log start") && described.contains("size"),
+        "{described}"
+    );
+    let cells_of = |l: &str| -> Vec<String> {
+        l.split_whitespace()
+            .filter(|c| *c != "│")
+            .map(str::to_string)
+            .collect()
+    };
+    let cells = described
+        .lines()
+        .map(cells_of)
+        .find(|c| c.first() == Some(&p))
+        .unwrap_or_else(|| panic!("no row for partition {p}: {described}"));
+    let row = cells.join(" ");
+    assert_eq!(
+        (cells[5].as_str(), cells[6].as_str()),
+        ("1", "2"),
+        "log start and end: {row}"
+    );
+    let refused = sluice(
+        &bootstrap,
+        &[
+            "topic",
+            "delete-records",
+            "greetings",
+            "--partition",
+            &p,
+            "--before",
+            "9",
+        ],
+        None,
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("OFFSET_OUT_OF_RANGE"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
     // Output into a pipe whose reader has gone (`| head`) ends the command quietly.
     let mut child = Command::new(bin_path("sluice"))
         .args(["topic", "describe", "greetings"])

@@ -77,6 +77,22 @@ pub enum TopicCmd {
     },
 }
 
+/// A byte count for people (B, KiB, MiB, GiB).
+fn bytes(n: i64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < units.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[unit])
+    }
+}
+
 /// `key=value` items as a config map.
 pub fn parse_config(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
@@ -89,27 +105,46 @@ pub fn parse_config(items: &[String]) -> anyhow::Result<BTreeMap<String, String>
     Ok(out)
 }
 
-fn print_description(t: &sluice_proto::pb::TopicDescription) {
+/// Prints a topic; with `replicas` (from the leaders) each partition's log start and size too.
+fn print_description(
+    t: &sluice_proto::pb::TopicDescription,
+    replicas: Option<&BTreeMap<i32, sluice_proto::pb::ReplicaInfo>>,
+) {
     outln!(
         "topic {} (id {}, replication factor {})",
         t.name,
         hex(&t.topic_id),
         t.replication_factor
     );
-    let mut tab = table(&["partition", "leader", "epoch", "replicas", "isr"]);
+    let mut columns = vec!["partition", "leader", "epoch", "replicas", "isr"];
+    if replicas.is_some() {
+        columns.extend(["log start", "end", "size"]);
+    }
+    let mut tab = table(&columns);
     for p in &t.partitions {
         let leader = if p.leader < 0 {
             "none".to_string()
         } else {
             p.leader.to_string()
         };
-        tab.add_row(vec![
+        let mut row = vec![
             p.partition.to_string(),
             leader,
             p.leader_epoch.to_string(),
             ids(&p.replicas),
             ids(&p.isr),
-        ]);
+        ];
+        if let Some(r) = replicas {
+            match r.get(&p.partition) {
+                Some(i) => row.extend([
+                    i.log_start_offset.to_string(),
+                    i.high_watermark.to_string(),
+                    bytes(i.size_bytes),
+                ]),
+                None => row.extend(["-".to_string(), "-".to_string(), "-".to_string()]),
+            }
+        }
+        tab.add_row(row);
     }
     outln!("{tab}");
     for p in t.partitions.iter().filter(|p| !p.offline_reason.is_empty()) {
@@ -167,7 +202,11 @@ pub async fn run(cmd: TopicCmd, client: ClientConfig) -> anyhow::Result<()> {
             }
             outln!("{tab}");
         }
-        TopicCmd::Describe { name } => print_description(&admin.describe_topic(&name).await?),
+        TopicCmd::Describe { name } => {
+            let t = admin.describe_topic(&name).await?;
+            let replicas = admin.describe_replicas(&name).await.ok();
+            print_description(&t, replicas.as_ref());
+        }
         TopicCmd::Alter {
             name,
             config,
@@ -182,7 +221,7 @@ pub async fn run(cmd: TopicCmd, client: ClientConfig) -> anyhow::Result<()> {
             } else {
                 outln!("altered topic {}", t.name);
             }
-            print_description(&t);
+            print_description(&t, None);
         }
         TopicCmd::Delete { name } => {
             admin.delete_topic(&name).await?;

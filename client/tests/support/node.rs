@@ -364,6 +364,14 @@ impl log_server::Log for FakeNode {
         }))
     }
 
+    async fn describe_replicas(
+        &self,
+        _req: Request<pb::DescribeReplicasRequest>,
+    ) -> Result<Response<pb::DescribeReplicasResponse>, Status> {
+        // The fake keeps no segment files to describe.
+        Ok(Response::new(pb::DescribeReplicasResponse::default()))
+    }
+
     async fn list_offsets(
         &self,
         req: Request<pb::ListOffsetsRequest>,

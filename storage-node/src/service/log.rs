@@ -5,7 +5,9 @@ use sluice_proto::mux::server::{Answers, serve};
 use sluice_proto::pb::{self, log_server::Log};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{LogService, delete_records, fetch, produce, replicate_many, streams};
+use super::{
+    LogService, delete_records, describe_replicas, fetch, produce, replicate_many, streams,
+};
 
 #[tonic::async_trait]
 impl Log for LogService {
@@ -81,6 +83,15 @@ impl Log for LogService {
     ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
         Ok(Response::new(
             delete_records::delete_records(self, req.into_inner()).await?,
+        ))
+    }
+
+    async fn describe_replicas(
+        &self,
+        req: Request<pb::DescribeReplicasRequest>,
+    ) -> Result<Response<pb::DescribeReplicasResponse>, Status> {
+        Ok(Response::new(
+            describe_replicas::describe_replicas(self, req.into_inner()).await?,
         ))
     }
 

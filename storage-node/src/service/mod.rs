@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod delete_records;
+pub mod describe_replicas;
 pub mod fetch;
 pub mod log;
 pub mod produce;

@@ -1,8 +1,10 @@
-//! A full data volume, for real: the storage node's data directory on a 160 MiB tmpfs mounted by
-//! the test. Filled by produce, the node refuses with `STORAGE_FULL` (and a message saying what
-//! to do) before the file system is full, keeps serving reads, accepts produce again once
-//! retention frees space, and its log is intact throughout. Needs root to mount; without it the
-//! test says it was skipped and why.
+//! A full data volume, for real: the storage node's data directory on a tmpfs mounted by the
+//! test. Filled by produce, the node refuses with `STORAGE_FULL` (and a message saying what to
+//! do) before the file system is full, keeps serving reads, accepts produce again once
+//! retention frees space, and its log is intact throughout. With no free space kept, a write
+//! that meets `ENOSPC` fails alone (`STORAGE_ERROR`), nothing acknowledged is lost, and writes
+//! go on once DeleteRecords frees space. Needs root to mount; without it each test says it was
+//! skipped and why.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -188,5 +190,68 @@ async fn a_full_volume_refuses_produce_serves_reads_and_recovers_after_retention
     };
     assert!(earliest > 0, "retention deleted the oldest records");
     check_log(&cluster, earliest, written - earliest).await;
+    assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_meets_enospc_fails_alone_and_the_log_stays_whole() {
+    let volume = match SmallVolume::mount(96) {
+        Ok(v) => v,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    // No free space is kept: the file system itself runs out under a write.
+    let cluster = TestCluster::start(ClusterSpec {
+        storage_nodes: 1,
+        node_args: ["--min-free-bytes", "0", "--min-free-percent", "0"]
+            .map(String::from)
+            .to_vec(),
+        node_data_root: Some(volume.path().to_path_buf()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let segments = config(&[("segment.bytes", "2097152")]);
+    admin.create_topic(TOPIC, 1, 1, segments).await.unwrap();
+    let address = cluster.nodes[0].address();
+    let mut log = LogClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let mut written = 0;
+    let failure = loop {
+        assert!(written < 400, "never failed after {written} records");
+        match log.produce(request(written)).await {
+            Ok(_) => written += 1,
+            Err(status) => break ApiError::from_status(&status),
+        }
+    };
+    assert_eq!(failure.code, ErrorCode::StorageError, "{failure}");
+    assert!(failure.message.contains("No space left"), "{failure}");
+    check_log(&cluster, 0, written).await;
+
+    // Space freed by DeleteRecords; the next write lands right after the last good one.
+    let low = admin
+        .delete_records(TOPIC, 0, written as i64 / 2)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match log.produce(request(written)).await {
+            Ok(r) => {
+                assert_eq!(r.into_inner().base_offset, written as i64);
+                written += 1;
+                break;
+            }
+            Err(status) => {
+                let e = ApiError::from_status(&status);
+                assert!(Instant::now() < deadline, "still failing: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    check_log(&cluster, low as u64, written - low as u64).await;
     assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
 }

@@ -9,6 +9,10 @@
 //! | `sluice_under_replicated_partitions`, `sluice_leader_partitions` | gauge | - |
 //! | `sluice_rocksdb_*` | gauge | - |
 //! | `sluice_data_volume_free_bytes`, `sluice_data_volume_bytes` | gauge | - (the file system holding the data directory; free as an unprivileged writer sees it) |
+//! | `sluice_partition_bytes` | gauge | `topic`, `partition` (every replica; set by each retention pass, see `retention`) |
+//! | `sluice_retention_deleted_bytes_total` | counter | `topic` |
+//! | `sluice_cleaner_read_bytes_total`, `sluice_cleaner_written_bytes_total`, `sluice_cleaner_passes_total` | counter | - (see `cleaner`) |
+//! | `sluice_group_shard_load_seconds` | histogram | - (a group coordinator's replay of an offsets partition at takeover) |
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -159,6 +159,27 @@ impl Admin {
         described(resp.topic, name)
     }
 
+    /// Moves leadership of `topic`'s `partitions` (all when empty) back to their preferred
+    /// replicas where those are in sync (preferred leader election); answers per partition.
+    pub async fn elect_leaders(
+        &self,
+        topic: &str,
+        partitions: Vec<i32>,
+    ) -> Result<Vec<pb::ElectLeadersResult>> {
+        let resp = self
+            .coordinators
+            .call(&self.pool, "ElectLeaders", false, |ch, t| {
+                let req = pb::ElectLeadersRequest {
+                    topic: topic.to_string(),
+                    partitions: partitions.clone(),
+                };
+                async move { AdminClient::new(ch).elect_leaders(request(req, t)).await }
+            })
+            .await?
+            .into_inner();
+        Ok(resp.results)
+    }
+
     /// Deletes a topic and its data.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         self.coordinators

@@ -212,10 +212,73 @@ pub fn move_off_draining(
     })
 }
 
+/// Preferred-leader election: leadership goes back to the first replica when it is an in-sync
+/// member that is current, registered and not draining (as Kafka's preferred election).
+///
+/// | leader | preferred replica | result |
+/// |---|---|---|
+/// | the preferred one, or none | - | `None` |
+/// | another | in the ISR, current, registered, not draining | leader := preferred; leader epoch + 1; partition epoch + 1 |
+/// | another | otherwise | `None` (it would lead without every acknowledged record) |
+pub fn move_to_preferred(
+    state: &PartitionStateRecord,
+    live: &Live,
+    draining: &BTreeSet<NodeId>,
+) -> Option<PartitionStateRecord> {
+    let preferred = *state.replicas.first()?;
+    if state.leader == NO_LEADER || state.leader == preferred {
+        return None;
+    }
+    let ready = state.isr.contains(&preferred)
+        && current(state, live, preferred)
+        && live[&preferred].registered
+        && !draining.contains(&preferred);
+    ready.then(|| PartitionStateRecord {
+        leader: preferred,
+        leader_epoch: bump(state.leader_epoch),
+        partition_epoch: bump(state.partition_epoch),
+        ..state.clone()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn leadership_goes_back_to_the_preferred_replica_only_when_it_is_in_sync_and_live() {
+        let s = state(&[0, 1, 2], 1, &[0, 1, 2]);
+        let moved = move_to_preferred(&s, &live(&[0, 1, 2]), &BTreeSet::new()).unwrap();
+        assert_eq!(
+            (moved.leader, moved.leader_epoch, moved.partition_epoch),
+            (0, 5, 10)
+        );
+        assert_eq!(
+            move_to_preferred(&moved, &live(&[0, 1, 2]), &BTreeSet::new()),
+            None
+        );
+        let out_of_sync = state(&[0, 1, 2], 1, &[1, 2]);
+        assert_eq!(
+            move_to_preferred(&out_of_sync, &live(&[0, 1, 2]), &BTreeSet::new()),
+            None
+        );
+        assert_eq!(
+            move_to_preferred(&s, &live(&[1, 2]), &BTreeSet::new()),
+            None,
+            "dead"
+        );
+        assert_eq!(
+            move_to_preferred(&s, &live(&[0, 1, 2]), &[0].into()),
+            None,
+            "draining"
+        );
+        let leaderless = state(&[0, 1, 2], NO_LEADER, &[0, 1, 2]);
+        assert_eq!(
+            move_to_preferred(&leaderless, &live(&[0, 1, 2]), &BTreeSet::new()),
+            None
+        );
+    }
 
     fn state(replicas: &[NodeId], leader: NodeId, isr: &[NodeId]) -> PartitionStateRecord {
         PartitionStateRecord {

@@ -9,6 +9,7 @@
 pub mod alter_config;
 pub mod controller;
 pub mod describe;
+pub mod elect;
 pub mod election;
 pub mod failover;
 pub mod liveness;

@@ -126,7 +126,7 @@ pub fn plan(view: &ClusterView, suspects: Live) -> Vec<Change> {
 
 /// What writing a plan achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pass {
+pub(crate) enum Pass {
     /// Every change was written.
     Done,
     /// At least one transaction lost a compare; the store was at `revision` then.
@@ -238,39 +238,48 @@ impl Reconciler {
         }
     }
 
-    /// Writes `changes` in fenced transactions of at most [`MAX_OPS_PER_TXN`] compares (one
-    /// per partition, two for an election). A transaction that loses a compare does not stop
-    /// the others: they hold other partitions.
     async fn write(&self, fence: i64, changes: &[Change]) -> Result<Pass, StoreError> {
-        let mut pass = Pass::Done;
-        for chunk in txn_chunks(changes) {
-            let mut txn = Txn::new().when(Compare::CreateRevision(self.keys.controller(), fence));
-            for c in chunk {
-                let key = self.keys.partition(&c.topic_id, c.new.partition);
-                txn = txn.when(Compare::ModRevision(key.clone(), c.mod_revision));
-                if let Some(registration) = c.leader_registration {
-                    txn = txn.when(Compare::CreateRevision(
-                        self.keys.node(c.new.leader),
-                        registration,
-                    ));
-                }
-                txn = txn.then(Op::Put {
-                    key,
-                    value: c.new.encode_to_vec().into(),
-                    lease: 0,
-                });
-            }
-            let outcome = self.store.txn(txn).await?;
-            if outcome.succeeded {
-                chunk.iter().for_each(log_change);
-            } else {
-                pass = Pass::Conflict {
-                    revision: outcome.revision,
-                };
-            }
-        }
-        Ok(pass)
+        write_changes(self.store.as_ref(), &self.keys, fence, changes).await
     }
+}
+
+/// Writes `changes` in fenced transactions of at most [`MAX_OPS_PER_TXN`] compares (one per
+/// partition, two for an election). A transaction that loses a compare does not stop the
+/// others: they hold other partitions.
+pub(crate) async fn write_changes(
+    store: &dyn MetaStore,
+    keys: &Keys,
+    fence: i64,
+    changes: &[Change],
+) -> Result<Pass, StoreError> {
+    let mut pass = Pass::Done;
+    for chunk in txn_chunks(changes) {
+        let mut txn = Txn::new().when(Compare::CreateRevision(keys.controller(), fence));
+        for c in chunk {
+            let key = keys.partition(&c.topic_id, c.new.partition);
+            txn = txn.when(Compare::ModRevision(key.clone(), c.mod_revision));
+            if let Some(registration) = c.leader_registration {
+                txn = txn.when(Compare::CreateRevision(
+                    keys.node(c.new.leader),
+                    registration,
+                ));
+            }
+            txn = txn.then(Op::Put {
+                key,
+                value: c.new.encode_to_vec().into(),
+                lease: 0,
+            });
+        }
+        let outcome = store.txn(txn).await?;
+        if outcome.succeeded {
+            chunk.iter().for_each(log_change);
+        } else {
+            pass = Pass::Conflict {
+                revision: outcome.revision,
+            };
+        }
+    }
+    Ok(pass)
 }
 
 /// `changes` split so no transaction has more than [`MAX_OPS_PER_TXN`] compares.

@@ -1,4 +1,4 @@
-//! `sluice topic create|list|describe|alter|delete|delete-records|add-partitions`.
+//! `sluice topic create|list|describe|alter|delete|delete-records|elect-leaders|add-partitions`.
 
 use std::collections::BTreeMap;
 
@@ -66,6 +66,14 @@ pub enum TopicCmd {
         /// Records before this offset are deleted; -1 deletes every committed record.
         #[arg(long, allow_negative_numbers = true)]
         before: i64,
+    },
+    /// Move leadership back to each partition's preferred (first) replica where it is in sync.
+    ElectLeaders {
+        /// Topic name.
+        name: String,
+        /// Only this partition (repeatable; default: all).
+        #[arg(long)]
+        partition: Vec<i32>,
     },
     /// Raise a topic's partition count.
     AddPartitions {
@@ -234,6 +242,18 @@ pub async fn run(cmd: TopicCmd, client: ClientConfig) -> anyhow::Result<()> {
         } => {
             let low = admin.delete_records(&name, partition, before).await?;
             outln!("{name}-{partition}: records before {low} deleted; low watermark {low}");
+        }
+        TopicCmd::ElectLeaders { name, partition } => {
+            let mut tab = table(&["partition", "leader", "result"]);
+            for r in admin.elect_leaders(&name, partition).await? {
+                let result = if r.moved {
+                    "moved to the preferred replica".to_string()
+                } else {
+                    r.message
+                };
+                tab.add_row(vec![r.partition.to_string(), r.leader.to_string(), result]);
+            }
+            outln!("{tab}");
         }
         TopicCmd::AddPartitions { name, total } => {
             let t = admin.create_partitions(&name, total).await?;

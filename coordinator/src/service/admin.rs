@@ -165,6 +165,15 @@ impl Admin for AdminService {
         })
     }
 
+    async fn elect_leaders(
+        &self,
+        req: Request<pb::ElectLeadersRequest>,
+    ) -> Result<Response<pb::ElectLeadersResponse>, Status> {
+        write_rpc!(self, req, elect_leaders, |fence, msg| {
+            self.controller.elect_preferred_leaders(fence, msg).await?
+        })
+    }
+
     async fn find_coordinator(
         &self,
         req: Request<pb::FindCoordinatorRequest>,

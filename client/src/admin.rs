@@ -180,6 +180,39 @@ impl Admin {
         Ok(resp.results)
     }
 
+    /// Starts moving partitions to new replica lists (the first replica of each is its
+    /// preferred leader); the controller carries the moves out. A partition already moving
+    /// takes the new target instead; moving it back to its old list cancels the move.
+    pub async fn reassign_partitions(&self, moves: Vec<pb::PartitionReassignment>) -> Result<()> {
+        self.coordinators
+            .call(&self.pool, "ReassignPartitions", false, |ch, t| {
+                let req = pb::ReassignPartitionsRequest {
+                    reassignments: moves.clone(),
+                };
+                async move {
+                    AdminClient::new(ch)
+                        .reassign_partitions(request(req, t))
+                        .await
+                }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The partition moves under way.
+    pub async fn list_reassignments(&self) -> Result<Vec<pb::Reassignment>> {
+        let resp = self
+            .coordinators
+            .call(&self.pool, "ListReassignments", true, |ch, t| async move {
+                AdminClient::new(ch)
+                    .list_reassignments(request(pb::ListReassignmentsRequest {}, t))
+                    .await
+            })
+            .await?
+            .into_inner();
+        Ok(resp.reassignments)
+    }
+
     /// Deletes a topic and its data.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         self.coordinators

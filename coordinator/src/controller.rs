@@ -112,6 +112,7 @@ fn new_partition_states(
                 .collect(),
             replicas,
             partition_epoch: 0,
+            target_replicas: Vec::new(),
         })
         .collect()
 }
@@ -225,7 +226,7 @@ impl Controller {
                         leader_epoch: p.leader_epoch,
                         replicas: p.replicas,
                         isr: p.isr,
-                        offline_reason: String::new(),
+                        ..Default::default()
                     })
                     .collect(),
                 internal: false,

@@ -24,6 +24,7 @@ pub fn partitions(view: &ClusterView, topic: &pb::TopicRecord) -> Vec<pb::Partit
             replicas: p.record.replicas.clone(),
             isr: p.record.isr.clone(),
             offline_reason: crate::failover::offline_reason(&p.record, &live).unwrap_or_default(),
+            target_replicas: p.record.target_replicas.clone(),
         })
         .collect()
 }
@@ -73,6 +74,7 @@ pub fn written(
                 replicas: p.replicas.clone(),
                 isr: p.isr.clone(),
                 offline_reason: String::new(),
+                target_replicas: p.target_replicas.clone(),
             })
             .collect(),
         internal: topic.internal,

@@ -54,7 +54,7 @@ pub struct LiveNode {
 pub type Live = BTreeMap<NodeId, LiveNode>;
 
 /// Whether replica `r` is live with the data it had when it joined the ISR.
-fn current(state: &PartitionStateRecord, live: &Live, r: NodeId) -> bool {
+pub(crate) fn current(state: &PartitionStateRecord, live: &Live, r: NodeId) -> bool {
     live.get(&r).is_some_and(|n| {
         state
             .isr_incarnations
@@ -174,7 +174,7 @@ pub fn offline_reason(state: &PartitionStateRecord, live: &Live) -> Option<Strin
 
 /// Epochs only grow; saturating keeps a corrupt record at `i32::MAX` from panicking the
 /// controller (such a partition can no longer fence, which the storage node reports).
-fn bump(epoch: i32) -> i32 {
+pub(crate) fn bump(epoch: i32) -> i32 {
     epoch.saturating_add(1)
 }
 
@@ -290,6 +290,7 @@ mod tests {
             isr: isr.to_vec(),
             partition_epoch: 9,
             isr_incarnations: isr.iter().map(|r| (*r, format!("dir-{r}"))).collect(),
+            target_replicas: vec![],
         }
     }
 
@@ -435,6 +436,7 @@ mod tests {
                         isr_incarnations: isr.iter().map(|r| (*r, format!("dir-{r}"))).collect(),
                         isr,
                         partition_epoch: pe,
+                        target_replicas: vec![],
                     })
             })
     }

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use crate::controller::MAX_OPS_PER_TXN;
 use crate::election::Role;
 use crate::failover::{self, Live, LiveNode, NO_LEADER};
+use crate::reassign;
 use crate::suspects::Suspects;
 
 /// Wait after a view change before deciding, so a burst (several leases lapsing together, a
@@ -102,7 +103,8 @@ pub fn plan(view: &ClusterView, suspects: Live) -> Vec<Change> {
                 continue;
             }
             let new = failover::decide(&p.record, p.mod_revision, &live, unclean)
-                .or_else(|| failover::move_off_draining(&p.record, &live, &draining));
+                .or_else(|| failover::move_off_draining(&p.record, &live, &draining))
+                .or_else(|| reassign::step(&p.record, &live, &draining));
             if let Some(new) = new {
                 let elected = new.leader != NO_LEADER && new.leader_epoch != p.record.leader_epoch;
                 let leader_registration = elected
@@ -305,6 +307,18 @@ fn log_change(c: &Change) {
     let (topic, partition) = (c.topic.as_str(), c.new.partition);
     let (old_leader, new_leader) = (c.old.leader, c.new.leader);
     let (leader_epoch, isr) = (c.new.leader_epoch, &c.new.isr);
+    if c.old.replicas != c.new.replicas || c.old.target_replicas != c.new.target_replicas {
+        let (replicas, target) = (&c.new.replicas, &c.new.target_replicas);
+        tracing::info!(
+            topic,
+            partition,
+            ?replicas,
+            ?target,
+            leader = new_leader,
+            "reassignment step"
+        );
+        return;
+    }
     if old_leader == new_leader {
         tracing::info!(
             topic,

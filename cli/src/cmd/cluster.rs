@@ -1,4 +1,4 @@
-//! `sluice cluster status`.
+//! `sluice cluster status|reassignments`.
 
 use clap::Subcommand;
 use sluice_client::{Admin, ClientConfig};
@@ -10,12 +10,40 @@ use super::table;
 pub enum ClusterCmd {
     /// Controller, coordinators, storage nodes and partition health.
     Status,
+    /// Partition moves under way: replicas catching up and replicas that go.
+    Reassignments,
 }
 
 /// Runs a cluster subcommand.
 pub async fn run(cmd: ClusterCmd, client: ClientConfig) -> anyhow::Result<()> {
-    let ClusterCmd::Status = cmd;
     let admin = Admin::connect(client).await?;
+    if let ClusterCmd::Reassignments = cmd {
+        let moves = admin.list_reassignments().await?;
+        if moves.is_empty() {
+            outln!("no partition is moving");
+            return Ok(());
+        }
+        let mut tab = table(&[
+            "topic",
+            "partition",
+            "replicas",
+            "target",
+            "catching up",
+            "leaving",
+        ]);
+        for m in moves {
+            tab.add_row(vec![
+                m.topic,
+                m.partition.to_string(),
+                super::ids(&m.replicas),
+                super::ids(&m.target_replicas),
+                super::ids(&m.adding),
+                super::ids(&m.removing),
+            ]);
+        }
+        outln!("{tab}");
+        return Ok(());
+    }
     let c = admin.describe_cluster().await?;
     let controller = c
         .controller

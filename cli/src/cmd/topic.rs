@@ -67,6 +67,18 @@ pub enum TopicCmd {
         #[arg(long, allow_negative_numbers = true)]
         before: i64,
     },
+    /// Move a partition to other storage nodes (the first is its preferred leader); the new
+    /// replicas catch up before the old ones go. `sluice cluster reassignments` shows progress.
+    Reassign {
+        /// Topic name.
+        name: String,
+        /// The partition.
+        #[arg(long)]
+        partition: i32,
+        /// The node ids it moves to, e.g. 1,2,3.
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<i32>,
+    },
     /// Move leadership back to each partition's preferred (first) replica where it is in sync.
     ElectLeaders {
         /// Topic name.
@@ -242,6 +254,23 @@ pub async fn run(cmd: TopicCmd, client: ClientConfig) -> anyhow::Result<()> {
         } => {
             let low = admin.delete_records(&name, partition, before).await?;
             outln!("{name}-{partition}: records before {low} deleted; low watermark {low}");
+        }
+        TopicCmd::Reassign {
+            name,
+            partition,
+            replicas,
+        } => {
+            let target = super::ids(&replicas);
+            admin
+                .reassign_partitions(vec![sluice_proto::pb::PartitionReassignment {
+                    topic: name.clone(),
+                    partition,
+                    replicas,
+                }])
+                .await?;
+            outln!(
+                "{name}-{partition} is moving to {target}; `sluice cluster reassignments` shows progress"
+            );
         }
         TopicCmd::ElectLeaders { name, partition } => {
             let mut tab = table(&["partition", "leader", "result"]);

@@ -177,9 +177,7 @@ pub(super) mod tests {
             partition,
             leader,
             leader_epoch: epoch,
-            replicas: vec![],
-            isr: vec![],
-            offline_reason: String::new(),
+            ..Default::default()
         }
     }
 

@@ -69,7 +69,7 @@ fn describe(st: &State, req: &pb::GetMetadataRequest) -> Result<pb::GetMetadataR
                     leader_epoch: t.epoch,
                     replicas: vec![leader],
                     isr: vec![leader],
-                    offline_reason: String::new(),
+                    ..Default::default()
                 })
                 .collect(),
             internal: false,

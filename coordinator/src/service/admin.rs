@@ -165,6 +165,22 @@ impl Admin for AdminService {
         })
     }
 
+    async fn reassign_partitions(
+        &self,
+        req: Request<pb::ReassignPartitionsRequest>,
+    ) -> Result<Response<pb::ReassignPartitionsResponse>, Status> {
+        write_rpc!(self, req, reassign_partitions, |fence, msg| {
+            self.controller.reassign_partitions(fence, msg).await?
+        })
+    }
+
+    async fn list_reassignments(
+        &self,
+        _req: Request<pb::ListReassignmentsRequest>,
+    ) -> Result<Response<pb::ListReassignmentsResponse>, Status> {
+        Ok(Response::new(self.controller.list_reassignments()))
+    }
+
     async fn elect_leaders(
         &self,
         req: Request<pb::ElectLeadersRequest>,

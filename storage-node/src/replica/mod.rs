@@ -258,6 +258,20 @@ impl Replica {
                     .collect();
                 role.leadership_start_end = self.log_end();
             }
+            if !new_term && a.leadership.leader == self.node_id {
+                // A reassignment changed the replicas under this leader: new ones start
+                // unknown (and out of the ISR); those that left are forgotten.
+                let now = now_ms();
+                for r in a.replicas.iter().filter(|r| **r != self.node_id) {
+                    role.followers.entry(*r).or_insert(FollowerView {
+                        end: None,
+                        last_caught_up_ms: now,
+                        connected: false,
+                        incarnation: None,
+                    });
+                }
+                role.followers.retain(|r, _| a.replicas.contains(r));
+            }
             role.replicas = a.replicas;
             // A view older than this leader's own ISR write must not undo it.
             if new_term || a.partition_epoch >= role.partition_epoch {

@@ -1,0 +1,132 @@
+//! The admin side of reassignment: `ReassignPartitions` validates target replica lists and
+//! starts each move ([`reassign::start`]); the failover loop carries them out
+//! ([`reassign::step`]); `ListReassignments` reports the moves under way.
+
+use std::collections::BTreeSet;
+
+use sluice_proto::error::ApiError;
+use sluice_proto::model::TopicId;
+use sluice_proto::pb::{self, ErrorCode};
+
+use crate::controller::{Controller, store_error};
+use crate::reassign;
+use crate::reconcile::{self, Change, Pass};
+
+/// Plans written at most, when partitions change under the write.
+const WRITE_ATTEMPTS: usize = 5;
+/// How long a retry waits for the view to show the write that beat it.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn invalid(message: String) -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequest, message)
+}
+
+impl Controller {
+    /// Starts moving each named partition to its target replica list.
+    pub async fn reassign_partitions(
+        &self,
+        fence: i64,
+        req: pb::ReassignPartitionsRequest,
+    ) -> Result<pb::ReassignPartitionsResponse, ApiError> {
+        // A partition's leader may change its ISR meanwhile: plan again from the newer view.
+        for _ in 0..WRITE_ATTEMPTS {
+            let changes = self.start_moves(&req)?;
+            let written =
+                reconcile::write_changes(self.store.as_ref(), &self.keys, fence, &changes)
+                    .await
+                    .map_err(store_error)?;
+            match written {
+                Pass::Done => return Ok(pb::ReassignPartitionsResponse {}),
+                Pass::Conflict { revision } => {
+                    self.cache.wait_for_revision(revision, CATCH_UP).await;
+                }
+            }
+        }
+        Err(ApiError::new(
+            ErrorCode::ConcurrentModification,
+            "the partitions kept changing while their moves were being started; retry",
+        ))
+    }
+
+    /// The writes that start the requested moves, checked against the current view.
+    fn start_moves(&self, req: &pb::ReassignPartitionsRequest) -> Result<Vec<Change>, ApiError> {
+        let view = self.cache.view();
+        let mut changes = Vec::new();
+        for m in &req.reassignments {
+            let t = view.topics.get(&m.topic).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UnknownTopic,
+                    format!("topic '{}' does not exist", m.topic),
+                )
+            })?;
+            let topic_id = TopicId::from_slice(&t.record.topic_id)?;
+            let stored = view
+                .partitions_of(&topic_id)
+                .find(|p| {
+                    p.record.partition == m.partition && m.partition < t.record.partition_count
+                })
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::UnknownPartition,
+                        format!(
+                            "topic '{}' has partitions 0 to {}, not {}",
+                            m.topic,
+                            t.record.partition_count - 1,
+                            m.partition
+                        ),
+                    )
+                })?;
+            let unique: BTreeSet<_> = m.replicas.iter().collect();
+            if m.replicas.is_empty() || unique.len() != m.replicas.len() {
+                return Err(invalid(format!(
+                    "{}-{}: give one or more distinct node ids, not {:?}",
+                    m.topic, m.partition, m.replicas
+                )));
+            }
+            if let Some(n) = m.replicas.iter().find(|n| !view.nodes.contains_key(n)) {
+                return Err(invalid(format!(
+                    "{}-{}: storage node {n} is not registered; `sluice cluster status` lists the live nodes",
+                    m.topic, m.partition
+                )));
+            }
+            if let Some(new) = reassign::start(&stored.record, &m.replicas) {
+                changes.push(Change {
+                    topic: m.topic.clone(),
+                    topic_id,
+                    mod_revision: stored.mod_revision,
+                    old: stored.record.clone(),
+                    new,
+                    leader_registration: None,
+                    offline_reason: None,
+                });
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Every move under way, with the replicas still catching up and those that will go.
+    pub fn list_reassignments(&self) -> pb::ListReassignmentsResponse {
+        let view = self.cache.view();
+        let mut reassignments = Vec::new();
+        for t in view.topics.values() {
+            let Ok(topic_id) = TopicId::from_slice(&t.record.topic_id) else {
+                continue;
+            };
+            for p in view.partitions_of(&topic_id) {
+                if p.record.target_replicas.is_empty() {
+                    continue;
+                }
+                let (adding, removing) = reassign::progress(&p.record);
+                reassignments.push(pb::Reassignment {
+                    topic: t.record.name.clone(),
+                    partition: p.record.partition,
+                    replicas: p.record.replicas.clone(),
+                    target_replicas: p.record.target_replicas.clone(),
+                    adding,
+                    removing,
+                });
+            }
+        }
+        pb::ListReassignmentsResponse { reassignments }
+    }
+}

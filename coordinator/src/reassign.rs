@@ -1,0 +1,220 @@
+//! Partition reassignment as a pure state machine over the stored partition state, so a
+//! controller that takes over mid-move (its state is all in etcd) carries on from where it is.
+//!
+//! A move to target list `T` from replicas `R`:
+//!
+//! | step | state | the controller writes |
+//! |---|---|---|
+//! | start ([`start`]) | `target_replicas` empty | `target_replicas := T`; `replicas := R ∪ T` (new ones last, out of the ISR); partition epoch + 1 |
+//! | catch up | some of `T` not in the ISR | nothing: each new replica fetches from the leader's log start and its leader adds it to the ISR once caught up (never counted towards `min.insync.replicas` before) |
+//! | lead | all of `T` in the ISR, leader ∉ `T` | leader := first of `T` that is in sync, current, registered, not draining; leader epoch + 1; partition epoch + 1 |
+//! | finish | all of `T` in the ISR, leader ∈ `T` | `replicas := T`; ISR := ISR ∩ `T`; `target_replicas := []`; partition epoch + 1 |
+//!
+//! The ISR never loses a member before every target replica is in it, so a move never leaves
+//! fewer in-sync replicas than there were; the replicas that leave delete their data once the
+//! finished state reaches them. ISR membership carries the data-directory incarnation, so a new
+//! replica counts as in sync only for the directory that really holds the data. Failover
+//! ([`crate::failover`]) keeps working through a move: it elects only from the ISR.
+
+use std::collections::BTreeSet;
+
+use sluice_proto::model::NodeId;
+use sluice_proto::pb::PartitionStateRecord;
+
+use crate::failover::{Live, NO_LEADER, bump, current};
+
+/// The state that starts moving `s` to `target` (`None` when it already has those replicas, or
+/// is already moving to them).
+pub fn start(s: &PartitionStateRecord, target: &[NodeId]) -> Option<PartitionStateRecord> {
+    let unchanged = s.replicas == target && s.target_replicas.is_empty();
+    if unchanged || s.target_replicas == target {
+        return None;
+    }
+    let mut replicas: Vec<NodeId> = s
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| s.target_replicas.is_empty() || s.isr.contains(r) || target.contains(r))
+        .collect();
+    for t in target {
+        if !replicas.contains(t) {
+            replicas.push(*t);
+        }
+    }
+    Some(PartitionStateRecord {
+        replicas,
+        target_replicas: target.to_vec(),
+        partition_epoch: bump(s.partition_epoch),
+        ..s.clone()
+    })
+}
+
+/// The next write of a move under way, if its time has come.
+pub fn step(
+    s: &PartitionStateRecord,
+    live: &Live,
+    draining: &BTreeSet<NodeId>,
+) -> Option<PartitionStateRecord> {
+    let target = &s.target_replicas;
+    if target.is_empty() || s.leader == NO_LEADER {
+        return None;
+    }
+    if !target.iter().all(|t| s.isr.contains(t)) {
+        return None;
+    }
+    if !target.contains(&s.leader) {
+        let next = target
+            .iter()
+            .copied()
+            .find(|t| current(s, live, *t) && live[t].registered && !draining.contains(t))?;
+        return Some(PartitionStateRecord {
+            leader: next,
+            leader_epoch: bump(s.leader_epoch),
+            partition_epoch: bump(s.partition_epoch),
+            ..s.clone()
+        });
+    }
+    Some(PartitionStateRecord {
+        replicas: target.clone(),
+        isr: s
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| target.contains(r))
+            .collect(),
+        isr_incarnations: s
+            .isr_incarnations
+            .iter()
+            .filter(|(r, _)| target.contains(r))
+            .map(|(r, i)| (*r, i.clone()))
+            .collect(),
+        target_replicas: Vec::new(),
+        partition_epoch: bump(s.partition_epoch),
+        ..s.clone()
+    })
+}
+
+/// New replicas still catching up, and replicas that go at the end.
+pub fn progress(s: &PartitionStateRecord) -> (Vec<NodeId>, Vec<NodeId>) {
+    let adding = s
+        .target_replicas
+        .iter()
+        .copied()
+        .filter(|t| !s.isr.contains(t))
+        .collect();
+    let removing = s
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| !s.target_replicas.is_empty() && !s.target_replicas.contains(r))
+        .collect();
+    (adding, removing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failover::LiveNode;
+
+    fn state(replicas: &[NodeId], leader: NodeId, isr: &[NodeId]) -> PartitionStateRecord {
+        PartitionStateRecord {
+            topic_id: vec![1; 16].into(),
+            partition: 0,
+            replicas: replicas.to_vec(),
+            leader,
+            leader_epoch: 4,
+            isr: isr.to_vec(),
+            partition_epoch: 9,
+            isr_incarnations: isr.iter().map(|r| (*r, format!("dir-{r}"))).collect(),
+            target_replicas: vec![],
+        }
+    }
+
+    fn live(ids: &[NodeId]) -> Live {
+        ids.iter()
+            .map(|r| {
+                let n = LiveNode {
+                    incarnation: format!("dir-{r}"),
+                    registration: 5,
+                    boot_revision: 5,
+                    registered: true,
+                };
+                (*r, n)
+            })
+            .collect()
+    }
+
+    /// The ISR as the leader grows it once a new replica caught up.
+    fn joined(s: &PartitionStateRecord, r: NodeId) -> PartitionStateRecord {
+        let mut n = s.clone();
+        n.isr.push(r);
+        n.isr_incarnations.insert(r, format!("dir-{r}"));
+        n
+    }
+
+    #[test]
+    fn a_move_adds_waits_moves_leadership_then_drops_the_old_replicas() {
+        let all = live(&[0, 1, 2, 3]);
+        let s = state(&[0, 1, 2], 0, &[0, 1, 2]);
+        let started = start(&s, &[1, 2, 3]).unwrap();
+        assert_eq!(started.replicas, vec![0, 1, 2, 3]);
+        assert_eq!(
+            started.isr,
+            vec![0, 1, 2],
+            "the new replica is not in sync yet"
+        );
+        assert_eq!(progress(&started), (vec![3], vec![0]));
+        assert_eq!(step(&started, &all, &BTreeSet::new()), None, "catching up");
+        let caught_up = joined(&started, 3);
+        let led = step(&caught_up, &all, &BTreeSet::new()).unwrap();
+        assert_eq!(
+            (led.leader, led.leader_epoch),
+            (1, 5),
+            "leadership leaves node 0 first"
+        );
+        assert_eq!(led.replicas, vec![0, 1, 2, 3], "nothing dropped yet");
+        let done = step(&led, &all, &BTreeSet::new()).unwrap();
+        assert_eq!(done.replicas, vec![1, 2, 3]);
+        assert_eq!(done.isr, vec![1, 2, 3]);
+        assert!(!done.isr_incarnations.contains_key(&0));
+        assert!(done.target_replicas.is_empty());
+        assert_eq!(step(&done, &all, &BTreeSet::new()), None);
+    }
+
+    #[test]
+    fn a_move_never_shrinks_the_isr_before_every_target_is_in_sync_and_waits_for_a_leader() {
+        let s = state(&[0, 1, 2], 0, &[0, 1, 2]);
+        let started = start(&s, &[3, 4, 5]).unwrap();
+        let two_of_three = joined(&joined(&started, 3), 4);
+        assert_eq!(
+            step(&two_of_three, &live(&[0, 1, 2, 3, 4, 5]), &BTreeSet::new()),
+            None
+        );
+        let all_in = joined(&two_of_three, 5);
+        let leaderless = PartitionStateRecord {
+            leader: NO_LEADER,
+            ..all_in.clone()
+        };
+        assert_eq!(step(&leaderless, &live(&[3, 4, 5]), &BTreeSet::new()), None);
+        // No target replica may lead (all draining): wait.
+        assert_eq!(
+            step(&all_in, &live(&[0, 1, 2, 3, 4, 5]), &[3, 4, 5].into()),
+            None
+        );
+    }
+
+    #[test]
+    fn a_new_target_replaces_a_move_under_way_and_a_no_op_is_none() {
+        let s = state(&[0, 1, 2], 0, &[0, 1, 2]);
+        assert_eq!(start(&s, &[0, 1, 2]), None);
+        let started = start(&s, &[1, 2, 3]).unwrap();
+        // Node 3 never caught up; moving to [1, 2, 4] drops it (not in sync) and adds 4.
+        let again = start(&started, &[1, 2, 4]).unwrap();
+        assert_eq!(again.replicas, vec![0, 1, 2, 4]);
+        assert_eq!(again.target_replicas, vec![1, 2, 4]);
+        // Back to where it was: cancelling a move is a move to the old list.
+        let back = start(&again, &[0, 1, 2]).unwrap();
+        let done = step(&back, &live(&[0, 1, 2]), &BTreeSet::new()).unwrap();
+        assert_eq!(done.replicas, vec![0, 1, 2]);
+    }
+}

@@ -1,0 +1,162 @@
+//! Partition reassignment on real processes under an `acks=all` load read back by the checker
+//! (every acknowledged record exactly once, in order): every partition moves off one node
+//! (leadership first where it led) onto the fourth; then, mid-move, the active controller is
+//! SIGKILLed and its successor finishes the moves from the state in etcd. The replicas that
+//! leave delete their data; the new ones hold the leader's batches byte for byte.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_client::{Acks, ProducerConfig};
+use sluice_integration::workload::{self, Ledger};
+use sluice_integration::{ClusterSpec, TestCluster, config};
+use sluice_proto::pb::PartitionReassignment;
+
+const TOPIC: &str = "mv";
+const PARTITIONS: i32 = 4;
+
+/// Every partition's replicas and target, as described.
+async fn replicas(cluster: &TestCluster) -> Vec<(Vec<i32>, Vec<i32>)> {
+    let admin = cluster.admin().await.unwrap();
+    let t = admin.describe_topic(TOPIC).await.unwrap();
+    t.partitions
+        .iter()
+        .map(|p| (p.replicas.clone(), p.target_replicas.clone()))
+        .collect()
+}
+
+/// Moves every partition that has a replica on `from` to `to` instead (keeping the order).
+async fn move_all(cluster: &TestCluster, from: i32, to: i32) -> Vec<Vec<i32>> {
+    let now = replicas(cluster).await;
+    let targets: Vec<Vec<i32>> = now
+        .iter()
+        .map(|(r, _)| r.iter().map(|n| if *n == from { to } else { *n }).collect())
+        .collect();
+    let moves = targets
+        .iter()
+        .enumerate()
+        .filter(|(p, t)| **t != now[*p].0)
+        .map(|(p, t)| PartitionReassignment {
+            topic: TOPIC.into(),
+            partition: p as i32,
+            replicas: t.clone(),
+        })
+        .collect();
+    cluster
+        .admin()
+        .await
+        .unwrap()
+        .reassign_partitions(moves)
+        .await
+        .unwrap();
+    targets
+}
+
+async fn wait_moved(cluster: &TestCluster, targets: &[Vec<i32>], within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let now = replicas(cluster).await;
+        let done = now
+            .iter()
+            .zip(targets)
+            .all(|((r, target), want)| r == want && target.is_empty());
+        if done {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "moves not finished: {now:?}, want {targets:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_move_between_nodes_under_load_across_a_controller_failover() {
+    let mut cluster = TestCluster::start(ClusterSpec {
+        coordinators: 2,
+        storage_nodes: 4,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let min_isr = config(&[("min.insync.replicas", "2")]);
+    admin
+        .create_topic(TOPIC, PARTITIONS, 3, min_isr)
+        .await
+        .unwrap();
+    cluster
+        .wait_full_isr(TOPIC, PARTITIONS, Duration::from_secs(30))
+        .await;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let cfg = ProducerConfig {
+        client: cluster.client_config(),
+        acks: Acks::All,
+        ..Default::default()
+    };
+    let producer = workload::spawn_producer(cfg, TOPIC, PARTITIONS, 16, ledger.clone(), stop);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Off node 0 (onto whichever node each partition lacks, node 3 for those on 0, 1, 2).
+    let before = replicas(&cluster).await;
+    let spare = |r: &Vec<i32>| (0..4).find(|n| !r.contains(n)).unwrap();
+    let on_0: Vec<usize> = (0..PARTITIONS as usize)
+        .filter(|p| before[*p].0.contains(&0))
+        .collect();
+    assert!(!on_0.is_empty(), "{before:?}");
+    let moves: Vec<PartitionReassignment> = on_0
+        .iter()
+        .map(|p| PartitionReassignment {
+            topic: TOPIC.into(),
+            partition: *p as i32,
+            replicas: before[*p]
+                .0
+                .iter()
+                .map(|n| if *n == 0 { spare(&before[*p].0) } else { *n })
+                .collect(),
+        })
+        .collect();
+    let mut targets: Vec<Vec<i32>> = before.iter().map(|(r, _)| r.clone()).collect();
+    for m in &moves {
+        targets[m.partition as usize] = m.replicas.clone();
+    }
+    admin.reassign_partitions(moves).await.unwrap();
+    let took = wait_moved(&cluster, &targets, Duration::from_secs(60)).await;
+    println!(
+        "moved {} partitions off node 0 under load in {took:?}",
+        on_0.len()
+    );
+    assert!(admin.list_reassignments().await.unwrap().is_empty());
+
+    // Back onto node 0 from the node that received most; kill the active controller mid-move.
+    let targets = move_all(&cluster, 3, 0).await;
+    let moving = admin.list_reassignments().await.unwrap();
+    println!("moving back: {moving:?}");
+    let active = cluster.active_coordinator().await.unwrap();
+    cluster.kill_coordinator(active);
+    let took = wait_moved(&cluster, &targets, Duration::from_secs(60)).await;
+    println!("moves finished {took:?} after the controller was killed mid-move");
+    cluster.restart_coordinator(active).unwrap();
+
+    stop_tx.send(true).unwrap();
+    producer.await.unwrap().unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
+    workload::assert_guarantees(&cluster, TOPIC, PARTITIONS, &ledger).await;
+    cluster
+        .wait_full_isr(TOPIC, PARTITIONS, Duration::from_secs(30))
+        .await;
+    for (p, r) in targets.iter().enumerate() {
+        let leader = cluster.leader_of(TOPIC, p as i32).await.unwrap() as usize;
+        let want = cluster.replica_log(leader, TOPIC, p as i32).await.unwrap();
+        for n in r {
+            let got = cluster
+                .replica_log(*n as usize, TOPIC, p as i32)
+                .await
+                .unwrap();
+            assert_eq!(got, want, "node {n} holds partition {p} as its leader does");
+        }
+    }
+    assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
+}

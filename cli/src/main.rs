@@ -38,6 +38,9 @@ enum Command {
     /// Cluster-wide information.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCmd),
+    /// Storage node lifecycle: decommission (empty before removal) or recommission.
+    #[command(subcommand)]
+    Node(cmd::cluster::NodeCmd),
     /// Measure throughput and latency: produce, consume, e2e (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCmd),
@@ -82,6 +85,7 @@ async fn run(cli: Cli) {
         Command::Produce(a) => cmd::produce::run(a, client).await,
         Command::Consume(a) => cmd::consume::run(a, client).await,
         Command::Cluster(c) => cmd::cluster::run(c, client).await,
+        Command::Node(c) => cmd::cluster::run_node(c, client).await,
         Command::Group(c) => cmd::group::run(c, client).await,
         Command::Bench(c) => cmd::bench::run(c, client).await,
     };

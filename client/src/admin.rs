@@ -199,6 +199,25 @@ impl Admin {
         Ok(())
     }
 
+    /// Decommissions storage node `node` (its replicas move to the other nodes, a few at a
+    /// time, and no new ones go to it), or with `recommission` undoes that.
+    pub async fn decommission_node(&self, node: i32, recommission: bool) -> Result<()> {
+        self.coordinators
+            .call(&self.pool, "DecommissionNode", true, |ch, t| {
+                let req = pb::DecommissionNodeRequest {
+                    node_id: node,
+                    recommission,
+                };
+                async move {
+                    AdminClient::new(ch)
+                        .decommission_node(request(req, t))
+                        .await
+                }
+            })
+            .await?;
+        Ok(())
+    }
+
     /// The partition moves under way.
     pub async fn list_reassignments(&self) -> Result<Vec<pb::Reassignment>> {
         let resp = self

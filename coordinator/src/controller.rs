@@ -56,7 +56,7 @@ fn fenced(keys: &Keys, fence: i64) -> Txn {
     Txn::new().when(Compare::CreateRevision(keys.controller(), fence))
 }
 
-fn lost_leadership() -> ApiError {
+pub(crate) fn lost_leadership() -> ApiError {
     ApiError::new(
         ErrorCode::NotController,
         "this coordinator lost the controller role during the request; retry",
@@ -78,9 +78,11 @@ fn current_load(view: &ClusterView) -> BTreeMap<NodeId, Load> {
     load
 }
 
+/// The nodes new replicas may go to: registered and not decommissioned.
 fn candidates(view: &ClusterView) -> Vec<Candidate> {
     view.nodes
         .values()
+        .filter(|n| !view.decommissioned.contains(&n.node_id))
         .map(|n| Candidate {
             id: n.node_id,
             rack: n.rack.clone(),

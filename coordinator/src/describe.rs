@@ -2,7 +2,7 @@
 
 use sluice_metadata::cache::ClusterView;
 use sluice_proto::error::ApiError;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sluice_proto::model::TopicId;
 use sluice_proto::pb::{self, ErrorCode};
@@ -90,14 +90,29 @@ pub fn unknown_topic(name: &str) -> ApiError {
     )
 }
 
-/// Live storage nodes as API records.
+/// Live storage nodes as API records, with the replicas each holds or receives.
 pub fn nodes(view: &ClusterView) -> Vec<pb::NodeInfo> {
+    let mut replicas: BTreeMap<i32, i32> = BTreeMap::new();
+    for p in view.partitions.values() {
+        let all: BTreeSet<i32> = p
+            .record
+            .replicas
+            .iter()
+            .chain(&p.record.target_replicas)
+            .copied()
+            .collect();
+        for n in all {
+            *replicas.entry(n).or_default() += 1;
+        }
+    }
     view.nodes
         .values()
         .map(|n| pb::NodeInfo {
             node_id: n.node_id,
             address: n.address.clone(),
             rack: n.rack.clone(),
+            decommissioning: view.decommissioned.contains(&n.node_id),
+            replicas: replicas.get(&n.node_id).copied().unwrap_or(0),
         })
         .collect()
 }

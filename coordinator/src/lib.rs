@@ -8,6 +8,7 @@
 
 pub mod alter_config;
 pub mod controller;
+pub mod decommission;
 pub mod describe;
 pub mod elect;
 pub mod election;

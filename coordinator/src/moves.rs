@@ -8,6 +8,8 @@ use sluice_proto::error::ApiError;
 use sluice_proto::model::TopicId;
 use sluice_proto::pb::{self, ErrorCode};
 
+use sluice_metadata::{Compare, Op, Txn};
+
 use crate::controller::{Controller, store_error};
 use crate::reassign;
 use crate::reconcile::{self, Change, Pass};
@@ -102,6 +104,54 @@ impl Controller {
             }
         }
         Ok(changes)
+    }
+
+    /// Marks storage node `node_id` decommissioned (the failover loop then moves its replicas
+    /// away and placement skips it), or clears the mark.
+    pub async fn decommission_node(
+        &self,
+        fence: i64,
+        req: pb::DecommissionNodeRequest,
+    ) -> Result<pb::DecommissionNodeResponse, ApiError> {
+        let view = self.cache.view();
+        let known = view.nodes.contains_key(&req.node_id)
+            || view.decommissioned.contains(&req.node_id)
+            || view
+                .partitions
+                .values()
+                .any(|p| p.record.replicas.contains(&req.node_id));
+        if !known {
+            return Err(invalid(format!(
+                "storage node {} is neither registered nor holding replicas; `sluice cluster status` lists the nodes",
+                req.node_id
+            )));
+        }
+        let key = self.keys.decommissioned(req.node_id);
+        let op = if req.recommission {
+            Op::Delete(key)
+        } else {
+            Op::Put {
+                key,
+                value: Default::default(),
+                lease: 0,
+            }
+        };
+        let txn = Txn::new()
+            .when(Compare::CreateRevision(self.keys.controller(), fence))
+            .then(op);
+        let outcome = self.store.txn(txn).await.map_err(store_error)?;
+        if !outcome.succeeded {
+            return Err(crate::controller::lost_leadership());
+        }
+        self.cache
+            .wait_for_revision(outcome.revision, CATCH_UP)
+            .await;
+        tracing::info!(
+            node_id = req.node_id,
+            recommission = req.recommission,
+            "node decommission changed"
+        );
+        Ok(pb::DecommissionNodeResponse {})
     }
 
     /// Every move under way, with the replicas still catching up and those that will go.

@@ -24,8 +24,8 @@ use tokio::sync::watch;
 use crate::controller::MAX_OPS_PER_TXN;
 use crate::election::Role;
 use crate::failover::{self, Live, LiveNode, NO_LEADER};
-use crate::reassign;
 use crate::suspects::Suspects;
+use crate::{decommission, reassign};
 
 /// Wait after a view change before deciding, so a burst (several leases lapsing together, a
 /// topic's partitions arriving) becomes one pass and few transactions.
@@ -92,6 +92,11 @@ pub fn plan(view: &ClusterView, suspects: Live) -> Vec<Change> {
         .map(|n| n.node_id)
         .collect();
     let mut changes = Vec::new();
+    let mut all: Vec<(
+        &str,
+        TopicId,
+        &sluice_metadata::cache::Stored<PartitionStateRecord>,
+    )> = Vec::new();
     for t in view.topics.values() {
         let Ok(topic_id) = TopicId::from_slice(&t.record.topic_id) else {
             continue;
@@ -102,6 +107,7 @@ pub fn plan(view: &ClusterView, suspects: Live) -> Vec<Change> {
             if p.record.partition >= t.record.partition_count {
                 continue;
             }
+            all.push((t.record.name.as_str(), topic_id, p));
             let new = failover::decide(&p.record, p.mod_revision, &live, unclean)
                 .or_else(|| failover::move_off_draining(&p.record, &live, &draining))
                 .or_else(|| reassign::step(&p.record, &live, &draining));
@@ -123,7 +129,51 @@ pub fn plan(view: &ClusterView, suspects: Live) -> Vec<Change> {
             }
         }
     }
+    changes.extend(decommission_moves(view, &all, &changes));
     changes
+}
+
+/// Moves that empty decommissioned nodes ([`decommission::plan`]), for partitions this pass
+/// leaves alone otherwise.
+fn decommission_moves(
+    view: &ClusterView,
+    all: &[(
+        &str,
+        TopicId,
+        &sluice_metadata::cache::Stored<PartitionStateRecord>,
+    )],
+    changes: &[Change],
+) -> Vec<Change> {
+    let eligible: std::collections::BTreeMap<NodeId, String> = view
+        .nodes
+        .values()
+        .filter(|n| !n.draining && !view.decommissioned.contains(&n.node_id))
+        .map(|n| (n.node_id, n.rack.clone()))
+        .collect();
+    let records: Vec<&PartitionStateRecord> = all.iter().map(|(_, _, p)| &p.record).collect();
+    let mut out = Vec::new();
+    for (i, target) in decommission::plan(&records, &eligible, &view.decommissioned) {
+        let (topic, topic_id, p) = all[i];
+        let busy = changes
+            .iter()
+            .any(|c| c.topic_id == topic_id && c.new.partition == p.record.partition);
+        let Some(new) = (!busy)
+            .then(|| reassign::start(&p.record, &target))
+            .flatten()
+        else {
+            continue;
+        };
+        out.push(Change {
+            topic: topic.to_string(),
+            topic_id,
+            mod_revision: p.mod_revision,
+            old: p.record.clone(),
+            new,
+            leader_registration: None,
+            offline_reason: None,
+        });
+    }
+    out
 }
 
 /// What writing a plan achieved.

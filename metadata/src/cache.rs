@@ -45,6 +45,8 @@ pub struct ClusterView {
     pub topics: BTreeMap<String, Stored<TopicRecord>>,
     /// Partition states by topic id and partition.
     pub partitions: BTreeMap<(TopicId, PartitionId), Stored<PartitionStateRecord>>,
+    /// Storage nodes being emptied (decommissioned), registered or not.
+    pub decommissioned: std::collections::BTreeSet<NodeId>,
 }
 
 impl ClusterView {
@@ -85,6 +87,9 @@ impl ClusterView {
                     }
                     Some(KeyKind::Partition(t, p)) => {
                         self.partitions.remove(&(t, p));
+                    }
+                    Some(KeyKind::Decommissioned(id)) => {
+                        self.decommissioned.remove(&id);
                     }
                     None => {}
                 }
@@ -129,6 +134,9 @@ impl ClusterView {
                 if let Some(s) = stored(&v) {
                     self.partitions.insert((t, p), s);
                 }
+            }
+            Some(KeyKind::Decommissioned(id)) => {
+                self.decommissioned.insert(id);
             }
             None => {}
         }

@@ -25,6 +25,8 @@ pub enum KeyKind {
     Topic(String),
     /// A partition's state.
     Partition(TopicId, PartitionId),
+    /// A storage node being emptied (decommissioned).
+    Decommissioned(NodeId),
 }
 
 /// Builds and parses keys for one cluster.
@@ -69,6 +71,12 @@ impl Keys {
     /// [`crate::cluster_id`]).
     pub fn cluster_id(&self) -> String {
         format!("{}cluster_id", self.prefix)
+    }
+
+    /// The key marking storage node `id` decommissioned: no new replicas go to it and the
+    /// controller moves its replicas away.
+    pub fn decommissioned(&self, id: NodeId) -> String {
+        format!("{}decommissioned/{id}", self.prefix)
     }
 
     /// The active controller's key.
@@ -138,6 +146,9 @@ impl Keys {
         if let Some(id) = rest.strip_prefix("nodes/") {
             return id.parse().ok().map(KeyKind::Node);
         }
+        if let Some(id) = rest.strip_prefix("decommissioned/") {
+            return id.parse().ok().map(KeyKind::Decommissioned);
+        }
         if let Some(name) = rest.strip_prefix("topics/") {
             return Some(KeyKind::Topic(name.to_string()));
         }
@@ -170,6 +181,10 @@ mod tests {
         assert_eq!(
             k.parse(&k.coordinator("a")),
             Some(KeyKind::Coordinator("a".into()))
+        );
+        assert_eq!(
+            k.parse(&k.decommissioned(3)),
+            Some(KeyKind::Decommissioned(3))
         );
         assert_eq!(k.parse("/sluice/other/controller"), None);
         assert!(k.partition(&id, 3).starts_with(&k.partitions_of(&id)));

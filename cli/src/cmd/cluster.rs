@@ -1,4 +1,4 @@
-//! `sluice cluster status|reassignments`.
+//! `sluice cluster status|reassignments` and `sluice node decommission|recommission`.
 
 use clap::Subcommand;
 use sluice_client::{Admin, ClientConfig};
@@ -12,6 +12,41 @@ pub enum ClusterCmd {
     Status,
     /// Partition moves under way: replicas catching up and replicas that go.
     Reassignments,
+}
+
+/// Storage node subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// Empty a storage node before removing it: its replicas move to the other nodes (a few
+    /// partitions at a time) and no new ones go to it; `sluice cluster status` says when it is
+    /// safe to remove.
+    Decommission {
+        /// The node id.
+        id: i32,
+    },
+    /// Let a decommissioned node take replicas again (those already moved stay put).
+    Recommission {
+        /// The node id.
+        id: i32,
+    },
+}
+
+/// Runs a node subcommand.
+pub async fn run_node(cmd: NodeCmd, client: ClientConfig) -> anyhow::Result<()> {
+    let admin = Admin::connect(client).await?;
+    match cmd {
+        NodeCmd::Decommission { id } => {
+            admin.decommission_node(id, false).await?;
+            outln!(
+                "node {id} is being decommissioned; `sluice cluster status` shows the replicas left"
+            );
+        }
+        NodeCmd::Recommission { id } => {
+            admin.decommission_node(id, true).await?;
+            outln!("node {id} takes replicas again");
+        }
+    }
+    Ok(())
 }
 
 /// Runs a cluster subcommand.
@@ -66,12 +101,19 @@ pub async fn run(cmd: ClusterCmd, client: ClientConfig) -> anyhow::Result<()> {
         ]);
     }
     outln!("{coords}");
-    let mut nodes = table(&["node", "address", "rack"]);
+    let mut nodes = table(&["node", "address", "rack", "replicas", "state"]);
     for n in &c.nodes {
+        let state = match (n.decommissioning, n.replicas) {
+            (false, _) => "serving".to_string(),
+            (true, 0) => "decommissioned: safe to remove".to_string(),
+            (true, left) => format!("decommissioning: {left} replicas left"),
+        };
         nodes.add_row(vec![
             n.node_id.to_string(),
             n.address.clone(),
             n.rack.clone(),
+            n.replicas.to_string(),
+            state,
         ]);
     }
     outln!("{nodes}");

@@ -242,7 +242,7 @@ mod tests {
         moved.nodes.push(sluice_proto::pb::NodeInfo {
             node_id: 2,
             address: "127.0.0.2:1".into(),
-            rack: String::new(),
+            ..Default::default()
         });
         meta.install(&["a".into()], moved);
         assert_eq!(meta.leader("a", 1).await.unwrap().node_id, 2);

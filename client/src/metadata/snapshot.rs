@@ -185,7 +185,7 @@ pub(super) mod tests {
         pb::NodeInfo {
             node_id,
             address: format!("127.0.0.{node_id}:1"),
-            rack: String::new(),
+            ..Default::default()
         }
     }
 

@@ -81,7 +81,7 @@ fn describe(st: &State, req: &pb::GetMetadataRequest) -> Result<pb::GetMetadataR
         .map(|(&node_id, address)| pb::NodeInfo {
             node_id,
             address: address.clone(),
-            rack: String::new(),
+            ..Default::default()
         })
         .collect();
     Ok(pb::GetMetadataResponse {

@@ -174,6 +174,15 @@ impl Admin for AdminService {
         })
     }
 
+    async fn decommission_node(
+        &self,
+        req: Request<pb::DecommissionNodeRequest>,
+    ) -> Result<Response<pb::DecommissionNodeResponse>, Status> {
+        write_rpc!(self, req, decommission_node, |fence, msg| {
+            self.controller.decommission_node(fence, msg).await?
+        })
+    }
+
     async fn list_reassignments(
         &self,
         _req: Request<pb::ListReassignmentsRequest>,

@@ -218,6 +218,21 @@ impl Admin {
         Ok(())
     }
 
+    /// Plans the moves that even out replicas and preferred leaders over the storage nodes
+    /// and, unless `dry_run`, starts them; returns the plan.
+    pub async fn rebalance(&self, dry_run: bool) -> Result<Vec<pb::PartitionReassignment>> {
+        let resp = self
+            .coordinators
+            .call(&self.pool, "Rebalance", dry_run, |ch, t| async move {
+                AdminClient::new(ch)
+                    .rebalance(request(pb::RebalanceRequest { dry_run }, t))
+                    .await
+            })
+            .await?
+            .into_inner();
+        Ok(resp.moves)
+    }
+
     /// The partition moves under way.
     pub async fn list_reassignments(&self) -> Result<Vec<pb::Reassignment>> {
         let resp = self

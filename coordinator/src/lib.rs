@@ -7,6 +7,7 @@
 //! coordinators in process with their own listener and shutdown signal.
 
 pub mod alter_config;
+pub mod balance;
 pub mod controller;
 pub mod decommission;
 pub mod describe;

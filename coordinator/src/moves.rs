@@ -11,8 +11,8 @@ use sluice_proto::pb::{self, ErrorCode};
 use sluice_metadata::{Compare, Op, Txn};
 
 use crate::controller::{Controller, store_error};
-use crate::reassign;
 use crate::reconcile::{self, Change, Pass};
+use crate::{balance, reassign};
 
 /// Plans written at most, when partitions change under the write.
 const WRITE_ATTEMPTS: usize = 5;
@@ -152,6 +152,54 @@ impl Controller {
             "node decommission changed"
         );
         Ok(pb::DecommissionNodeResponse {})
+    }
+
+    /// Plans a rebalance over the eligible nodes ([`balance::plan`]) of the partitions not
+    /// moving now and, unless `dry_run`, starts the moves.
+    pub async fn rebalance(
+        &self,
+        fence: i64,
+        req: pb::RebalanceRequest,
+    ) -> Result<pb::RebalanceResponse, ApiError> {
+        let moves = {
+            let view = self.cache.view();
+            let eligible: std::collections::BTreeMap<i32, String> = view
+                .nodes
+                .values()
+                .filter(|n| !n.draining && !view.decommissioned.contains(&n.node_id))
+                .map(|n| (n.node_id, n.rack.clone()))
+                .collect();
+            let mut names = Vec::new();
+            let mut lists = Vec::new();
+            for t in view.topics.values() {
+                let Ok(topic_id) = TopicId::from_slice(&t.record.topic_id) else {
+                    continue;
+                };
+                for p in view.partitions_of(&topic_id) {
+                    if p.record.target_replicas.is_empty()
+                        && p.record.partition < t.record.partition_count
+                    {
+                        names.push((t.record.name.clone(), p.record.partition));
+                        lists.push(p.record.replicas.clone());
+                    }
+                }
+            }
+            balance::plan(&lists, &eligible)
+                .into_iter()
+                .map(|(i, replicas)| pb::PartitionReassignment {
+                    topic: names[i].0.clone(),
+                    partition: names[i].1,
+                    replicas,
+                })
+                .collect::<Vec<_>>()
+        };
+        if !req.dry_run && !moves.is_empty() {
+            let start = pb::ReassignPartitionsRequest {
+                reassignments: moves.clone(),
+            };
+            self.reassign_partitions(fence, start).await?;
+        }
+        Ok(pb::RebalanceResponse { moves })
     }
 
     /// Every move under way, with the replicas still catching up and those that will go.

@@ -160,3 +160,74 @@ async fn partitions_move_between_nodes_under_load_across_a_controller_failover()
     }
     assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_spreads_replicas_and_leaders_onto_a_node_that_joined() {
+    let cluster = TestCluster::start(ClusterSpec {
+        coordinators: 1,
+        storage_nodes: 4,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = cluster.admin().await.unwrap();
+    // Node 3 takes no replicas while the topic is made, as if it joined afterwards.
+    admin.decommission_node(3, false).await.unwrap();
+    admin
+        .create_topic("rb", 24, 3, Default::default())
+        .await
+        .unwrap();
+    admin.decommission_node(3, true).await.unwrap();
+    cluster
+        .wait_full_isr("rb", 24, Duration::from_secs(30))
+        .await;
+
+    let planned = admin.rebalance(true).await.unwrap();
+    assert_eq!(
+        planned.len(),
+        18,
+        "node 3 takes 18 of the 72 replicas: {planned:?}"
+    );
+    assert!(
+        admin.list_reassignments().await.unwrap().is_empty(),
+        "a dry run moves nothing"
+    );
+    let started = Instant::now();
+    admin.rebalance(false).await.unwrap();
+    loop {
+        let t = admin.describe_topic("rb").await.unwrap();
+        if t.partitions.iter().all(|p| p.target_replicas.is_empty()) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "still moving");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "rebalanced 24 partitions onto a fourth node in {:?}",
+        started.elapsed()
+    );
+    admin.elect_leaders("rb", vec![]).await.unwrap();
+    cluster
+        .wait_full_isr("rb", 24, Duration::from_secs(30))
+        .await;
+    let t = admin.describe_topic("rb").await.unwrap();
+    let mut replicas = [0usize; 4];
+    let mut leaders = [0usize; 4];
+    for p in &t.partitions {
+        for r in &p.replicas {
+            replicas[*r as usize] += 1;
+        }
+        leaders[p.leader as usize] += 1;
+        assert_eq!(
+            p.leader, p.replicas[0],
+            "partition {} is led by its preferred replica",
+            p.partition
+        );
+    }
+    assert!(replicas.iter().all(|c| *c == 18), "{replicas:?}");
+    assert!(leaders.iter().all(|c| *c == 6), "{leaders:?}");
+    assert!(
+        admin.rebalance(true).await.unwrap().is_empty(),
+        "balanced: nothing more to move"
+    );
+}

@@ -1,4 +1,4 @@
-//! `sluice cluster status|reassignments` and `sluice node decommission|recommission`.
+//! `sluice cluster status|reassignments|rebalance` and `sluice node decommission|recommission`.
 
 use clap::Subcommand;
 use sluice_client::{Admin, ClientConfig};
@@ -12,6 +12,12 @@ pub enum ClusterCmd {
     Status,
     /// Partition moves under way: replicas catching up and replicas that go.
     Reassignments,
+    /// Even out replicas and preferred leaders over the storage nodes (racks kept, few moves).
+    Rebalance {
+        /// Print the plan without starting it.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Storage node subcommands.
@@ -52,6 +58,28 @@ pub async fn run_node(cmd: NodeCmd, client: ClientConfig) -> anyhow::Result<()> 
 /// Runs a cluster subcommand.
 pub async fn run(cmd: ClusterCmd, client: ClientConfig) -> anyhow::Result<()> {
     let admin = Admin::connect(client).await?;
+    if let ClusterCmd::Rebalance { dry_run } = cmd {
+        let moves = admin.rebalance(dry_run).await?;
+        if moves.is_empty() {
+            outln!("balanced: nothing to move");
+            return Ok(());
+        }
+        let mut tab = table(&["topic", "partition", "to"]);
+        for m in &moves {
+            tab.add_row(vec![
+                m.topic.clone(),
+                m.partition.to_string(),
+                super::ids(&m.replicas),
+            ]);
+        }
+        outln!("{tab}");
+        let verb = if dry_run { "would move" } else { "moving" };
+        outln!(
+            "{verb} {} partitions; `sluice cluster reassignments` shows progress",
+            moves.len()
+        );
+        return Ok(());
+    }
     if let ClusterCmd::Reassignments = cmd {
         let moves = admin.list_reassignments().await?;
         if moves.is_empty() {

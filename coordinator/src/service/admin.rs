@@ -174,6 +174,15 @@ impl Admin for AdminService {
         })
     }
 
+    async fn rebalance(
+        &self,
+        req: Request<pb::RebalanceRequest>,
+    ) -> Result<Response<pb::RebalanceResponse>, Status> {
+        write_rpc!(self, req, rebalance, |fence, msg| {
+            self.controller.rebalance(fence, msg).await?
+        })
+    }
+
     async fn decommission_node(
         &self,
         req: Request<pb::DecommissionNodeRequest>,

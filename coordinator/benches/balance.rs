@@ -1,0 +1,37 @@
+//! The balancer's planning time on a large cluster: 10,000 partitions at RF 3 spread evenly
+//! over 11 nodes when a twelfth joins (it should receive a twelfth of the replicas and of the
+//! preferred leaders).
+//!
+//! `cargo bench -p sluice-coordinator --bench balance`
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sluice_coordinator::balance;
+
+fn nodes(n: i32) -> BTreeMap<i32, String> {
+    (0..n).map(|i| (i, format!("rack-{}", i % 3))).collect()
+}
+
+fn spread(partitions: usize, over: i32) -> Vec<Vec<i32>> {
+    (0..partitions)
+        .map(|p| {
+            let a = (p as i32) % over;
+            vec![a, (a + 1) % over, (a + 2) % over]
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("balance_plan");
+    g.sample_size(10);
+    let joined = spread(10_000, 11);
+    g.bench_function("10k_partitions_11_nodes_plus_1", |b| {
+        b.iter(|| black_box(balance::plan(black_box(&joined), &nodes(12))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

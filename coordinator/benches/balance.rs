@@ -4,6 +4,9 @@
 //!
 //! `cargo bench -p sluice-coordinator --bench balance`
 
+// criterion's macros generate undocumented functions.
+#![allow(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 

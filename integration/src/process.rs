@@ -6,9 +6,23 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// A free loopback port (bound then released; the caller binds it again soon).
+/// A free loopback port (bound then released; the caller binds it again soon). Never the same
+/// port twice in one test process: the kernel may hand a just-released port to the next
+/// `bind(0)`, and two servers started together would then race for it (one fails with "address
+/// already in use" and the cluster never becomes ready).
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut given = GIVEN.lock().expect("poisoned");
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other(
+        "no unused loopback port after 100 tries",
+    ))
 }
 
 /// One server process of the cluster.

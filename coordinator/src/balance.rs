@@ -1,10 +1,12 @@
 //! The balancer's planner, a pure function: the replica lists that even out replicas and
 //! preferred leaders (first replicas) over the eligible nodes, with as few replica moves as it
 //! finds. Replicas: while the most loaded node holds two more than the least loaded, one replica
-//! moves from the first to the second, in a partition where that keeps as many racks as before.
+//! moves from the first to the second, in a partition where that keeps as many racks as before
+//! (one where it is a follower first, so preferred leaders stay put).
 //! Leaders: while one node is the preferred leader of two more partitions than another that
-//! holds a replica of one of them, the two swap places in its list (no data moves). Planning
-//! again on the result gives nothing.
+//! holds a replica of one of them, the two swap places in its list (no data moves); this does
+//! not always reach leaders within one of the mean. Planning again on the result gives
+//! nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -63,14 +65,13 @@ pub fn plan(
                 .map(|(i, l)| {
                     let swapped: Vec<NodeId> =
                         l.iter().map(|n| if *n == hi { lo } else { *n }).collect();
-                    (
-                        i,
-                        racks(&swapped, nodes) as isize - racks(l, nodes) as isize,
-                        swapped,
-                    )
+                    let gain = racks(&swapped, nodes) as isize - racks(l, nodes) as isize;
+                    // Moving a follower leaves the preferred leaders as they are.
+                    let follower = l.first() != Some(&hi);
+                    (i, (gain, follower), swapped)
                 })
-                .filter(|(_, gain, _)| *gain >= 0)
-                .max_by_key(|(i, gain, _)| (*gain, std::cmp::Reverse(*i)));
+                .filter(|(_, (gain, _), _)| *gain >= 0)
+                .max_by_key(|(i, key, _)| (*key, std::cmp::Reverse(*i)));
             if let Some((i, _, swapped)) = pick {
                 lists[i] = swapped;
                 moved = true;
@@ -167,7 +168,9 @@ mod tests {
                 prop_assert!(spread(&after, &nodes, false) <= 1, "replicas even: {:?}", after);
             }
             prop_assert!(spread(&after, &nodes, false) <= spread(&parts, &nodes, false).max(1));
-            prop_assert!(spread(&after, &nodes, true) <= spread(&parts, &nodes, true).max(1));
+            // Preferred leaders are not guaranteed to end within one of the mean (nor never less
+            // even: a replica move can shift a leadership the swaps cannot make up); the
+            // join test below checks the common case.
             prop_assert!(super::plan(&after, &nodes).is_empty(), "planning again gives nothing");
         }
     }

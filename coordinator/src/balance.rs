@@ -1,8 +1,8 @@
 //! The balancer's planner, a pure function: the replica lists that even out replicas and
 //! preferred leaders (first replicas) over the eligible nodes, with as few replica moves as it
 //! finds. Replicas: while the most loaded node holds two more than the least loaded, one replica
-//! moves from the first to the second, in a partition where that keeps as many racks as before
-//! (one where it is a follower first, so preferred leaders stay put).
+//! moves from the first to the second, in a partition where that keeps as many racks as before,
+//! preferring one where the moved replica is a follower, so preferred leaders stay put.
 //! Leaders: while one node is the preferred leader of two more partitions than another that
 //! holds a replica of one of them, the two swap places in its list (no data moves); this does
 //! not always reach leaders within one of the mean. Planning again on the result gives

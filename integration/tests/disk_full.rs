@@ -113,6 +113,39 @@ async fn read_to_end(cluster: &TestCluster, end: u64) -> u64 {
     first.expect("a record")
 }
 
+/// Creates the test's topic (2 MiB segments) and connects to the one storage node.
+async fn topic_on_node(cluster: &TestCluster) -> LogClient<tonic::transport::Channel> {
+    let segments = config(&[("segment.bytes", "2097152")]);
+    let admin = cluster.admin().await.unwrap();
+    admin.create_topic(TOPIC, 1, 1, segments).await.unwrap();
+    let address = cluster.nodes[0].address();
+    LogClient::connect(format!("http://{address}"))
+        .await
+        .unwrap()
+}
+
+/// Produces records 0, 1, … until one is refused (at most `most`); returns how many were
+/// written and the refusal. `LEADER_NOT_AVAILABLE` while the new partition opens is waited out.
+async fn fill(log: &mut LogClient<tonic::transport::Channel>, most: u64) -> (u64, ApiError) {
+    let mut written = 0;
+    loop {
+        assert!(written < most, "never refused after {written} records");
+        match log.produce(request(written)).await {
+            Ok(r) => {
+                assert_eq!(r.into_inner().base_offset, written as i64);
+                written += 1;
+            }
+            Err(status) => {
+                let e = ApiError::from_status(&status);
+                if e.code != ErrorCode::LeaderNotAvailable {
+                    return (written, e);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_volume_refuses_produce_serves_reads_and_recovers_after_retention() {
     let volume = match SmallVolume::mount(160) {
@@ -141,32 +174,10 @@ async fn a_full_volume_refuses_produce_serves_reads_and_recovers_after_retention
     .await
     .unwrap();
     let admin = cluster.admin().await.unwrap();
-    let segments = config(&[("segment.bytes", "2097152")]);
-    admin.create_topic(TOPIC, 1, 1, segments).await.unwrap();
-    let address = cluster.nodes[0].address();
-    let mut log = LogClient::connect(format!("http://{address}"))
-        .await
-        .unwrap();
+    let mut log = topic_on_node(&cluster).await;
 
     // Fill it: at most 160 MiB of 256 KiB records.
-    let mut written = 0;
-    let refusal = loop {
-        assert!(written < 640, "never refused after {written} records");
-        match log.produce(request(written)).await {
-            Ok(r) => {
-                assert_eq!(r.into_inner().base_offset, written as i64);
-                written += 1;
-            }
-            Err(status) => {
-                let e = ApiError::from_status(&status);
-                if e.code != ErrorCode::LeaderNotAvailable {
-                    break e;
-                }
-                // The new partition is still opening.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let (mut written, refusal) = fill(&mut log, 640).await;
     assert_eq!(refusal.code, ErrorCode::StorageFull, "{refusal}");
     assert!(refusal.message.contains("retention"), "{refusal}");
     assert!(written > 50, "refused after only {written} records");
@@ -227,27 +238,8 @@ async fn a_write_that_meets_enospc_fails_alone_and_the_log_stays_whole() {
     .await
     .unwrap();
     let admin = cluster.admin().await.unwrap();
-    let segments = config(&[("segment.bytes", "2097152")]);
-    admin.create_topic(TOPIC, 1, 1, segments).await.unwrap();
-    let address = cluster.nodes[0].address();
-    let mut log = LogClient::connect(format!("http://{address}"))
-        .await
-        .unwrap();
-    let mut written = 0;
-    let failure = loop {
-        assert!(written < 400, "never failed after {written} records");
-        match log.produce(request(written)).await {
-            Ok(_) => written += 1,
-            Err(status) => {
-                let e = ApiError::from_status(&status);
-                if e.code != ErrorCode::LeaderNotAvailable {
-                    break e;
-                }
-                // The new partition is still opening.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let mut log = topic_on_node(&cluster).await;
+    let (mut written, failure) = fill(&mut log, 400).await;
     assert_eq!(failure.code, ErrorCode::StorageError, "{failure}");
     assert!(failure.message.contains("No space left"), "{failure}");
     check_log(&cluster, 0, written).await;

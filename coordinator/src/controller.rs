@@ -115,6 +115,7 @@ fn new_partition_states(
             replicas,
             partition_epoch: 0,
             target_replicas: Vec::new(),
+            adding_replicas: Vec::new(),
         })
         .collect()
 }

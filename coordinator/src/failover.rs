@@ -291,6 +291,7 @@ mod tests {
             partition_epoch: 9,
             isr_incarnations: isr.iter().map(|r| (*r, format!("dir-{r}"))).collect(),
             target_replicas: vec![],
+            adding_replicas: vec![],
         }
     }
 
@@ -437,6 +438,7 @@ mod tests {
                         isr,
                         partition_epoch: pe,
                         target_replicas: vec![],
+                        adding_replicas: vec![],
                     })
             })
     }

@@ -8,6 +8,7 @@
 
 pub mod alter_config;
 pub mod balance;
+pub mod cluster_config;
 pub mod controller;
 pub mod decommission;
 pub mod describe;
@@ -19,6 +20,7 @@ pub mod moves;
 pub mod placement;
 pub mod probe;
 pub mod producer_ids;
+pub mod progress;
 pub mod reassign;
 pub mod reconcile;
 pub mod service;

@@ -106,6 +106,80 @@ impl Controller {
         Ok(changes)
     }
 
+    /// Cancels the named moves (every move under way when none is named): each partition
+    /// returns to its replicas before the move ([`reassign::cancel`]).
+    pub async fn cancel_reassignments(
+        &self,
+        fence: i64,
+        req: pb::CancelReassignmentsRequest,
+    ) -> Result<pb::CancelReassignmentsResponse, ApiError> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let changes = self.cancel_moves(&req)?;
+            let written =
+                reconcile::write_changes(self.store.as_ref(), &self.keys, fence, &changes)
+                    .await
+                    .map_err(store_error)?;
+            match written {
+                Pass::Done => {
+                    let cancelled = changes
+                        .into_iter()
+                        .map(|c| pb::PartitionReassignment {
+                            topic: c.topic,
+                            partition: c.new.partition,
+                            replicas: c.new.target_replicas,
+                        })
+                        .collect();
+                    return Ok(pb::CancelReassignmentsResponse { cancelled });
+                }
+                Pass::Conflict { revision } => {
+                    self.cache.wait_for_revision(revision, CATCH_UP).await;
+                }
+            }
+        }
+        Err(ApiError::new(
+            ErrorCode::ConcurrentModification,
+            "the partitions kept changing while their moves were being cancelled; retry",
+        ))
+    }
+
+    fn cancel_moves(&self, req: &pb::CancelReassignmentsRequest) -> Result<Vec<Change>, ApiError> {
+        let view = self.cache.view();
+        let mut changes = Vec::new();
+        for t in view.topics.values() {
+            let topic_id = TopicId::from_slice(&t.record.topic_id)?;
+            for p in view.partitions_of(&topic_id) {
+                let named = req.partitions.is_empty()
+                    || req
+                        .partitions
+                        .iter()
+                        .any(|r| r.topic == t.record.name && r.partition == p.record.partition);
+                let Some(new) = named.then(|| reassign::cancel(&p.record)).flatten() else {
+                    continue;
+                };
+                changes.push(Change {
+                    topic: t.record.name.clone(),
+                    topic_id,
+                    mod_revision: p.mod_revision,
+                    old: p.record.clone(),
+                    new,
+                    leader_registration: None,
+                    offline_reason: None,
+                });
+            }
+        }
+        if let Some(r) = req
+            .partitions
+            .iter()
+            .find(|r| !view.topics.contains_key(&r.topic))
+        {
+            return Err(ApiError::new(
+                ErrorCode::UnknownTopic,
+                format!("topic '{}' does not exist", r.topic),
+            ));
+        }
+        Ok(changes)
+    }
+
     /// Marks storage node `node_id` decommissioned (the failover loop then moves its replicas
     /// away and placement skips it), or clears the mark.
     pub async fn decommission_node(
@@ -202,10 +276,12 @@ impl Controller {
         Ok(pb::RebalanceResponse { moves })
     }
 
-    /// Every move under way, with the replicas still catching up and those that will go.
-    pub fn list_reassignments(&self) -> pb::ListReassignmentsResponse {
+    /// Every move under way, with the replicas still catching up, those that will go, and
+    /// the bytes copied so far ([`crate::progress`]).
+    pub async fn list_reassignments(&self) -> pb::ListReassignmentsResponse {
         let view = self.cache.view();
         let mut reassignments = Vec::new();
+        let mut leaders = Vec::new();
         for t in view.topics.values() {
             let Ok(topic_id) = TopicId::from_slice(&t.record.topic_id) else {
                 continue;
@@ -222,9 +298,12 @@ impl Controller {
                     target_replicas: p.record.target_replicas.clone(),
                     adding,
                     removing,
+                    ..Default::default()
                 });
+                leaders.push(p.record.leader);
             }
         }
+        crate::progress::with_bytes(&view, &mut reassignments, &leaders).await;
         pb::ListReassignmentsResponse { reassignments }
     }
 }

@@ -41,12 +41,36 @@ pub fn start(s: &PartitionStateRecord, target: &[NodeId]) -> Option<PartitionSta
             replicas.push(*t);
         }
     }
+    let before = original(s);
+    let adding_replicas = replicas
+        .iter()
+        .copied()
+        .filter(|r| !before.contains(r))
+        .collect();
     Some(PartitionStateRecord {
         replicas,
         target_replicas: target.to_vec(),
+        adding_replicas,
         partition_epoch: bump(s.partition_epoch),
         ..s.clone()
     })
+}
+
+/// The replica list the partition had before its move (its list when it is not moving).
+pub fn original(s: &PartitionStateRecord) -> Vec<NodeId> {
+    s.replicas
+        .iter()
+        .copied()
+        .filter(|r| !s.adding_replicas.contains(r))
+        .collect()
+}
+
+/// The state that cancels the move under way (back to [`original`]); `None` when none is.
+pub fn cancel(s: &PartitionStateRecord) -> Option<PartitionStateRecord> {
+    if s.target_replicas.is_empty() {
+        return None;
+    }
+    start(s, &original(s))
 }
 
 /// The next write of a move under way, if its time has come.
@@ -89,6 +113,7 @@ pub fn step(
             .map(|(r, i)| (*r, i.clone()))
             .collect(),
         target_replicas: Vec::new(),
+        adding_replicas: Vec::new(),
         partition_epoch: bump(s.partition_epoch),
         ..s.clone()
     })
@@ -127,6 +152,7 @@ mod tests {
             partition_epoch: 9,
             isr_incarnations: isr.iter().map(|r| (*r, format!("dir-{r}"))).collect(),
             target_replicas: vec![],
+            adding_replicas: vec![],
         }
     }
 
@@ -212,9 +238,29 @@ mod tests {
         let again = start(&started, &[1, 2, 4]).unwrap();
         assert_eq!(again.replicas, vec![0, 1, 2, 4]);
         assert_eq!(again.target_replicas, vec![1, 2, 4]);
-        // Back to where it was: cancelling a move is a move to the old list.
-        let back = start(&again, &[0, 1, 2]).unwrap();
+        assert_eq!(again.adding_replicas, vec![4], "node 3 is gone");
+        // Cancelling returns to the list before the first move.
+        let back = cancel(&again).unwrap();
+        assert_eq!(back.target_replicas, vec![0, 1, 2]);
+        assert_eq!(
+            back.replicas,
+            vec![0, 1, 2],
+            "4 never caught up: dropped at once"
+        );
         let done = step(&back, &live(&[0, 1, 2]), &BTreeSet::new()).unwrap();
         assert_eq!(done.replicas, vec![0, 1, 2]);
+        assert!(done.adding_replicas.is_empty() && done.target_replicas.is_empty());
+        assert_eq!(cancel(&done), None, "nothing to cancel");
+    }
+
+    #[test]
+    fn cancelling_keeps_a_caught_up_replica_until_the_old_list_is_in_sync() {
+        let s = state(&[0, 1, 2], 0, &[0, 1, 2]);
+        let started = joined(&start(&s, &[1, 2, 3]).unwrap(), 3);
+        let back = cancel(&started).unwrap();
+        assert_eq!(back.replicas, vec![0, 1, 2, 3]);
+        assert_eq!(back.adding_replicas, vec![3]);
+        let done = step(&back, &live(&[0, 1, 2, 3]), &BTreeSet::new()).unwrap();
+        assert_eq!((done.replicas, done.isr), (vec![0, 1, 2], vec![0, 1, 2]));
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use prost::Message;
 use sluice_proto::model::{NodeId, PartitionId, TopicId};
-use sluice_proto::pb::{ControllerRecord, NodeRecord, PartitionStateRecord, TopicRecord};
+use sluice_proto::pb::{
+    ClusterConfigRecord, ControllerRecord, NodeRecord, PartitionStateRecord, TopicRecord,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -47,6 +49,8 @@ pub struct ClusterView {
     pub partitions: BTreeMap<(TopicId, PartitionId), Stored<PartitionStateRecord>>,
     /// Storage nodes being emptied (decommissioned), registered or not.
     pub decommissioned: std::collections::BTreeSet<NodeId>,
+    /// The cluster-wide settings an operator set (defaults are not stored).
+    pub cluster_config: BTreeMap<String, String>,
 }
 
 impl ClusterView {
@@ -91,6 +95,7 @@ impl ClusterView {
                     Some(KeyKind::Decommissioned(id)) => {
                         self.decommissioned.remove(&id);
                     }
+                    Some(KeyKind::ClusterConfig) => self.cluster_config.clear(),
                     None => {}
                 }
             }
@@ -137,6 +142,11 @@ impl ClusterView {
             }
             Some(KeyKind::Decommissioned(id)) => {
                 self.decommissioned.insert(id);
+            }
+            Some(KeyKind::ClusterConfig) => {
+                if let Some(s) = stored::<ClusterConfigRecord>(&v) {
+                    self.cluster_config = s.record.config.into_iter().collect();
+                }
             }
             None => {}
         }

@@ -9,6 +9,9 @@
 //! | `topics/<name>` | `TopicRecord` | the controller |
 //! | `partitions/<topic-id-hex>/<p>` | `PartitionStateRecord` | the controller; the leader for ISR changes (CAS) |
 //! | `producer_ids` | `ProducerIdBlockRecord` | any coordinator (CAS), a block at a time |
+//! | `decommissioned/<node-id>` | empty | the controller |
+//! | `cluster_config` | `ClusterConfigRecord` | the controller (CAS) |
+//! | `balancer` | `BalancerRecord` | the controller |
 
 use sluice_proto::model::{NodeId, PartitionId, TopicId};
 
@@ -27,6 +30,8 @@ pub enum KeyKind {
     Partition(TopicId, PartitionId),
     /// A storage node being emptied (decommissioned).
     Decommissioned(NodeId),
+    /// The cluster-wide settings.
+    ClusterConfig,
 }
 
 /// Builds and parses keys for one cluster.
@@ -71,6 +76,16 @@ impl Keys {
     /// [`crate::cluster_id`]).
     pub fn cluster_id(&self) -> String {
         format!("{}cluster_id", self.prefix)
+    }
+
+    /// The cluster-wide settings an operator set.
+    pub fn cluster_config(&self) -> String {
+        format!("{}cluster_config", self.prefix)
+    }
+
+    /// The node set the automatic balancer last balanced for.
+    pub fn balancer(&self) -> String {
+        format!("{}balancer", self.prefix)
     }
 
     /// The key marking storage node `id` decommissioned: no new replicas go to it and the
@@ -140,6 +155,9 @@ impl Keys {
         if rest == "controller" {
             return Some(KeyKind::Controller);
         }
+        if rest == "cluster_config" {
+            return Some(KeyKind::ClusterConfig);
+        }
         if let Some(id) = rest.strip_prefix("coordinators/") {
             return Some(KeyKind::Coordinator(id.to_string()));
         }
@@ -172,6 +190,8 @@ mod tests {
         let k = Keys::for_cluster("c1");
         let id = TopicId([7; 16]);
         assert_eq!(k.parse(&k.controller()), Some(KeyKind::Controller));
+        assert_eq!(k.parse(&k.cluster_config()), Some(KeyKind::ClusterConfig));
+        assert_eq!(k.parse(&k.balancer()), None);
         assert_eq!(k.parse(&k.node(4)), Some(KeyKind::Node(4)));
         assert_eq!(k.parse(&k.topic("t")), Some(KeyKind::Topic("t".into())));
         assert_eq!(

@@ -3,6 +3,7 @@
 //! status and stable codes ([`error`]), and the record-batch codec ([`batch`]).
 
 pub mod batch;
+pub mod cluster_config;
 pub mod error;
 pub mod model;
 pub mod mux;

@@ -123,7 +123,7 @@ const SPECS: &[Spec] = &[
     },
 ];
 
-fn non_negative(v: &str) -> Result<(), String> {
+pub(crate) fn non_negative(v: &str) -> Result<(), String> {
     match v.parse::<i64>() {
         Ok(n) if n >= 0 => Ok(()),
         _ => Err("must be an integer >= 0".into()),
@@ -157,7 +157,7 @@ fn non_negative_or_minus_one(v: &str) -> Result<(), String> {
     }
 }
 
-fn positive(v: &str) -> Result<(), String> {
+pub(crate) fn positive(v: &str) -> Result<(), String> {
     match v.parse::<i64>() {
         Ok(n) if n >= 1 => Ok(()),
         _ => Err("must be an integer >= 1".into()),
@@ -180,7 +180,7 @@ fn cleanup_policy(v: &str) -> Result<(), String> {
     }
 }
 
-fn boolean(v: &str) -> Result<(), String> {
+pub(crate) fn boolean(v: &str) -> Result<(), String> {
     match v {
         "true" | "false" => Ok(()),
         _ => Err("must be 'true' or 'false'".into()),

@@ -21,6 +21,7 @@ pub mod replica;
 pub mod retention;
 pub mod service;
 pub mod telemetry;
+pub mod throttle;
 pub mod writer;
 
 use std::future::Future;
@@ -264,6 +265,7 @@ pub async fn run(
         faults: faults::Faults::new(cfg.faults_dir.clone()),
         closing: closing_rx,
         disk,
+        throttle: Arc::new(throttle::Throttle::new(cache.clone())),
     };
     tracing::info!(node_id = cfg.node_id, address = %cfg.advertised_address, data_dir = %cfg.data_dir.display(), "storage node serving");
     tonic::transport::Server::builder()

@@ -142,6 +142,7 @@ impl Partitions {
                             isr: s.isr.clone(),
                             partition_epoch: s.partition_epoch,
                             isr_incarnations: s.isr_incarnations.clone(),
+                            adding: s.adding_replicas.clone(),
                         },
                         config,
                     },

@@ -196,7 +196,35 @@ impl Admin for AdminService {
         &self,
         _req: Request<pb::ListReassignmentsRequest>,
     ) -> Result<Response<pb::ListReassignmentsResponse>, Status> {
-        Ok(Response::new(self.controller.list_reassignments()))
+        Ok(Response::new(self.controller.list_reassignments().await))
+    }
+
+    async fn cancel_reassignments(
+        &self,
+        req: Request<pb::CancelReassignmentsRequest>,
+    ) -> Result<Response<pb::CancelReassignmentsResponse>, Status> {
+        write_rpc!(self, req, cancel_reassignments, |fence, msg| {
+            self.controller.cancel_reassignments(fence, msg).await?
+        })
+    }
+
+    async fn describe_cluster_config(
+        &self,
+        _req: Request<pb::DescribeClusterConfigRequest>,
+    ) -> Result<Response<pb::DescribeClusterConfigResponse>, Status> {
+        let view = self.controller.cache.view();
+        Ok(Response::new(crate::cluster_config::describe(
+            &view.cluster_config,
+        )))
+    }
+
+    async fn alter_cluster_config(
+        &self,
+        req: Request<pb::AlterClusterConfigRequest>,
+    ) -> Result<Response<pb::DescribeClusterConfigResponse>, Status> {
+        write_rpc!(self, req, alter_cluster_config, |fence, msg| {
+            self.controller.alter_cluster_config(fence, msg).await?
+        })
     }
 
     async fn elect_leaders(

@@ -44,6 +44,7 @@ impl Fixture {
                 isr: vec![0],
                 partition_epoch: 0,
                 isr_incarnations: Default::default(),
+                adding: Vec::new(),
             },
             ReplicaConfig {
                 max_batch_bytes: 1 << 20,

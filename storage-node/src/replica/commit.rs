@@ -109,6 +109,7 @@ mod tests {
             isr,
             partition_epoch: 0,
             isr_incarnations: Default::default(),
+            adding: Vec::new(),
         };
         let config = ReplicaConfig {
             max_batch_bytes: 1 << 20,

@@ -95,11 +95,14 @@ pub struct Assignment {
     pub partition_epoch: i32,
     /// The incarnation each ISR member joined with.
     pub isr_incarnations: BTreeMap<NodeId, String>,
+    /// Replicas a reassignment under way is adding (their catch-up is throttled).
+    pub adding: Vec<NodeId>,
 }
 
 /// State that changes with the role, under one lock.
 struct RoleState {
     replicas: Vec<NodeId>,
+    adding: Vec<NodeId>,
     isr: Vec<NodeId>,
     isr_incarnations: BTreeMap<NodeId, String>,
     partition_epoch: i32,
@@ -177,6 +180,7 @@ impl Replica {
             }),
             role: Mutex::new(RoleState {
                 replicas: Vec::new(),
+                adding: Vec::new(),
                 isr: Vec::new(),
                 isr_incarnations: BTreeMap::new(),
                 partition_epoch: -1,
@@ -273,6 +277,7 @@ impl Replica {
                 role.followers.retain(|r, _| a.replicas.contains(r));
             }
             role.replicas = a.replicas;
+            role.adding = a.adding;
             // A view older than this leader's own ISR write must not undo it.
             if new_term || a.partition_epoch >= role.partition_epoch {
                 role.isr = a.isr;
@@ -497,6 +502,13 @@ impl Replica {
     /// Number of assigned replicas (the replication factor).
     pub fn replica_count(&self) -> usize {
         lock(&self.role).replicas.len()
+    }
+
+    /// Whether `id` is a replica a reassignment is adding and that has not joined the ISR yet
+    /// (its catch-up counts against the reassignment throttle).
+    pub fn is_moving_in(&self, id: NodeId) -> bool {
+        let role = lock(&self.role);
+        role.adding.contains(&id) && !role.isr.contains(&id)
     }
 
     /// Whether `id` is an assigned replica.

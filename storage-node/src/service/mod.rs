@@ -43,6 +43,8 @@ pub struct LogService {
     pub closing: tokio::sync::watch::Receiver<bool>,
     /// Free space on the data volume: a full one refuses produce requests.
     pub disk: Arc<crate::disk::DiskSpace>,
+    /// Caps catch-up traffic to replicas a reassignment is adding.
+    pub throttle: Arc<crate::throttle::Throttle>,
 }
 
 impl LogService {

@@ -20,6 +20,7 @@ use crate::log::LogStore;
 use crate::partitions::Partitions;
 use crate::replica::Replica;
 use crate::replica::epochs::divergence;
+use crate::throttle::Throttle;
 
 /// Most bytes pushed in one chunk.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -46,9 +47,14 @@ impl Following {
         true
     }
 
-    /// The replica, epoch and offset its push starts from.
-    pub(super) fn push_from(&self) -> (Arc<Replica>, i32, Offset) {
-        (self.replica.clone(), self.epoch, self.next)
+    /// Where its push starts.
+    pub(super) fn push_from(&self) -> PushFrom {
+        PushFrom {
+            replica: self.replica.clone(),
+            follower: self.follower,
+            epoch: self.epoch,
+            next: self.next,
+        }
     }
 
     /// The follower follows `epoch`: when that is newer than this leadership, this node was
@@ -64,6 +70,14 @@ impl Following {
     pub(super) fn gone(&self) {
         self.replica.update_follower(self.follower, None, false);
     }
+}
+
+/// A push's start: the replica, the follower, the leader epoch and the first offset to send.
+pub(super) struct PushFrom {
+    replica: Arc<Replica>,
+    follower: NodeId,
+    epoch: i32,
+    next: Offset,
 }
 
 /// What the leader makes of a follower's opening position.
@@ -150,14 +164,22 @@ pub(super) fn accept(
 /// learns it from its next fetch): sending it at once would double the chunks and
 /// acknowledgements per produced batch, and a follower needs it only to serve reads after it
 /// becomes the leader, which recomputes it anyway.
+///
+/// Batches for a replica a reassignment is adding, while it catches up, are charged to the
+/// node's reassignment `throttle` before they leave.
 pub(super) async fn push(
-    r: Arc<Replica>,
+    from: PushFrom,
     log: Arc<dyn LogStore>,
     faults: Faults,
-    mut next: Offset,
-    epoch: i32,
+    throttle: Arc<Throttle>,
     out: mpsc::Sender<pb::ReplicaChunk>,
 ) {
+    let PushFrom {
+        replica: r,
+        follower,
+        epoch,
+        mut next,
+    } = from;
     let (mut end_rx, mut lead_rx) = (r.watch_log_end(), r.watch_leadership());
     let (mut hw_rx, mut start_rx) = (r.watch_high_watermark(), r.watch_log_start());
     // The high watermark and log start the follower was last sent (-1: nothing sent yet, so
@@ -192,6 +214,9 @@ pub(super) async fn push(
             };
             next = h.next_offset();
             chunk.batches = concat(&batches);
+            if r.is_moving_in(follower) {
+                throttle.take(chunk.batches.len()).await;
+            }
         } else if hw == told && start == told_start {
             tokio::select! {
                 _ = end_rx.changed() => {}

@@ -24,6 +24,7 @@ use super::replicate::{Accepted, Following, accept, push};
 use crate::faults::Faults;
 use crate::log::LogStore;
 use crate::partitions::Partitions;
+use crate::throttle::Throttle;
 
 /// A follower's replication: chunk messages carry up to 8 MiB of batches.
 pub const LIMITS: Limits = Limits {
@@ -42,6 +43,7 @@ pub struct Leading {
     partitions: Arc<Partitions>,
     log: Arc<dyn LogStore>,
     faults: Faults,
+    throttle: Arc<Throttle>,
     /// The followers of the open sub-streams, by id.
     following: HashMap<u64, Following>,
 }
@@ -55,6 +57,7 @@ impl Leading {
             partitions: svc.partitions.clone(),
             log: svc.log.clone(),
             faults: svc.faults.clone(),
+            throttle: svc.throttle.clone(),
             following: HashMap::new(),
         }
     }
@@ -76,13 +79,13 @@ impl Handler for Leading {
             Err(e) => futures::stream::iter([Down::End(Some(e))]).boxed(),
             Ok(Accepted::Diverging(chunk)) => futures::stream::iter([Down::Item(chunk)]).boxed(),
             Ok(Accepted::Follow(following)) => {
-                let (replica, epoch, next) = following.push_from();
+                let from = following.push_from();
                 self.following.insert(id, following);
                 let (tx, rx) = mpsc::channel(QUEUED_CHUNKS);
                 let (log, faults) = (self.log.clone(), self.faults.clone());
                 // The push ends when this node stops leading at `epoch` or the sub-stream is
                 // dropped; the sub-stream then ends plainly and the follower reopens it.
-                tokio::spawn(push(replica, log, faults, next, epoch, tx));
+                tokio::spawn(push(from, log, faults, self.throttle.clone(), tx));
                 ReceiverStream::new(rx).map(Down::Item).boxed()
             }
         }

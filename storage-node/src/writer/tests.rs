@@ -28,6 +28,7 @@ fn replica(log: &dyn LogStore, p: i32, leader: i32, epoch: i32) -> Arc<Replica> 
             isr: vec![0],
             partition_epoch: 0,
             isr_incarnations: Default::default(),
+            adding: Vec::new(),
         },
         ReplicaConfig {
             max_batch_bytes: 1 << 20,
@@ -199,6 +200,7 @@ async fn chunks_still_queued_when_the_node_took_over_leadership_are_refused() {
         isr: vec![0],
         partition_epoch: 1,
         isr_incarnations: Default::default(),
+        adding: Vec::new(),
     });
     assert!(matches!(
         writer.replicate(r.clone(), batch(2, 1)).await,

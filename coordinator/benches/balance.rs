@@ -1,6 +1,7 @@
-//! The balancer's planning time on a large cluster: 10,000 partitions at RF 3 spread evenly
-//! over 11 nodes when a twelfth joins (it should receive a twelfth of the replicas and of the
-//! preferred leaders).
+//! The balancer's planning time on a large cluster of 12 nodes: 10,000 partitions at RF 3
+//! spread evenly over 11 nodes when a twelfth joins (it receives a twelfth of the replicas and
+//! of the preferred leaders: 2,500 moves), and the same partitions all on 3 nodes when 9 join
+//! (22,500 moves).
 //!
 //! `cargo bench -p sluice-coordinator --bench balance`
 
@@ -30,8 +31,20 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("balance_plan");
     g.sample_size(10);
     let joined = spread(10_000, 11);
+    for (name, parts) in [("joined", &joined), ("crowded", &spread(10_000, 3))] {
+        let plan = balance::plan(parts, &nodes(12));
+        let moved: usize = plan
+            .iter()
+            .map(|(i, l)| l.iter().filter(|n| !parts[*i].contains(n)).count())
+            .sum();
+        println!("{name}: {} lists change, {moved} replicas move", plan.len());
+    }
     g.bench_function("10k_partitions_11_nodes_plus_1", |b| {
         b.iter(|| black_box(balance::plan(black_box(&joined), &nodes(12))))
+    });
+    let crowded = spread(10_000, 3);
+    g.bench_function("10k_partitions_3_nodes_plus_9", |b| {
+        b.iter(|| black_box(balance::plan(black_box(&crowded), &nodes(12))))
     });
     g.finish();
 }

@@ -138,19 +138,19 @@ fn spread_leaders(lists: &mut [Vec<NodeId>], nodes: &BTreeMap<NodeId, String>) {
     let mut leads = index(lists, nodes, true);
     // Direct shifts first (one partition, no path), which settle most of the imbalance in one
     // pass over the partitions.
-    for i in 0..lists.len() {
-        let Some(from) = lists[i].first().copied().filter(|n| leads.contains_key(n)) else {
+    for (i, list) in lists.iter_mut().enumerate() {
+        let Some(from) = list.first().copied().filter(|n| leads.contains_key(n)) else {
             continue;
         };
-        let least = lists[i][1..]
+        let least = list[1..]
             .iter()
             .filter_map(|n| leads.get(n).map(|s| (s.len(), *n)))
             .min();
         if let Some((count, to)) = least
             && count + 2 <= leads[&from].len()
         {
-            let at = lists[i].iter().position(|n| *n == to).expect("a replica");
-            lists[i].swap(0, at);
+            let at = list.iter().position(|n| *n == to).expect("a replica");
+            list.swap(0, at);
             leads.get_mut(&from).expect("eligible").remove(&i);
             leads.get_mut(&to).expect("eligible").insert(i);
         }

@@ -233,6 +233,75 @@ impl Admin {
         Ok(resp.moves)
     }
 
+    /// Cancels the moves of `partitions` (topic, partition), or every move under way when
+    /// empty: each returns to its replicas before the move. Returns the cancelled moves.
+    pub async fn cancel_reassignments(
+        &self,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<pb::PartitionReassignment>> {
+        let partitions: Vec<pb::PartitionRef> = partitions
+            .into_iter()
+            .map(|(topic, partition)| pb::PartitionRef { topic, partition })
+            .collect();
+        let resp = self
+            .coordinators
+            .call(&self.pool, "CancelReassignments", true, |ch, t| {
+                let req = pb::CancelReassignmentsRequest {
+                    partitions: partitions.clone(),
+                };
+                async move {
+                    AdminClient::new(ch)
+                        .cancel_reassignments(request(req, t))
+                        .await
+                }
+            })
+            .await?
+            .into_inner();
+        Ok(resp.cancelled)
+    }
+
+    /// Every cluster-wide setting with its effective value.
+    pub async fn describe_cluster_config(&self) -> Result<pb::DescribeClusterConfigResponse> {
+        Ok(self
+            .coordinators
+            .call(
+                &self.pool,
+                "DescribeClusterConfig",
+                true,
+                |ch, t| async move {
+                    AdminClient::new(ch)
+                        .describe_cluster_config(request(pb::DescribeClusterConfigRequest {}, t))
+                        .await
+                },
+            )
+            .await?
+            .into_inner())
+    }
+
+    /// Sets and removes cluster-wide settings; answers with every setting after the change.
+    pub async fn alter_cluster_config(
+        &self,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    ) -> Result<pb::DescribeClusterConfigResponse> {
+        let req = pb::AlterClusterConfigRequest {
+            set: set.into_iter().collect(),
+            delete,
+        };
+        Ok(self
+            .coordinators
+            .call(&self.pool, "AlterClusterConfig", true, |ch, t| {
+                let req = req.clone();
+                async move {
+                    AdminClient::new(ch)
+                        .alter_cluster_config(request(req, t))
+                        .await
+                }
+            })
+            .await?
+            .into_inner())
+    }
+
     /// The partition moves under way.
     pub async fn list_reassignments(&self) -> Result<Vec<pb::Reassignment>> {
         let resp = self

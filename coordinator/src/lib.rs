@@ -7,6 +7,7 @@
 //! coordinators in process with their own listener and shutdown signal.
 
 pub mod alter_config;
+pub mod autobalance;
 pub mod balance;
 pub mod cluster_config;
 pub mod controller;
@@ -140,7 +141,7 @@ pub async fn run(
             cache: cache.clone(),
             suspects,
         }
-        .run(role_rx.clone(), stop_rx),
+        .run(role_rx.clone(), stop_rx.clone()),
     );
     let producer_ids = Arc::new(ProducerIdAllocator::new(store.clone(), &keys));
     let controller = Controller {
@@ -149,6 +150,12 @@ pub async fn run(
         cache: cache.clone(),
         default_replication_factor: cfg.default_replication_factor,
     };
+    let balancer = tokio::spawn(
+        autobalance::AutoBalancer {
+            controller: controller.clone(),
+        }
+        .run(role_rx.clone(), stop_rx),
+    );
     // Streams never finish by themselves, and a graceful shutdown waits for every open one.
     let (streams_stop_tx, streams_stop_rx) = watch::channel(false);
     let shutdown = async move {
@@ -207,6 +214,9 @@ pub async fn run(
             deadline_ms = STOP_DEADLINE.as_millis() as u64,
             "failover loop did not stop in time"
         );
+    }
+    if tokio::time::timeout(STOP_DEADLINE, balancer).await.is_err() {
+        tracing::warn!("balancer did not stop in time");
     }
     if tokio::time::timeout(STOP_DEADLINE, prober).await.is_err() {
         tracing::warn!("suspect prober did not stop in time");

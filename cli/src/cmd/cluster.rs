@@ -1,4 +1,5 @@
-//! `sluice cluster status|reassignments|rebalance` and `sluice node decommission|recommission`.
+//! `sluice cluster status|reassignments|rebalance|config` and `sluice node
+//! decommission|recommission`.
 
 use clap::Subcommand;
 use sluice_client::{Admin, ClientConfig};
@@ -10,13 +11,31 @@ use super::table;
 pub enum ClusterCmd {
     /// Controller, coordinators, storage nodes and partition health.
     Status,
-    /// Partition moves under way: replicas catching up and replicas that go.
-    Reassignments,
+    /// Partition moves under way: replicas catching up (bytes copied) and replicas that go.
+    Reassignments {
+        /// Cancel every move under way (each partition goes back to its replicas before it).
+        #[arg(long)]
+        cancel: bool,
+    },
     /// Even out replicas and preferred leaders over the storage nodes (racks kept, few moves).
     Rebalance {
         /// Print the plan without starting it.
         #[arg(long)]
         dry_run: bool,
+        /// Also write the plan to this file (for `sluice topic reassign --plan`).
+        #[arg(long)]
+        plan_out: Option<std::path::PathBuf>,
+    },
+    /// Show the cluster-wide settings, or change them live (e.g. the reassignment throttle,
+    /// automatic balancing).
+    Config {
+        /// Setting to change as key=value (repeatable), e.g.
+        /// --set reassignment.throttle.bytes.per.second=10485760.
+        #[arg(long)]
+        set: Vec<String>,
+        /// Setting to return to its default (repeatable).
+        #[arg(long)]
+        delete: Vec<String>,
     },
 }
 
@@ -58,8 +77,16 @@ pub async fn run_node(cmd: NodeCmd, client: ClientConfig) -> anyhow::Result<()> 
 /// Runs a cluster subcommand.
 pub async fn run(cmd: ClusterCmd, client: ClientConfig) -> anyhow::Result<()> {
     let admin = Admin::connect(client).await?;
-    if let ClusterCmd::Rebalance { dry_run } = cmd {
+    if let ClusterCmd::Config { set, delete } = cmd {
+        let set = super::topic::parse_config(&set)?;
+        return super::moves::cluster_config(&admin, set, delete).await;
+    }
+    if let ClusterCmd::Rebalance { dry_run, plan_out } = cmd {
         let moves = admin.rebalance(dry_run).await?;
+        if let Some(path) = &plan_out {
+            super::moves::write_plan(path, &moves)?;
+            outln!("plan written to {}", path.display());
+        }
         if moves.is_empty() {
             outln!("balanced: nothing to move");
             return Ok(());
@@ -80,31 +107,12 @@ pub async fn run(cmd: ClusterCmd, client: ClientConfig) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    if let ClusterCmd::Reassignments = cmd {
-        let moves = admin.list_reassignments().await?;
-        if moves.is_empty() {
-            outln!("no partition is moving");
-            return Ok(());
+    if let ClusterCmd::Reassignments { cancel } = cmd {
+        if cancel {
+            let cancelled = admin.cancel_reassignments(Vec::new()).await?;
+            outln!("{} move(s) cancelled", cancelled.len());
         }
-        let mut tab = table(&[
-            "topic",
-            "partition",
-            "replicas",
-            "target",
-            "catching up",
-            "leaving",
-        ]);
-        for m in moves {
-            tab.add_row(vec![
-                m.topic,
-                m.partition.to_string(),
-                super::ids(&m.replicas),
-                super::ids(&m.target_replicas),
-                super::ids(&m.adding),
-                super::ids(&m.removing),
-            ]);
-        }
-        outln!("{tab}");
+        super::moves::print_reassignments(admin.list_reassignments().await?);
         return Ok(());
     }
     let c = admin.describe_cluster().await?;

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod consume;
 pub mod dev;
 pub mod group;
+pub mod moves;
 pub mod produce;
 pub mod topic;
 

@@ -67,17 +67,26 @@ pub enum TopicCmd {
         #[arg(long, allow_negative_numbers = true)]
         before: i64,
     },
-    /// Move a partition to other storage nodes (the first is its preferred leader); the new
-    /// replicas catch up before the old ones go. `sluice cluster reassignments` shows progress.
+    /// Move partitions to other storage nodes (the first is the preferred leader): one with
+    /// NAME --partition P --replicas 1,2,3, or many from a plan file (Kafka's reassignment JSON,
+    /// as `sluice cluster rebalance --dry-run --plan-out` writes). The new replicas catch up
+    /// before the old ones go; `sluice cluster reassignments` shows progress.
     Reassign {
-        /// Topic name.
-        name: String,
+        /// Topic name (with --partition).
+        name: Option<String>,
         /// The partition.
-        #[arg(long)]
-        partition: i32,
+        #[arg(long, requires = "name")]
+        partition: Option<i32>,
         /// The node ids it moves to, e.g. 1,2,3.
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',')]
         replicas: Vec<i32>,
+        /// A plan file: {"version": 1, "partitions": [{"topic": "t", "partition": 0,
+        /// "replicas": [1, 2, 3]}]}.
+        #[arg(long, conflicts_with_all = ["name", "replicas"])]
+        plan: Option<std::path::PathBuf>,
+        /// Cancel the named moves: each partition goes back to its replicas before the move.
+        #[arg(long, conflicts_with = "replicas")]
+        cancel: bool,
     },
     /// Move leadership back to each partition's preferred (first) replica where it is in sync.
     ElectLeaders {
@@ -259,18 +268,17 @@ pub async fn run(cmd: TopicCmd, client: ClientConfig) -> anyhow::Result<()> {
             name,
             partition,
             replicas,
+            plan,
+            cancel,
         } => {
-            let target = super::ids(&replicas);
-            admin
-                .reassign_partitions(vec![sluice_proto::pb::PartitionReassignment {
-                    topic: name.clone(),
-                    partition,
-                    replicas,
-                }])
-                .await?;
-            outln!(
-                "{name}-{partition} is moving to {target}; `sluice cluster reassignments` shows progress"
-            );
+            let args = super::moves::ReassignArgs {
+                name,
+                partition,
+                replicas,
+                plan,
+                cancel,
+            };
+            super::moves::reassign(&admin, args).await?;
         }
         TopicCmd::ElectLeaders { name, partition } => {
             let mut tab = table(&["partition", "leader", "result"]);

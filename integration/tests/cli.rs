@@ -211,6 +211,8 @@ fn dev_cluster_tour_creates_produces_and_consumes_from_the_shell() {
         "{stderr}"
     );
 
+    cluster_settings_and_plans(&bootstrap, dir.path());
+
     let bad = sluice(&bootstrap, &["topic", "create", "__mine"], None);
     assert!(!bad.status.success());
     assert!(
@@ -299,4 +301,77 @@ fn bench_workloads_report_what_they_sent_and_read() {
         assert!(err.contains(says), "{bad:?}: {err}");
     }
     drop(dev);
+}
+
+/// `sluice cluster config`, a rebalance plan written to a file and started from it, and a
+/// cancel with nothing to cancel, on the one-node dev cluster.
+fn cluster_settings_and_plans(bootstrap: &str, dir: &std::path::Path) {
+    let key = "reassignment.throttle.bytes.per.second";
+    let shown = ok(sluice(bootstrap, &["cluster", "config"], None));
+    assert!(shown.contains(key) && shown.contains("default"), "{shown}");
+    let set = ok(sluice(
+        bootstrap,
+        &["cluster", "config", "--set", &format!("{key}=1048576")],
+        None,
+    ));
+    let row = set.lines().find(|l| l.contains(key)).unwrap();
+    assert!(row.contains("1048576") && row.contains("set"), "{set}");
+    let bad = sluice(
+        bootstrap,
+        &["cluster", "config", "--set", "throttle=1"],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("INVALID_CONFIG") && stderr.contains(key),
+        "{stderr}"
+    );
+
+    let plan = dir.join("plan.json");
+    let planned = ok(sluice(
+        bootstrap,
+        &[
+            "cluster",
+            "rebalance",
+            "--dry-run",
+            "--plan-out",
+            plan.to_str().unwrap(),
+        ],
+        None,
+    ));
+    assert!(planned.contains("nothing to move"), "{planned}");
+    let text = r#"{"version": 1, "partitions": [{"topic": "greetings", "partition": 0, "replicas": [0]}]}"#;
+    std::fs::write(&plan, text).unwrap();
+    let started = ok(sluice(
+        bootstrap,
+        &["topic", "reassign", "--plan", plan.to_str().unwrap()],
+        None,
+    ));
+    assert!(started.contains("1 partition(s) moving"), "{started}");
+    std::fs::write(&plan, "{\"partitions\": 3}").unwrap();
+    let bad = sluice(
+        bootstrap,
+        &["topic", "reassign", "--plan", plan.to_str().unwrap()],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("expected"),
+        "{stderr}"
+    );
+    let cancelled = ok(sluice(
+        bootstrap,
+        &[
+            "topic",
+            "reassign",
+            "greetings",
+            "--partition",
+            "0",
+            "--cancel",
+        ],
+        None,
+    ));
+    assert!(cancelled.contains("was moving"), "{cancelled}");
+    let listed = ok(sluice(bootstrap, &["cluster", "reassignments"], None));
+    assert!(listed.contains("no partition is moving"), "{listed}");
 }

@@ -1,11 +1,16 @@
-//! Preferred leader election on real processes: after a storage node's restart its partitions
-//! stay led elsewhere; `ElectLeaders` moves each back to its preferred replica once that is in
-//! sync, refuses (per partition, saying why) while it is down, and producers follow the moves.
+//! Preferred leader election on real processes. On request (automatic balancing off): after a
+//! storage node's restart its partitions stay led elsewhere; `ElectLeaders` moves each back to
+//! its preferred replica once that is in sync, refuses (per partition, saying why) while it is
+//! down, and producers follow the moves. By itself: a rolling restart of every storage node
+//! under an `acks=all` load ends with every partition led by its preferred replica, and
+//! nothing acknowledged is lost.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_client::ProducerRecord;
+use sluice_client::{Acks, ProducerConfig, ProducerRecord};
+use sluice_integration::workload::{self, Ledger};
 use sluice_integration::{ClusterSpec, TestCluster, config};
 
 const TOPIC: &str = "pl";
@@ -35,6 +40,8 @@ async fn leadership_goes_back_to_preferred_replicas_on_request_once_they_are_in_
     .await
     .unwrap();
     let admin = cluster.admin().await.unwrap();
+    let off = config(&[("auto.leader.rebalance.enable", "false")]);
+    admin.alter_cluster_config(off, vec![]).await.unwrap();
     let min_isr = config(&[("min.insync.replicas", "2")]);
     admin.create_topic(TOPIC, 6, 3, min_isr).await.unwrap();
     cluster
@@ -72,10 +79,7 @@ async fn leadership_goes_back_to_preferred_replicas_on_request_once_they_are_in_
         .await;
     let restarted = leaders(&cluster).await;
     for p in &on_0 {
-        assert_ne!(
-            restarted[*p].1, 0,
-            "nothing moves leadership back by itself yet"
-        );
+        assert_ne!(restarted[*p].1, 0, "automatic leader balancing is off");
     }
     let elected = admin.elect_leaders(TOPIC, vec![]).await.unwrap();
     for (p, r) in elected.iter().enumerate() {
@@ -103,5 +107,62 @@ async fn leadership_goes_back_to_preferred_replicas_on_request_once_they_are_in_
         Some(sluice_proto::pb::ErrorCode::UnknownPartition),
         "{e}"
     );
+    assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_ends_with_every_partition_led_by_its_preferred_replica() {
+    let mut cluster = TestCluster::start(ClusterSpec {
+        coordinators: 1,
+        storage_nodes: 3,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = cluster.admin().await.unwrap();
+    let often = config(&[("leader.imbalance.check.interval.ms", "1000")]);
+    admin.alter_cluster_config(often, vec![]).await.unwrap();
+    let min_isr = config(&[("min.insync.replicas", "2")]);
+    admin.create_topic(TOPIC, 6, 3, min_isr).await.unwrap();
+    cluster
+        .wait_full_isr(TOPIC, 6, Duration::from_secs(30))
+        .await;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let cfg = ProducerConfig {
+        client: cluster.client_config(),
+        acks: Acks::All,
+        ..Default::default()
+    };
+    let producer = workload::spawn_producer(cfg, TOPIC, 6, 16, ledger.clone(), stop);
+    for n in 0..3 {
+        // A graceful stop hands the node's leaderships over first (controlled shutdown).
+        let exit = cluster.stop_node_gracefully(n, Duration::from_secs(20));
+        assert!(exit.is_some_and(|e| e.success()), "node {n}: {exit:?}");
+        cluster.restart_node(n).unwrap();
+        cluster
+            .wait_full_isr(TOPIC, 6, Duration::from_secs(30))
+            .await;
+    }
+    let started = Instant::now();
+    loop {
+        let now = leaders(&cluster).await;
+        if now.iter().all(|(preferred, leader)| preferred == leader) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "leaders not back on their preferred replicas: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "every leader back on its preferred replica {:?} after the last restart",
+        started.elapsed()
+    );
+    stop_tx.send(true).unwrap();
+    producer.await.unwrap().unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
+    workload::assert_guarantees(&cluster, TOPIC, 6, &ledger).await;
     assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
 }

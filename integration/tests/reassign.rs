@@ -19,8 +19,12 @@ const PARTITIONS: i32 = 4;
 
 /// Every partition's replicas and target, as described.
 async fn replicas(cluster: &TestCluster) -> Vec<(Vec<i32>, Vec<i32>)> {
+    replicas_of(cluster, TOPIC).await
+}
+
+async fn replicas_of(cluster: &TestCluster, topic: &str) -> Vec<(Vec<i32>, Vec<i32>)> {
     let admin = cluster.admin().await.unwrap();
-    let t = admin.describe_topic(TOPIC).await.unwrap();
+    let t = admin.describe_topic(topic).await.unwrap();
     t.partitions
         .iter()
         .map(|p| (p.replicas.clone(), p.target_replicas.clone()))
@@ -55,9 +59,18 @@ async fn move_all(cluster: &TestCluster, from: i32, to: i32) -> Vec<Vec<i32>> {
 }
 
 async fn wait_moved(cluster: &TestCluster, targets: &[Vec<i32>], within: Duration) -> Duration {
+    wait_topic_moved(cluster, TOPIC, targets, within).await
+}
+
+async fn wait_topic_moved(
+    cluster: &TestCluster,
+    topic: &str,
+    targets: &[Vec<i32>],
+    within: Duration,
+) -> Duration {
     let started = Instant::now();
     loop {
-        let now = replicas(cluster).await;
+        let now = replicas_of(cluster, topic).await;
         let done = now
             .iter()
             .zip(targets)
@@ -232,5 +245,70 @@ async fn a_node_that_joins_receives_its_share_of_replicas_and_leaders_by_itself(
         admin.rebalance(true).await.unwrap().is_empty(),
         "balanced: nothing more to move"
     );
+    assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reassignment_throttle_caps_catch_up_and_changes_live() {
+    let cluster = TestCluster::start(ClusterSpec {
+        coordinators: 1,
+        storage_nodes: 2,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = cluster.admin().await.unwrap();
+    admin
+        .create_topic("th", 1, 1, Default::default())
+        .await
+        .unwrap();
+    let producer = cluster.producer().await;
+    let value = bytes::Bytes::from(vec![7u8; 64 << 10]);
+    let mut acks = Vec::new();
+    for _ in 0..128 {
+        let r = sluice_client::ProducerRecord::new("th", value.clone()).partition(0);
+        acks.push(producer.send(r).await.unwrap());
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    producer.close().await.unwrap();
+    let from = admin.describe_topic("th").await.unwrap().partitions[0].replicas[0];
+    let to = 1 - from;
+
+    // 8 MiB at 1 MiB/s: after 2 s the new replica holds at most about 3 MiB of it.
+    let throttle = "reassignment.throttle.bytes.per.second";
+    let slow = config(&[(throttle, "1048576")]);
+    admin.alter_cluster_config(slow, vec![]).await.unwrap();
+    let target = vec![to];
+    admin
+        .reassign_partitions(vec![PartitionReassignment {
+            topic: "th".into(),
+            partition: 0,
+            replicas: target.clone(),
+        }])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let moving = admin.list_reassignments().await.unwrap();
+    let m = moving.first().expect("still moving at 1 MiB/s");
+    let copied = m.adding_bytes.first().map_or(0, |r| r.bytes);
+    println!(
+        "after 2 s at 1 MiB/s: {copied} of {} bytes copied",
+        m.leader_bytes
+    );
+    assert!(m.leader_bytes >= 8 << 20, "{m:?}");
+    assert!(
+        copied <= 3 << 20,
+        "the throttle holds catch-up to 1 MiB/s: {m:?}"
+    );
+
+    // Lifted live: the move finishes.
+    admin
+        .alter_cluster_config(config(&[(throttle, "-1")]), vec![])
+        .await
+        .unwrap();
+    let took = wait_topic_moved(&cluster, "th", &[target], Duration::from_secs(60)).await;
+    println!("finished {took:?} after the throttle was lifted");
     assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
 }

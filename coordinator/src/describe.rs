@@ -92,6 +92,42 @@ pub fn unknown_topic(name: &str) -> ApiError {
 
 /// Live storage nodes as API records, with the replicas each holds or receives.
 pub fn nodes(view: &ClusterView) -> Vec<pb::NodeInfo> {
+    let replicas = replica_counts(view);
+    view.nodes
+        .values()
+        .map(|n| pb::NodeInfo {
+            node_id: n.node_id,
+            address: n.address.clone(),
+            rack: n.rack.clone(),
+            decommissioning: view.decommissioned.contains(&n.node_id),
+            replicas: replicas.get(&n.node_id).copied().unwrap_or(0),
+            registered: true,
+        })
+        .collect()
+}
+
+/// [`nodes`], then the nodes that are gone but hold replicas or are decommissioned.
+pub fn all_nodes(view: &ClusterView) -> Vec<pb::NodeInfo> {
+    let replicas = replica_counts(view);
+    let gone: BTreeSet<i32> = replicas
+        .keys()
+        .chain(&view.decommissioned)
+        .filter(|n| !view.nodes.contains_key(n))
+        .copied()
+        .collect();
+    let mut out = nodes(view);
+    out.extend(gone.into_iter().map(|n| pb::NodeInfo {
+        node_id: n,
+        decommissioning: view.decommissioned.contains(&n),
+        replicas: replicas.get(&n).copied().unwrap_or(0),
+        registered: false,
+        ..Default::default()
+    }));
+    out
+}
+
+/// Partitions each node holds a replica of or is receiving one of.
+fn replica_counts(view: &ClusterView) -> BTreeMap<i32, i32> {
     let mut replicas: BTreeMap<i32, i32> = BTreeMap::new();
     for p in view.partitions.values() {
         let all: BTreeSet<i32> = p
@@ -105,16 +141,7 @@ pub fn nodes(view: &ClusterView) -> Vec<pb::NodeInfo> {
             *replicas.entry(n).or_default() += 1;
         }
     }
-    view.nodes
-        .values()
-        .map(|n| pb::NodeInfo {
-            node_id: n.node_id,
-            address: n.address.clone(),
-            rack: n.rack.clone(),
-            decommissioning: view.decommissioned.contains(&n.node_id),
-            replicas: replicas.get(&n.node_id).copied().unwrap_or(0),
-        })
-        .collect()
+    replicas
 }
 
 /// The active controller, if any.
@@ -194,7 +221,7 @@ pub fn cluster(view: &ClusterView, cluster_name: &str) -> pb::DescribeClusterRes
     pb::DescribeClusterResponse {
         cluster_name: cluster_name.to_string(),
         controller: controller(view),
-        nodes: nodes(view),
+        nodes: all_nodes(view),
         coordinators: view
             .coordinators
             .values()

@@ -600,7 +600,8 @@ def test_service_monitor_and_dashboard(rendered: Rendered) -> None:
 def test_notes_tell_how_to_produce_and_consume(rendered: Rendered) -> None:
     bootstrap = f"{rendered.prefix}.{NAMESPACE}.svc.{DOMAIN}:9092"
     assert f"SLUICE_BOOTSTRAP={bootstrap}" in rendered.notes
-    for command in ("sluice topic create", "sluice produce", "sluice consume"):
+    for command in ("sluice topic create", "sluice produce", "sluice consume",
+                    "sluice node decommission", "--set storage.replicas="):
         assert command in rendered.notes
     for line in rendered.notes.splitlines():
         if line.strip().startswith("kubectl"):

@@ -314,7 +314,7 @@ impl TestCluster {
             if let Ok(admin) = self.admin().await
                 && let Ok(c) = admin.describe_cluster().await
                 && c.controller.is_some()
-                && c.nodes.len() == want_nodes
+                && c.nodes.iter().filter(|n| n.registered).count() == want_nodes
             {
                 return Ok(());
             }

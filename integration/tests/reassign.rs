@@ -199,7 +199,10 @@ async fn a_node_that_joins_receives_its_share_of_replicas_and_leaders_by_itself(
     // Node 3 is down while the topic is made; it joins afterwards.
     cluster.kill_node(3);
     let started = Instant::now();
-    while admin.describe_cluster().await.unwrap().nodes.len() != 3 {
+    let registered = |c: &sluice_proto::pb::DescribeClusterResponse| {
+        c.nodes.iter().filter(|n| n.registered).count()
+    };
+    while registered(&admin.describe_cluster().await.unwrap()) != 3 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "node 3 still registered"

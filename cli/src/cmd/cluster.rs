@@ -48,6 +48,9 @@ pub enum NodeCmd {
     Decommission {
         /// The node id.
         id: i32,
+        /// Wait until the node holds no replica (safe to remove), printing progress.
+        #[arg(long)]
+        wait: bool,
     },
     /// Let a decommissioned node take replicas again (those already moved stay put).
     Recommission {
@@ -60,11 +63,30 @@ pub enum NodeCmd {
 pub async fn run_node(cmd: NodeCmd, client: ClientConfig) -> anyhow::Result<()> {
     let admin = Admin::connect(client).await?;
     match cmd {
-        NodeCmd::Decommission { id } => {
+        NodeCmd::Decommission { id, wait } => {
             admin.decommission_node(id, false).await?;
-            outln!(
-                "node {id} is being decommissioned; `sluice cluster status` shows the replicas left"
-            );
+            if !wait {
+                outln!(
+                    "node {id} is being decommissioned; `sluice cluster status` shows the replicas left"
+                );
+                return Ok(());
+            }
+            let mut last = None;
+            loop {
+                let c = admin.describe_cluster().await?;
+                // A node listed nowhere holds no replica and is not registered.
+                let left = c.nodes.iter().find(|n| n.node_id == id).map(|n| n.replicas);
+                match left {
+                    Some(0) | None => break,
+                    Some(n) if last != Some(n) => {
+                        outln!("node {id}: {n} replicas left");
+                        last = Some(n);
+                    }
+                    Some(_) => {}
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            outln!("node {id} holds no replica: safe to remove");
         }
         NodeCmd::Recommission { id } => {
             admin.decommission_node(id, true).await?;
@@ -140,6 +162,7 @@ pub async fn run(cmd: ClusterCmd, client: ClientConfig) -> anyhow::Result<()> {
     let mut nodes = table(&["node", "address", "rack", "replicas", "state"]);
     for n in &c.nodes {
         let state = match (n.decommissioning, n.replicas) {
+            _ if !n.registered && !n.decommissioning => "gone (not registered)".to_string(),
             (false, _) => "serving".to_string(),
             (true, 0) => "decommissioned: safe to remove".to_string(),
             (true, left) => format!("decommissioning: {left} replicas left"),

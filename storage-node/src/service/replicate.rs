@@ -24,6 +24,9 @@ use crate::throttle::Throttle;
 
 /// Most bytes pushed in one chunk.
 const CHUNK_BYTES: usize = 1 << 20;
+/// Most bytes in one chunk to a replica a move is adding: small chunks interleave with the
+/// ISR's traffic on the shared stream instead of holding it up.
+const MOVING_CHUNK_BYTES: usize = 128 << 10;
 /// How long a moved high watermark waits for batches to ride on before it is sent alone.
 const HW_NEWS: Duration = Duration::from_millis(500);
 
@@ -204,7 +207,9 @@ pub(super) async fn push(
             ..Default::default()
         };
         if next < end {
-            let Ok(batches) = crate::log::read_async(&log, r.uid, next, end, CHUNK_BYTES).await
+            let moving = r.is_moving_in(follower);
+            let most = if moving { MOVING_CHUNK_BYTES } else { CHUNK_BYTES };
+            let Ok(batches) = crate::log::read_async(&log, r.uid, next, end, most).await
             else {
                 return;
             };
@@ -214,7 +219,7 @@ pub(super) async fn push(
             };
             next = h.next_offset();
             chunk.batches = concat(&batches);
-            if r.is_moving_in(follower) {
+            if moving {
                 throttle.take(chunk.batches.len()).await;
             }
         } else if hw == told && start == told_start {

@@ -15,6 +15,7 @@ table and writes the figures as JSON.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -138,6 +139,7 @@ def main():
     finally:
         setup.stop()
         bench.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
     med = {k: statistics.median([v for v in vals if v is not None])
            for k, vals in rows.items() if any(v is not None for v in vals)}
     print(f"\n{opts.gib} GiB partition between two nodes, medians of {opts.rounds} rounds")

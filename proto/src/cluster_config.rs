@@ -44,7 +44,7 @@ struct Spec {
 const SPECS: &[Spec] = &[
     Spec {
         key: "reassignment.throttle.bytes.per.second",
-        default: "67108864",
+        default: "33554432",
         check: rate,
     },
     Spec {
@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn defaults_overrides_and_bad_values() {
         let d = ClusterConfig::default();
-        assert_eq!(d.reassignment_throttle, Some(64 << 20));
+        assert_eq!(d.reassignment_throttle, Some(32 << 20));
         assert!(d.auto_balance && d.auto_leader_rebalance);
         let set: BTreeMap<String, String> = [
             ("reassignment.throttle.bytes.per.second", "-1"),

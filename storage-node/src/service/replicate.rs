@@ -208,9 +208,12 @@ pub(super) async fn push(
         };
         if next < end {
             let moving = r.is_moving_in(follower);
-            let most = if moving { MOVING_CHUNK_BYTES } else { CHUNK_BYTES };
-            let Ok(batches) = crate::log::read_async(&log, r.uid, next, end, most).await
-            else {
+            let most = if moving {
+                MOVING_CHUNK_BYTES
+            } else {
+                CHUNK_BYTES
+            };
+            let Ok(batches) = crate::log::read_async(&log, r.uid, next, end, most).await else {
                 return;
             };
             let Some(last) = batches.last() else { return };

@@ -2,8 +2,8 @@
 """What moving a partition costs on this machine: etcd + one coordinator + three storage nodes
 (the `sluice-rf3` set-up of scripts/bench.py, release binaries, data on the real disk). A topic
 of one partition at replication factor 1 is filled with --gib GiB (`sluice bench produce`,
-1 KiB records); then, per round, the partition moves to another node with the reassignment
-throttle off, then at each --rates MiB/s, back and forth, each timed from `sluice topic
+1 KiB records); then, per round, the partition moves on to the next of the three nodes with
+the reassignment throttle off, then at each --rates MiB/s, each timed from `sluice topic
 reassign` until the partition's replica list is the target. W3 (`sluice bench e2e`, 10,000 records/s of 1 KiB,
 RF 3, acks=all) runs on an unrelated topic during each move and once with no move, so its p99
 can be set against each (dirty pages written back before each). Rounds: --rounds. Prints a
@@ -134,15 +134,16 @@ def main():
                 name = "off" if rate is None else str(rate)
                 rows[f"move_{name}"].append(took)
                 rows[f"w3_{name}"].append(p99_ms(during))
-            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in rows.items()),
-                  flush=True)
+            print(f"round {r + 1}: " + ", ".join(
+                f"{k} {'-' if v[-1] is None else format(v[-1], '.2f')}" for k, v in rows.items()),
+                flush=True)
     finally:
         setup.stop()
         bench.stop_all()
         shutil.rmtree(work, ignore_errors=True)
     med = {k: statistics.median([v for v in vals if v is not None])
            for k, vals in rows.items() if any(v is not None for v in vals)}
-    print(f"\n{opts.gib} GiB partition between two nodes, medians of {opts.rounds} rounds")
+    print(f"\n{opts.gib} GiB partition moved from node to node, medians of {opts.rounds} rounds")
     print(f"  W3 p99 with no move: {med.get('w3_none', 0):.2f} ms")
     for name in ["off", *map(str, rates)]:
         label = "throttle off" if name == "off" else f"{name} MiB/s"

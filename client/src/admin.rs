@@ -233,22 +233,40 @@ impl Admin {
         Ok(resp.moves)
     }
 
-    /// Cancels the moves of `partitions` (topic, partition), or every move under way when
-    /// empty: each returns to its replicas before the move. Returns the cancelled moves.
+    /// Cancels the moves of `partitions` (topic, partition): each returns to its replicas
+    /// before the move. Returns the cancelled moves (named partitions not moving are left out).
     pub async fn cancel_reassignments(
         &self,
         partitions: Vec<(String, i32)>,
     ) -> Result<Vec<pb::PartitionReassignment>> {
-        let partitions: Vec<pb::PartitionRef> = partitions
+        let partitions = partitions
             .into_iter()
             .map(|(topic, partition)| pb::PartitionRef { topic, partition })
             .collect();
+        self.cancel(pb::CancelReassignmentsRequest {
+            partitions,
+            all: false,
+        })
+        .await
+    }
+
+    /// Cancels every move under way; returns the cancelled moves.
+    pub async fn cancel_all_reassignments(&self) -> Result<Vec<pb::PartitionReassignment>> {
+        self.cancel(pb::CancelReassignmentsRequest {
+            partitions: Vec::new(),
+            all: true,
+        })
+        .await
+    }
+
+    async fn cancel(
+        &self,
+        req: pb::CancelReassignmentsRequest,
+    ) -> Result<Vec<pb::PartitionReassignment>> {
         let resp = self
             .coordinators
             .call(&self.pool, "CancelReassignments", true, |ch, t| {
-                let req = pb::CancelReassignmentsRequest {
-                    partitions: partitions.clone(),
-                };
+                let req = req.clone();
                 async move {
                     AdminClient::new(ch)
                         .cancel_reassignments(request(req, t))

@@ -3,7 +3,7 @@
 //!
 //! - **Replicas** ([`next_step`]): when the eligible storage nodes (registered, not draining,
 //!   not decommissioned) differ from those of the last balance (stored under `balancer`, so a
-//!   new controller knows), the balancer's plan ([`crate::balance::plan`]) is started a few
+//!   new controller knows; read from the watch-fed view), the balancer's plan ([`crate::balance::plan`]) is started a few
 //!   moves at a time; once it is empty the node set is stored. The replicas of a node gone
 //!   longer than `auto.balance.node.unavailable.ms` move to the others first
 //!   ([`crate::decommission::plan`]). Nothing starts while a node is gone for less than that
@@ -98,11 +98,16 @@ pub fn next_step(
     if gone.values().any(|too_long| !too_long) {
         return Step::Wait("a storage node is gone, not yet for long");
     }
+    if view.nodes.values().any(|n| n.draining) {
+        return Step::Wait("a storage node is shutting down");
+    }
     let nodes = eligible(view);
     let dead: BTreeSet<NodeId> = gone.keys().copied().collect();
     if !dead.is_empty() {
         let records: Vec<&PartitionStateRecord> = all.iter().map(|p| p.state).collect();
-        let moves = decommission::plan(&records, &nodes, &dead);
+        let mut moves = decommission::plan(&records, &nodes, &dead);
+        // A partition without a leader cannot copy its data anywhere; it waits for its node.
+        moves.retain(|(i, _)| all[*i].state.leader != NO_LEADER);
         return if moves.is_empty() {
             Step::Wait("no node can take the replicas of a node gone too long")
         } else {
@@ -157,6 +162,7 @@ pub fn leader_moves(view: &ClusterView, percentage: u64, budget: usize) -> Vec<C
         .map(|(n, _)| *n)
         .collect();
     all.iter()
+        .filter(|p| p.state.target_replicas.is_empty())
         .filter(|p| p.state.replicas.first().is_some_and(|n| over.contains(n)))
         .filter_map(|p| {
             let new = failover::move_to_preferred(p.state, &live, &draining)?;
@@ -174,6 +180,33 @@ pub fn leader_moves(view: &ClusterView, percentage: u64, budget: usize) -> Vec<C
         .collect()
 }
 
+/// Stores `nodes` as the node set the cluster is balanced for: the replica balancer starts
+/// nothing until the eligible nodes differ from it.
+pub async fn record_balanced(
+    c: &Controller,
+    fence: i64,
+    nodes: impl Iterator<Item = NodeId>,
+) -> Result<(), sluice_proto::error::ApiError> {
+    let record = BalancerRecord {
+        nodes: nodes.collect(),
+    };
+    let txn = Txn::new()
+        .when(sluice_metadata::Compare::CreateRevision(
+            c.keys.controller(),
+            fence,
+        ))
+        .then(Op::Put {
+            key: c.keys.balancer(),
+            value: record.encode_to_vec().into(),
+            lease: 0,
+        });
+    c.store
+        .txn(txn)
+        .await
+        .map_err(crate::controller::store_error)?;
+    Ok(())
+}
+
 /// The balancing task of one coordinator.
 pub struct AutoBalancer {
     /// The controller's write handle.
@@ -184,7 +217,7 @@ impl AutoBalancer {
     /// Balances while `role` is active; returns when `stop` turns true.
     pub async fn run(self, role: watch::Receiver<Role>, mut stop: watch::Receiver<bool>) {
         let mut gone_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
-        let mut next_leader_check = Instant::now();
+        let mut last_leader_check: Option<Instant> = None;
         let mut leaders_pending = false;
         let mut was_active = false;
         loop {
@@ -224,10 +257,11 @@ impl AutoBalancer {
                     tracing::warn!(%error, "automatic balancing failed; retrying");
                 }
             }
-            if cfg.auto_leader_rebalance && (leaders_pending || now >= next_leader_check) {
-                if now >= next_leader_check {
-                    next_leader_check =
-                        now + Duration::from_millis(cfg.leader_imbalance_check_interval_ms);
+            let interval = Duration::from_millis(cfg.leader_imbalance_check_interval_ms);
+            let due = last_leader_check.is_none_or(|t| now.duration_since(t) >= interval);
+            if cfg.auto_leader_rebalance && (leaders_pending || due) {
+                if due {
+                    last_leader_check = Some(now);
                 }
                 let budget = cfg.leader_rebalance_moves_per_second as usize;
                 let changes = leader_moves(&view, cfg.leader_imbalance_percentage, budget);
@@ -255,15 +289,7 @@ impl AutoBalancer {
         gone: &BTreeMap<NodeId, bool>,
     ) -> Result<(), sluice_proto::error::ApiError> {
         let c = &self.controller;
-        let stored = c
-            .store
-            .get(&c.keys.balancer())
-            .await
-            .map_err(crate::controller::store_error)?;
-        let balanced_for: Option<BTreeSet<NodeId>> = stored
-            .and_then(|v| BalancerRecord::decode(v.value).ok())
-            .map(|r| r.nodes.into_iter().collect());
-        match next_step(view, gone, balanced_for.as_ref()) {
+        match next_step(view, gone, view.balanced_nodes.as_ref()) {
             Step::Wait(why) => tracing::trace!(why, "automatic balancing waits"),
             Step::Move(moves) => {
                 let all = parts(view);
@@ -280,23 +306,7 @@ impl AutoBalancer {
                 c.reassign_partitions(fence, req).await?;
             }
             Step::Balanced(nodes) => {
-                let record = BalancerRecord {
-                    nodes: nodes.iter().copied().collect(),
-                };
-                let txn = Txn::new()
-                    .when(sluice_metadata::Compare::CreateRevision(
-                        c.keys.controller(),
-                        fence,
-                    ))
-                    .then(Op::Put {
-                        key: c.keys.balancer(),
-                        value: record.encode_to_vec().into(),
-                        lease: 0,
-                    });
-                c.store
-                    .txn(txn)
-                    .await
-                    .map_err(crate::controller::store_error)?;
+                record_balanced(c, fence, nodes.iter().copied()).await?;
                 tracing::info!(?nodes, "replicas balanced over the storage nodes");
             }
         }

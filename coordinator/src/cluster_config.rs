@@ -46,12 +46,20 @@ impl Controller {
         let key = self.keys.cluster_config();
         let stored = self.store.get(&key).await.map_err(store_error)?;
         let (mut config, revision) = match &stored {
-            Some(v) => (
-                ClusterConfigRecord::decode(v.value.clone())
-                    .map(|r| r.config.into_iter().collect::<BTreeMap<_, _>>())
-                    .unwrap_or_default(),
-                v.mod_revision,
-            ),
+            Some(v) => {
+                // A record this version cannot read is not overwritten (it would lose every
+                // setting in it).
+                let record = ClusterConfigRecord::decode(v.value.clone()).map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::Internal,
+                        format!("the stored cluster config cannot be read ({e}); change it with the version that wrote it"),
+                    )
+                })?;
+                (
+                    record.config.into_iter().collect::<BTreeMap<_, _>>(),
+                    v.mod_revision,
+                )
+            }
             None => (BTreeMap::new(), 0),
         };
         for k in &req.delete {

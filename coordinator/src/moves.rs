@@ -106,13 +106,20 @@ impl Controller {
         Ok(changes)
     }
 
-    /// Cancels the named moves (every move under way when none is named): each partition
-    /// returns to its replicas before the move ([`reassign::cancel`]).
+    /// Cancels the named moves (every move under way with `all`): each partition returns to
+    /// its replicas before the move ([`reassign::cancel`]), and the automatic balancer counts
+    /// the cluster as balanced for its current nodes, so it does not start them again.
     pub async fn cancel_reassignments(
         &self,
         fence: i64,
         req: pb::CancelReassignmentsRequest,
     ) -> Result<pb::CancelReassignmentsResponse, ApiError> {
+        if req.all != req.partitions.is_empty() {
+            return Err(invalid(
+                "name the partitions whose moves to cancel, or ask for all of them (not both)"
+                    .to_string(),
+            ));
+        }
         for _ in 0..WRITE_ATTEMPTS {
             let changes = self.cancel_moves(&req)?;
             let written =
@@ -121,6 +128,8 @@ impl Controller {
                     .map_err(store_error)?;
             match written {
                 Pass::Done => {
+                    let nodes = crate::autobalance::eligible(&self.cache.view());
+                    crate::autobalance::record_balanced(self, fence, nodes.keys().copied()).await?;
                     let cancelled = changes
                         .into_iter()
                         .map(|c| pb::PartitionReassignment {
@@ -148,7 +157,7 @@ impl Controller {
         for t in view.topics.values() {
             let topic_id = TopicId::from_slice(&t.record.topic_id)?;
             for p in view.partitions_of(&topic_id) {
-                let named = req.partitions.is_empty()
+                let named = req.all
                     || req
                         .partitions
                         .iter()

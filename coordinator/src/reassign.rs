@@ -30,18 +30,21 @@ pub fn start(s: &PartitionStateRecord, target: &[NodeId]) -> Option<PartitionSta
     if unchanged || s.target_replicas == target {
         return None;
     }
+    // A move that replaces one under way drops the replicas the earlier move added and that
+    // never caught up; the replicas from before any move stay until this one finishes, so a
+    // cancel can always return to them.
+    let before = original(s);
     let mut replicas: Vec<NodeId> = s
         .replicas
         .iter()
         .copied()
-        .filter(|r| s.target_replicas.is_empty() || s.isr.contains(r) || target.contains(r))
+        .filter(|r| before.contains(r) || s.isr.contains(r) || target.contains(r))
         .collect();
     for t in target {
         if !replicas.contains(t) {
             replicas.push(*t);
         }
     }
-    let before = original(s);
     let adding_replicas = replicas
         .iter()
         .copied()
@@ -251,6 +254,18 @@ mod tests {
         assert_eq!(done.replicas, vec![0, 1, 2]);
         assert!(done.adding_replicas.is_empty() && done.target_replicas.is_empty());
         assert_eq!(cancel(&done), None, "nothing to cancel");
+    }
+
+    #[test]
+    fn a_second_move_keeps_every_replica_from_before_the_first_so_a_cancel_loses_none() {
+        // Node 2 is out of sync and not in the second target; it stays, as the way back.
+        let s = state(&[0, 1, 2], 0, &[0, 1]);
+        let first = start(&s, &[1, 2, 3]).unwrap();
+        let second = start(&first, &[1, 3, 4]).unwrap();
+        assert_eq!(second.replicas, vec![0, 1, 2, 3, 4]);
+        assert_eq!(original(&second), vec![0, 1, 2]);
+        let back = cancel(&second).unwrap();
+        assert_eq!(back.target_replicas, vec![0, 1, 2]);
     }
 
     #[test]

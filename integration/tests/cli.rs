@@ -347,7 +347,25 @@ fn cluster_settings_and_plans(bootstrap: &str, dir: &std::path::Path) {
         &["topic", "reassign", "--plan", plan.to_str().unwrap()],
         None,
     ));
-    assert!(started.contains("1 partition(s) moving"), "{started}");
+    assert!(
+        started.contains("moves requested for 1 partition"),
+        "{started}"
+    );
+    let empty = r#"{"version": 1, "partitions": []}"#;
+    std::fs::write(&plan, empty).unwrap();
+    let args = [
+        "topic",
+        "reassign",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--cancel",
+    ];
+    let refused = sluice(bootstrap, &args, None);
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("names no partition"),
+        "an empty plan cancels nothing"
+    );
     std::fs::write(&plan, "{\"partitions\": 3}").unwrap();
     let bad = sluice(
         bootstrap,

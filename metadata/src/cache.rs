@@ -10,7 +10,8 @@ use futures::StreamExt;
 use prost::Message;
 use sluice_proto::model::{NodeId, PartitionId, TopicId};
 use sluice_proto::pb::{
-    ClusterConfigRecord, ControllerRecord, NodeRecord, PartitionStateRecord, TopicRecord,
+    BalancerRecord, ClusterConfigRecord, ControllerRecord, NodeRecord, PartitionStateRecord,
+    TopicRecord,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -51,6 +52,8 @@ pub struct ClusterView {
     pub decommissioned: std::collections::BTreeSet<NodeId>,
     /// The cluster-wide settings an operator set (defaults are not stored).
     pub cluster_config: BTreeMap<String, String>,
+    /// The storage nodes the automatic balancer last balanced for, once it has.
+    pub balanced_nodes: Option<std::collections::BTreeSet<NodeId>>,
 }
 
 impl ClusterView {
@@ -96,6 +99,7 @@ impl ClusterView {
                         self.decommissioned.remove(&id);
                     }
                     Some(KeyKind::ClusterConfig) => self.cluster_config.clear(),
+                    Some(KeyKind::Balancer) => self.balanced_nodes = None,
                     None => {}
                 }
             }
@@ -146,6 +150,11 @@ impl ClusterView {
             Some(KeyKind::ClusterConfig) => {
                 if let Some(s) = stored::<ClusterConfigRecord>(&v) {
                     self.cluster_config = s.record.config.into_iter().collect();
+                }
+            }
+            Some(KeyKind::Balancer) => {
+                if let Some(s) = stored::<BalancerRecord>(&v) {
+                    self.balanced_nodes = Some(s.record.nodes.into_iter().collect());
                 }
             }
             None => {}

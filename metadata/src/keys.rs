@@ -32,6 +32,8 @@ pub enum KeyKind {
     Decommissioned(NodeId),
     /// The cluster-wide settings.
     ClusterConfig,
+    /// The node set the automatic balancer last balanced for.
+    Balancer,
 }
 
 /// Builds and parses keys for one cluster.
@@ -158,6 +160,9 @@ impl Keys {
         if rest == "cluster_config" {
             return Some(KeyKind::ClusterConfig);
         }
+        if rest == "balancer" {
+            return Some(KeyKind::Balancer);
+        }
         if let Some(id) = rest.strip_prefix("coordinators/") {
             return Some(KeyKind::Coordinator(id.to_string()));
         }
@@ -191,7 +196,7 @@ mod tests {
         let id = TopicId([7; 16]);
         assert_eq!(k.parse(&k.controller()), Some(KeyKind::Controller));
         assert_eq!(k.parse(&k.cluster_config()), Some(KeyKind::ClusterConfig));
-        assert_eq!(k.parse(&k.balancer()), None);
+        assert_eq!(k.parse(&k.balancer()), Some(KeyKind::Balancer));
         assert_eq!(k.parse(&k.node(4)), Some(KeyKind::Node(4)));
         assert_eq!(k.parse(&k.topic("t")), Some(KeyKind::Topic("t".into())));
         assert_eq!(

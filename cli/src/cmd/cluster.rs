@@ -131,7 +131,7 @@ pub async fn run(cmd: ClusterCmd, client: ClientConfig) -> anyhow::Result<()> {
     }
     if let ClusterCmd::Reassignments { cancel } = cmd {
         if cancel {
-            let cancelled = admin.cancel_reassignments(Vec::new()).await?;
+            let cancelled = admin.cancel_all_reassignments().await?;
             outln!("{} move(s) cancelled", cancelled.len());
         }
         super::moves::print_reassignments(admin.list_reassignments().await?);

@@ -110,6 +110,9 @@ pub async fn reassign(admin: &Admin, a: ReassignArgs) -> anyhow::Result<()> {
             "give either a topic with --partition (and --replicas, or --cancel), or --plan FILE"
         ),
     };
+    if moves.is_empty() {
+        bail!("the plan names no partition; nothing to do");
+    }
     if a.cancel {
         let named = moves
             .iter()
@@ -138,7 +141,9 @@ pub async fn reassign(admin: &Admin, a: ReassignArgs) -> anyhow::Result<()> {
     }
     let n = moves.len();
     admin.reassign_partitions(moves).await?;
-    outln!("{n} partition(s) moving; `sluice cluster reassignments` shows progress");
+    outln!(
+        "moves requested for {n} partition(s) (a partition already on its target stays); `sluice cluster reassignments` shows progress"
+    );
     Ok(())
 }
 

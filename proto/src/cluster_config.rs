@@ -1,12 +1,11 @@
 //! The cluster-wide settings: stored once in the metadata store (only the keys an operator set),
 //! read live by the active controller (balancing) and every storage node (the reassignment
-//! throttle), changed with `sluice cluster config set` and no restart.
+//! throttle), changed with `sluice cluster config --set` and no restart.
 
 use std::collections::BTreeMap;
 
 use crate::error::ApiError;
-use crate::pb::ErrorCode;
-use crate::topic_config::{boolean, positive};
+use crate::topic_config::{self, Spec, boolean, positive};
 
 /// Every cluster setting, typed, defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,12 +31,6 @@ pub struct ClusterConfig {
     /// `leader.rebalance.moves.per.second`: leadership moves the controller starts per second
     /// at most when balancing leaders.
     pub leader_rebalance_moves_per_second: u64,
-}
-
-struct Spec {
-    key: &'static str,
-    default: &'static str,
-    check: fn(&str) -> Result<(), String>,
 }
 
 /// The keys, their defaults and checks: the one table.
@@ -93,20 +86,9 @@ fn percentage(v: &str) -> Result<(), String> {
     }
 }
 
-fn invalid(message: String) -> ApiError {
-    ApiError::new(ErrorCode::InvalidConfig, message)
-}
-
 /// Checks one key and value; unknown keys are refused naming the known ones.
 pub fn check(key: &str, value: &str) -> Result<(), ApiError> {
-    let Some(spec) = SPECS.iter().find(|s| s.key == key) else {
-        let known: Vec<_> = SPECS.iter().map(|s| s.key).collect();
-        return Err(invalid(format!(
-            "unknown cluster config '{key}'; known configs: {}",
-            known.join(", ")
-        )));
-    };
-    (spec.check)(value).map_err(|why| invalid(format!("config {key}={value:?}: {why}")))
+    topic_config::check_in(SPECS, "cluster", key, value)
 }
 
 /// Checks that `key` is a cluster config (for removals, which carry no value).
@@ -169,6 +151,7 @@ impl Default for ClusterConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pb::ErrorCode;
 
     #[test]
     fn defaults_overrides_and_bad_values() {

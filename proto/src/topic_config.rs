@@ -53,10 +53,10 @@ pub struct TopicConfig {
 }
 
 /// One key: its default and its check.
-struct Spec {
-    key: &'static str,
-    default: &'static str,
-    check: fn(&str) -> Result<(), String>,
+pub(crate) struct Spec {
+    pub(crate) key: &'static str,
+    pub(crate) default: &'static str,
+    pub(crate) check: fn(&str) -> Result<(), String>,
 }
 
 /// The keys, their defaults and checks: the one table.
@@ -193,10 +193,15 @@ fn invalid(message: String) -> ApiError {
 
 /// Checks one key and value; unknown keys are refused naming the known ones.
 pub fn check(key: &str, value: &str) -> Result<(), ApiError> {
-    let Some(spec) = SPECS.iter().find(|s| s.key == key) else {
-        let known: Vec<_> = SPECS.iter().map(|s| s.key).collect();
+    check_in(SPECS, "topic", key, value)
+}
+
+/// Checks `key` and `value` against the table `specs` of `kind` ("topic", "cluster") configs.
+pub(crate) fn check_in(specs: &[Spec], kind: &str, key: &str, value: &str) -> Result<(), ApiError> {
+    let Some(spec) = specs.iter().find(|s| s.key == key) else {
+        let known: Vec<_> = specs.iter().map(|s| s.key).collect();
         return Err(invalid(format!(
-            "unknown topic config '{key}'; known configs: {}",
+            "unknown {kind} config '{key}'; known configs: {}",
             known.join(", ")
         )));
     };

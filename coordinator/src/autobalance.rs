@@ -3,7 +3,8 @@
 //!
 //! - **Replicas** ([`next_step`]): when the eligible storage nodes (registered, not draining,
 //!   not decommissioned) differ from those of the last balance (stored under `balancer`, so a
-//!   new controller knows; read from the watch-fed view), the balancer's plan ([`crate::balance::plan`]) is started a few
+//!   new controller knows; read from the watch-fed view; written only after moves of its
+//!   own), the balancer's plan ([`crate::balance::plan`]) is started a few
 //!   moves at a time; once it is empty the node set is stored. The replicas of a node gone
 //!   longer than `auto.balance.node.unavailable.ms` move to the others first
 //!   ([`crate::decommission::plan`]). Nothing starts while a node is gone for less than that
@@ -220,6 +221,11 @@ impl AutoBalancer {
         let mut last_leader_check: Option<Instant> = None;
         let mut leaders_pending = false;
         let mut was_active = false;
+        // The node set a plan last came out empty for without this controller having moved
+        // anything: kept here, not written, so a cluster that needs no balancing costs etcd
+        // nothing. Once the balancer's own moves are done, the set is written (`balancer`).
+        let mut quiet: Option<BTreeSet<NodeId>> = None;
+        let mut moved = false;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
@@ -235,6 +241,7 @@ impl AutoBalancer {
                 // A node found gone at takeover is timed from now: how long it was gone
                 // before is not known here.
                 gone_since.clear();
+                (quiet, moved) = (None, false);
                 was_active = true;
             }
             let holders: BTreeSet<NodeId> = view
@@ -253,7 +260,10 @@ impl AutoBalancer {
                     .iter()
                     .map(|(n, since)| (*n, now.duration_since(*since) >= limit))
                     .collect();
-                if let Err(error) = self.balance_replicas(fence, &view, &gone).await {
+                if let Err(error) = self
+                    .balance_replicas(fence, &view, &gone, &mut quiet, &mut moved)
+                    .await
+                {
                     tracing::warn!(%error, "automatic balancing failed; retrying");
                 }
             }
@@ -287,9 +297,12 @@ impl AutoBalancer {
         fence: i64,
         view: &ClusterView,
         gone: &BTreeMap<NodeId, bool>,
+        quiet: &mut Option<BTreeSet<NodeId>>,
+        moved: &mut bool,
     ) -> Result<(), sluice_proto::error::ApiError> {
         let c = &self.controller;
-        match next_step(view, gone, view.balanced_nodes.as_ref()) {
+        let balanced_for = quiet.as_ref().or(view.balanced_nodes.as_ref());
+        match next_step(view, gone, balanced_for) {
             Step::Wait(why) => tracing::trace!(why, "automatic balancing waits"),
             Step::Move(moves) => {
                 let all = parts(view);
@@ -304,9 +317,13 @@ impl AutoBalancer {
                 tracing::info!(moves = ?reassignments.iter().map(|m| (&m.topic, m.partition, &m.replicas)).collect::<Vec<_>>(), "automatic balancing starts moves");
                 let req = pb::ReassignPartitionsRequest { reassignments };
                 c.reassign_partitions(fence, req).await?;
+                *moved = true;
             }
+            // Nothing was moved to get here: remembered, not written.
+            Step::Balanced(nodes) if !*moved => *quiet = Some(nodes),
             Step::Balanced(nodes) => {
                 record_balanced(c, fence, nodes.iter().copied()).await?;
+                (*quiet, *moved) = (None, false);
                 tracing::info!(?nodes, "replicas balanced over the storage nodes");
             }
         }

@@ -30,19 +30,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// `--grpc-keepalive-min-time` is 5 s and it hangs up on clients that ping more often.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Least time between two reconnections after timed-out requests.
-const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
-
 /// A [`MetaStore`] backed by an etcd cluster.
 pub struct EtcdStore {
-    client: std::sync::RwLock<Client>,
-    endpoints: Vec<String>,
+    client: Client,
     timeout: Duration,
-    /// When the client was last replaced.
-    reconnected: std::sync::Mutex<std::time::Instant>,
-    /// Bumped at every replacement: watches on the old client end, so their owners watch
-    /// again on the new connection instead of waiting for the old one to recover.
-    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl EtcdStore {
@@ -50,58 +41,22 @@ impl EtcdStore {
     /// which then bounds every request. Fails with `Unavailable` when etcd is not reachable, so a
     /// process starting before etcd can retry.
     pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Arc<Self>, StoreError> {
-        let client = Self::new_client(endpoints, timeout).await?;
-        let store = Self {
-            client: std::sync::RwLock::new(client),
-            endpoints: endpoints.to_vec(),
-            timeout,
-            reconnected: std::sync::Mutex::new(std::time::Instant::now()),
-            generation: tokio::sync::watch::Sender::new(0),
-        };
-        let mut maintenance = store.client().maintenance_client();
-        store.call("status", maintenance.status()).await?;
-        tracing::debug!(?endpoints, "connected to etcd");
-        Ok(Arc::new(store))
-    }
-
-    async fn new_client(endpoints: &[String], timeout: Duration) -> Result<Client, StoreError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_keep_alive(KEEPALIVE_INTERVAL, timeout)
             .with_require_leader(true);
-        bounded(
+        let client = bounded(
             timeout,
             "connect",
             Client::connect(endpoints, Some(options)),
         )
         .await?
-        .map_err(map_err)
-    }
-
-    fn client(&self) -> Client {
-        self.client.read().expect("poisoned").clone()
-    }
-
-    /// Replaces the client after a request timed out: its connection may be stuck behind TCP's
-    /// retransmission backoff after a network cut (etcd refuses HTTP/2 pings frequent enough
-    /// to notice that in time), while a new connection works as soon as the network does. At
-    /// most once per [`RECONNECT_INTERVAL`]; requests in flight finish on the old client.
-    async fn reconnect(&self) {
-        {
-            let mut last = self.reconnected.lock().expect("poisoned");
-            if last.elapsed() < RECONNECT_INTERVAL {
-                return;
-            }
-            *last = std::time::Instant::now();
-        }
-        match Self::new_client(&self.endpoints, RECONNECT_INTERVAL).await {
-            Ok(client) => {
-                *self.client.write().expect("poisoned") = client;
-                self.generation.send_modify(|g| *g += 1);
-                tracing::info!("reconnected to etcd after a request timed out");
-            }
-            Err(error) => tracing::debug!(%error, "reconnecting to etcd failed"),
-        }
+        .map_err(map_err)?;
+        let store = Self { client, timeout };
+        let mut maintenance = store.client.maintenance_client();
+        store.call("status", maintenance.status()).await?;
+        tracing::debug!(?endpoints, "connected to etcd");
+        Ok(Arc::new(store))
     }
 
     /// Runs one request under the store's timeout, keeping etcd's own error for the caller to
@@ -115,9 +70,6 @@ impl EtcdStore {
         let result = bounded(self.timeout, what, request).await;
         metrics::histogram!("sluice_metadata_store_duration_seconds", "op" => what)
             .record(start.elapsed().as_secs_f64());
-        if result.is_err() {
-            self.reconnect().await;
-        }
         result
     }
 
@@ -134,13 +86,13 @@ impl EtcdStore {
 #[async_trait::async_trait]
 impl MetaStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
-        let mut kv = self.client().kv_client();
+        let mut kv = self.client.kv_client();
         let response = self.call("get", kv.get(key, None)).await?;
         response.kvs().first().map(to_versioned).transpose()
     }
 
     async fn list(&self, prefix: &str) -> Result<(Vec<Versioned>, i64), StoreError> {
-        let mut kv = self.client().kv_client();
+        let mut kv = self.client.kv_client();
         let options = GetOptions::new().with_prefix();
         let response = self.call("list", kv.get(prefix, Some(options))).await?;
         let items = response
@@ -179,7 +131,7 @@ impl MetaStore for EtcdStore {
             })
             .collect();
         let request = etcd_client::Txn::new().when(compares).and_then(ops);
-        let mut kv = self.client().kv_client();
+        let mut kv = self.client.kv_client();
         let response = match self.timed("txn", kv.txn(request)).await? {
             Ok(response) => response,
             Err(e) if is_lease_not_found(&e) => {
@@ -203,7 +155,7 @@ impl MetaStore for EtcdStore {
         }
         // etcd counts in whole seconds; round up so a lease never lives shorter than asked.
         let seconds = i64::try_from(ttl.as_millis().div_ceil(1000)).unwrap_or(i64::MAX);
-        let mut lease = self.client().lease_client();
+        let mut lease = self.client.lease_client();
         let response = self.call("grant_lease", lease.grant(seconds, None)).await?;
         if !response.error().is_empty() {
             return Err(StoreError::Other(format!(
@@ -215,7 +167,7 @@ impl MetaStore for EtcdStore {
     }
 
     async fn keep_alive(&self, id: LeaseId) -> Result<(), StoreError> {
-        let mut lease = self.client().lease_client();
+        let mut lease = self.client.lease_client();
         // One request/response on a fresh keep-alive stream; the client reads the answer and
         // reports a ttl of 0 (etcd's "no such lease") as an error.
         match self.timed("keep_alive", lease.keep_alive(id)).await? {
@@ -226,7 +178,7 @@ impl MetaStore for EtcdStore {
     }
 
     async fn revoke_lease(&self, id: LeaseId) -> Result<(), StoreError> {
-        let mut lease = self.client().lease_client();
+        let mut lease = self.client.lease_client();
         match self.timed("revoke_lease", lease.revoke(id)).await? {
             Ok(_) => Ok(()),
             Err(e) if is_lease_not_found(&e) => Err(StoreError::LeaseExpired(id)),
@@ -239,9 +191,7 @@ impl MetaStore for EtcdStore {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision + 1);
-        let mut generation = self.generation.subscribe();
-        generation.borrow_and_update();
-        let mut watch = self.client().watch_client();
+        let mut watch = self.client.watch_client();
         let (sender, mut responses) = self
             .call("watch", watch.watch(prefix, Some(options)))
             .await?
@@ -260,7 +210,6 @@ impl MetaStore for EtcdStore {
             _sender: sender,
             responses,
             pending: VecDeque::new(),
-            generation,
         };
         let events = futures::stream::unfold(Some(state), next_batch).boxed();
         Ok(PrefixWatch {
@@ -277,8 +226,6 @@ struct WatchState {
     responses: WatchResponseStream,
     /// Batches (one per revision) of a response not yet handed out.
     pending: VecDeque<Vec<WatchEvent>>,
-    /// Changes when the store replaced its client.
-    generation: tokio::sync::watch::Receiver<u64>,
 }
 
 type Batch = Result<Vec<WatchEvent>, StoreError>;
@@ -290,16 +237,7 @@ async fn next_batch(state: Option<WatchState>) -> Option<(Batch, Option<WatchSta
         if let Some(batch) = state.pending.pop_front() {
             return Some((Ok(batch), Some(state)));
         }
-        let message = tokio::select! {
-            m = state.responses.message() => m,
-            _ = state.generation.changed() => {
-                let error = StoreError::Unavailable(
-                    "reconnected to etcd; watching again on the new connection".into(),
-                );
-                return Some((Err(error), None));
-            }
-        };
-        let response = match message {
+        let response = match state.responses.message().await {
             Ok(Some(response)) => response,
             Ok(None) => {
                 let error = StoreError::Unavailable("etcd closed the watch stream".into());

@@ -50,8 +50,10 @@ fn ok(out: Output) -> String {
 }
 
 /// Starts `sluice dev` on free ports and waits until its node is registered.
-fn start_dev(dir: &std::path::Path) -> (ManagedProcess, String) {
+/// Returns the process, the coordinator's address and the Kafka listener's.
+fn start_dev(dir: &std::path::Path) -> (ManagedProcess, String, String) {
     let (cport, nport) = (free_port().unwrap(), free_port().unwrap());
+    let kafka = format!("127.0.0.1:{}", free_port().unwrap());
     let bootstrap = format!("127.0.0.1:{cport}");
     let dev = ManagedProcess::spawn(
         "dev",
@@ -64,6 +66,8 @@ fn start_dev(dir: &std::path::Path) -> (ManagedProcess, String) {
             bootstrap.clone(),
             "--node".into(),
             format!("127.0.0.1:{nport}"),
+            "--kafka".into(),
+            kafka.clone(),
         ],
         dir.join("dev.log"),
         cport,
@@ -84,13 +88,13 @@ fn start_dev(dir: &std::path::Path) -> (ManagedProcess, String) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    (dev, bootstrap)
+    (dev, bootstrap, kafka)
 }
 
 #[test]
 fn dev_cluster_tour_creates_produces_and_consumes_from_the_shell() {
     let dir = tempfile::tempdir().unwrap();
-    let (dev, bootstrap) = start_dev(dir.path());
+    let (dev, bootstrap, kafka) = start_dev(dir.path());
 
     ok(sluice(
         &bootstrap,
@@ -98,6 +102,8 @@ fn dev_cluster_tour_creates_produces_and_consumes_from_the_shell() {
         None,
     ));
     assert!(ok(sluice(&bootstrap, &["topic", "list"], None)).contains("greetings"));
+    kafka_metadata_lists_the_topic(&kafka);
+    kafka_records_cross_to_sluice_and_back(&bootstrap, &kafka);
     let described = ok(sluice(
         &bootstrap,
         &["topic", "describe", "greetings"],
@@ -230,7 +236,7 @@ fn json(out: Output) -> serde_json::Value {
 #[test]
 fn bench_workloads_report_what_they_sent_and_read() {
     let dir = tempfile::tempdir().unwrap();
-    let (dev, bootstrap) = start_dev(dir.path());
+    let (dev, bootstrap, _) = start_dev(dir.path());
     let common = ["--topic", "bench", "--record-size", "200", "--json"];
     let mut args = vec!["bench", "produce", "--count", "3000", "--acks", "1"];
     args.extend(common);
@@ -392,4 +398,100 @@ fn cluster_settings_and_plans(bootstrap: &str, dir: &std::path::Path) {
     assert!(cancelled.contains("was moving"), "{cancelled}");
     let listed = ok(sluice(bootstrap, &["cluster", "reassignments"], None));
     assert!(listed.contains("no partition is moving"), "{listed}");
+}
+
+/// `kcat -L` (librdkafka) against the Kafka listener: the node is the one broker, at its
+/// advertised Kafka address, and the topic has its three partitions, each led by node 0.
+fn kafka_metadata_lists_the_topic(kafka: &str) {
+    let out = Command::new("kcat")
+        .args(["-b", kafka, "-L", "-J", "-t", "greetings", "-m", "10"])
+        .output()
+        .expect("kcat (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "kcat -L failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = json(out);
+    assert_eq!(md["brokers"][0]["id"], 0, "{md}");
+    assert_eq!(md["brokers"][0]["name"], kafka, "{md}");
+    let topic = &md["topics"][0];
+    assert_eq!(topic["topic"], "greetings", "{md}");
+    let partitions = topic["partitions"].as_array().expect("partitions");
+    assert_eq!(partitions.len(), 3, "{md}");
+    assert!(partitions.iter().all(|p| p["leader"] == 0), "{md}");
+}
+
+/// Records produced by kcat (keys, a header, lz4) are read by `sluice consume`, and kcat reads
+/// them back from the Kafka listener with the same keys, values and header. A topic of its own,
+/// so the tour's offsets stay as they are.
+fn kafka_records_cross_to_sluice_and_back(bootstrap: &str, kafka: &str) {
+    ok(sluice(
+        bootstrap,
+        &["topic", "create", "from-kafka", "--partitions", "1"],
+        None,
+    ));
+    let mut kcat = Command::new("kcat")
+        .args([
+            "-b",
+            kafka,
+            "-P",
+            "-t",
+            "from-kafka",
+            "-K:",
+            "-z",
+            "lz4",
+            "-H",
+            "h1=v1",
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat");
+    kcat.stdin
+        .take()
+        .unwrap()
+        .write_all(b"k1:hello\nk2:world\n")
+        .unwrap();
+    let produced = kcat.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&produced.stderr);
+    assert!(
+        produced.status.success() && !stderr.contains("failed"),
+        "kcat -P: {stderr}"
+    );
+    let consumed = ok(sluice(
+        bootstrap,
+        &[
+            "consume",
+            "from-kafka",
+            "--from-beginning",
+            "--count",
+            "2",
+            "--format",
+            "{offset} {key} {value}",
+        ],
+        None,
+    ));
+    assert_eq!(consumed.trim(), "0 k1 hello\n1 k2 world", "{consumed}");
+    let back = Command::new("kcat")
+        .args([
+            "-b",
+            kafka,
+            "-C",
+            "-t",
+            "from-kafka",
+            "-o",
+            "beginning",
+            "-e",
+        ])
+        .args(["-f", "%o %k %s %h\n"])
+        .output()
+        .unwrap();
+    let back_text = String::from_utf8_lossy(&back.stdout);
+    assert_eq!(
+        back_text.trim(),
+        "0 k1 hello h1=v1\n1 k2 world h1=v1",
+        "kcat -C: {}",
+        String::from_utf8_lossy(&back.stderr)
+    );
 }

@@ -116,6 +116,7 @@ impl Sandbox {
             node_id: i32::try_from(id)?,
             data_dir: self.dir.path().join(format!("node-{id}")),
             advertised_address: address.clone(),
+            kafka_advertised_address: String::new(),
             rack: String::new(),
             cluster_name: "sluice".into(),
             lease_ttl: LEASE_TTL,
@@ -132,6 +133,7 @@ impl Sandbox {
             cfg,
             self.store.clone(),
             listener,
+            None,
             stopped(rx),
         ));
         Ok(Server {

@@ -13,6 +13,7 @@ pub mod follower;
 pub mod groups;
 pub mod health;
 pub mod isr_manager;
+pub mod kafka;
 pub mod log;
 pub mod partitions;
 pub mod recovery;
@@ -60,6 +61,9 @@ pub struct StorageNodeConfig {
     pub data_dir: PathBuf,
     /// Address clients dial to reach this node (host:port).
     pub advertised_address: String,
+    /// Address Kafka clients dial to reach this node's Kafka listener (host:port); empty when
+    /// it serves none.
+    pub kafka_advertised_address: String,
     /// Rack or zone label, for placement.
     pub rack: String,
     /// Name of the cluster; selects the key prefix.
@@ -108,6 +112,7 @@ pub async fn run(
     cfg: StorageNodeConfig,
     store: Arc<dyn MetaStore>,
     listener: TcpListener,
+    kafka_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
@@ -181,6 +186,7 @@ pub async fn run(
             draining: false,
             incarnation,
             boot_revision: 0,
+            kafka_address: cfg.kafka_advertised_address.clone(),
         },
         cfg.lease_ttl,
         registration::Reports {
@@ -268,6 +274,14 @@ pub async fn run(
         throttle: Arc::new(throttle::Throttle::new(cache.clone())),
     };
     tracing::info!(node_id = cfg.node_id, address = %cfg.advertised_address, data_dir = %cfg.data_dir.display(), "storage node serving");
+    let kafka = kafka_listener.map(|l| {
+        let ctx = kafka::KafkaContext {
+            svc: log_service.clone(),
+            cluster_id: cluster_id.clone(),
+        };
+        tracing::info!(address = %cfg.kafka_advertised_address, "Kafka listener serving");
+        tokio::spawn(kafka::serve(l, Arc::new(ctx)))
+    });
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(transport::KEEP_ALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(transport::KEEP_ALIVE_TIMEOUT))
@@ -291,6 +305,11 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming(listener), drain)
         .await
         .context("storage node gRPC server")?;
+    // The Kafka connections hold writer handles too.
+    if let Some(k) = kafka {
+        k.abort();
+        let _ = k.await;
+    }
     // The group coordinator holds writer handles: stop it before the writer drains.
     coordinator_loop.abort();
     group_lag.abort();

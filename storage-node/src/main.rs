@@ -23,6 +23,14 @@ struct Args {
     /// Address clients dial to reach this node (defaults to the bound --listen address).
     #[arg(long, env = "SLUICE_ADVERTISE")]
     advertise: Option<String>,
+    /// Address of the Kafka listener (Kafka's wire protocol, for Kafka clients); none when
+    /// unset.
+    #[arg(long, env = "SLUICE_KAFKA_LISTEN")]
+    kafka_listen: Option<String>,
+    /// Address Kafka clients dial to reach this node's Kafka listener (defaults to the bound
+    /// --kafka-listen address).
+    #[arg(long, env = "SLUICE_KAFKA_ADVERTISE")]
+    kafka_advertise: Option<String>,
     /// Rack or zone label, used to spread replicas.
     #[arg(long, env = "SLUICE_RACK", default_value = "")]
     rack: String,
@@ -122,6 +130,19 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .map(|a| a.to_string())
             .unwrap_or(args.listen)
     });
+    let kafka_listener = match &args.kafka_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the Kafka listener {addr}"))?,
+        ),
+        None => None,
+    };
+    let kafka_advertised = match (&args.kafka_advertise, &kafka_listener) {
+        (Some(a), _) => a.clone(),
+        (None, Some(l)) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        (None, None) => String::new(),
+    };
     let store = sluice_metadata::etcd::EtcdStore::connect(&args.etcd, Duration::from_secs(5))
         .await
         .context("connecting to etcd")?;
@@ -129,6 +150,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         node_id: args.node_id,
         data_dir: args.data_dir,
         advertised_address: advertised,
+        kafka_advertised_address: kafka_advertised,
         rack: args.rack,
         cluster_name: args.cluster,
         lease_ttl: Duration::from_millis(args.lease_ttl_ms),
@@ -146,7 +168,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         },
         faults_dir: args.faults_dir,
     };
-    sluice_storage_node::run(cfg, store, listener, shutdown_signal()).await
+    sluice_storage_node::run(cfg, store, listener, kafka_listener, shutdown_signal()).await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

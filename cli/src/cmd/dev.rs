@@ -24,6 +24,9 @@ pub struct DevArgs {
     /// Storage node (produce + fetch) address.
     #[arg(long, default_value = "127.0.0.1:9093")]
     pub node: String,
+    /// Kafka listener address (Kafka's wire protocol, for Kafka clients such as kcat).
+    #[arg(long, default_value = "127.0.0.1:9094")]
+    pub kafka: String,
     /// Fsync the log before acknowledging appends (group commit: one fsync covers every append
     /// that arrived meanwhile).
     #[arg(long, env = "SLUICE_FSYNC")]
@@ -50,8 +53,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let node_listener = tokio::net::TcpListener::bind(&args.node)
         .await
         .with_context(|| format!("binding {} (use --node to pick another address)", args.node))?;
+    let kafka_listener = tokio::net::TcpListener::bind(&args.kafka)
+        .await
+        .with_context(|| {
+            format!(
+                "binding {} (use --kafka to pick another address)",
+                args.kafka
+            )
+        })?;
     let coord_addr = coord_listener.local_addr()?.to_string();
     let node_addr = node_listener.local_addr()?.to_string();
+    let kafka_addr = kafka_listener.local_addr()?.to_string();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -72,6 +84,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             node_id: 0,
             data_dir: args.data_dir.join("node-0"),
             advertised_address: node_addr.clone(),
+            kafka_advertised_address: kafka_addr.clone(),
             rack: String::new(),
             cluster_name: "sluice".into(),
             lease_ttl: Duration::from_secs(2),
@@ -85,6 +98,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         },
         store,
         node_listener,
+        Some(kafka_listener),
         stopped(stop_rx),
     ));
     outln!(
@@ -93,6 +107,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     outln!("  coordinator (admin, metadata): {coord_addr}");
     outln!("  storage node 0 (produce, fetch): {node_addr}");
+    outln!("  Kafka listener (Kafka clients): {kafka_addr}");
     outln!();
     outln!("Try, in another terminal:");
     outln!("  sluice topic create greetings --partitions 3");

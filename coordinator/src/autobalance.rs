@@ -37,14 +37,15 @@ use crate::{balance, decommission};
 const TICK: Duration = Duration::from_secs(1);
 
 /// One partition as the balancer sees it.
-struct Part<'a> {
-    topic: &'a str,
-    topic_id: TopicId,
-    mod_revision: i64,
-    state: &'a PartitionStateRecord,
+pub(crate) struct Part<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) topic_id: TopicId,
+    pub(crate) mod_revision: i64,
+    pub(crate) state: &'a PartitionStateRecord,
 }
 
-fn parts(view: &ClusterView) -> Vec<Part<'_>> {
+/// Every partition of `view` below its topic's partition count.
+pub(crate) fn parts(view: &ClusterView) -> Vec<Part<'_>> {
     let mut out = Vec::new();
     for t in view.topics.values() {
         let Ok(topic_id) = TopicId::from_slice(&t.record.topic_id) else {
@@ -62,15 +63,6 @@ fn parts(view: &ClusterView) -> Vec<Part<'_>> {
         }
     }
     out
-}
-
-/// The nodes new replicas may go to, with their racks.
-pub fn eligible(view: &ClusterView) -> BTreeMap<NodeId, String> {
-    view.nodes
-        .values()
-        .filter(|n| !n.draining && !view.decommissioned.contains(&n.node_id))
-        .map(|n| (n.node_id, n.rack.clone()))
-        .collect()
 }
 
 /// What the replica balancer does next.
@@ -102,7 +94,7 @@ pub fn next_step(
     if view.nodes.values().any(|n| n.draining) {
         return Step::Wait("a storage node is shutting down");
     }
-    let nodes = eligible(view);
+    let nodes = reconcile::eligible(view);
     let dead: BTreeSet<NodeId> = gone.keys().copied().collect();
     if !dead.is_empty() {
         let records: Vec<&PartitionStateRecord> = all.iter().map(|p| p.state).collect();
@@ -139,12 +131,7 @@ pub fn next_step(
 pub fn leader_moves(view: &ClusterView, percentage: u64, budget: usize) -> Vec<Change> {
     let all = parts(view);
     let live = reconcile::registered_nodes(view);
-    let draining: BTreeSet<NodeId> = view
-        .nodes
-        .values()
-        .filter(|n| n.draining)
-        .map(|n| n.node_id)
-        .collect();
+    let draining = reconcile::draining(view);
     // Per preferred node: partitions it prefers, and those led elsewhere.
     let mut counts: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
     for p in &all {
@@ -178,6 +165,21 @@ pub fn leader_moves(view: &ClusterView, percentage: u64, budget: usize) -> Vec<C
             })
         })
         .take(budget)
+        .collect()
+}
+
+/// Plan entries (index into `all`, target list) as admin API moves.
+pub(crate) fn to_reassignments(
+    all: &[Part<'_>],
+    moves: Vec<(usize, Vec<NodeId>)>,
+) -> Vec<pb::PartitionReassignment> {
+    moves
+        .into_iter()
+        .map(|(i, replicas)| pb::PartitionReassignment {
+            topic: all[i].topic.to_string(),
+            partition: all[i].state.partition,
+            replicas,
+        })
         .collect()
 }
 
@@ -305,15 +307,7 @@ impl AutoBalancer {
         match next_step(view, gone, balanced_for) {
             Step::Wait(why) => tracing::trace!(why, "automatic balancing waits"),
             Step::Move(moves) => {
-                let all = parts(view);
-                let reassignments = moves
-                    .into_iter()
-                    .map(|(i, replicas)| pb::PartitionReassignment {
-                        topic: all[i].topic.to_string(),
-                        partition: all[i].state.partition,
-                        replicas,
-                    })
-                    .collect::<Vec<_>>();
+                let reassignments = to_reassignments(&parts(view), moves);
                 tracing::info!(moves = ?reassignments.iter().map(|m| (&m.topic, m.partition, &m.replicas)).collect::<Vec<_>>(), "automatic balancing starts moves");
                 let req = pb::ReassignPartitionsRequest { reassignments };
                 c.reassign_partitions(fence, req).await?;

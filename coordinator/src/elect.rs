@@ -3,10 +3,8 @@
 //! leader ([`failover::move_to_preferred`]), in the same fenced, revision-checked writes as
 //! failover.
 
-use std::collections::BTreeSet;
-
 use sluice_proto::error::ApiError;
-use sluice_proto::model::{NodeId, TopicId};
+use sluice_proto::model::TopicId;
 use sluice_proto::pb::{self, ErrorCode};
 
 use crate::controller::{Controller, store_error};
@@ -40,12 +38,7 @@ impl Controller {
         }
         let topic_id = TopicId::from_slice(&t.record.topic_id)?;
         let live = reconcile::registered_nodes(&view);
-        let draining: BTreeSet<NodeId> = view
-            .nodes
-            .values()
-            .filter(|n| n.draining)
-            .map(|n| n.node_id)
-            .collect();
+        let draining = reconcile::draining(&view);
         let (mut changes, mut results) = (Vec::new(), Vec::new());
         for p in view.partitions_of(&topic_id) {
             let s = &p.record;

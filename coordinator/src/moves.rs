@@ -12,7 +12,7 @@ use sluice_metadata::{Compare, Op, Txn};
 
 use crate::controller::{Controller, store_error};
 use crate::reconcile::{self, Change, Pass};
-use crate::{balance, reassign};
+use crate::{autobalance, balance, reassign};
 
 /// Plans written at most, when partitions change under the write.
 const WRITE_ATTEMPTS: usize = 5;
@@ -128,7 +128,7 @@ impl Controller {
                     .map_err(store_error)?;
             match written {
                 Pass::Done => {
-                    let nodes = crate::autobalance::eligible(&self.cache.view());
+                    let nodes = reconcile::eligible(&self.cache.view());
                     crate::autobalance::record_balanced(self, fence, nodes.keys().copied()).await?;
                     let cancelled = changes
                         .into_iter()
@@ -246,35 +246,19 @@ impl Controller {
     ) -> Result<pb::RebalanceResponse, ApiError> {
         let moves = {
             let view = self.cache.view();
-            let eligible: std::collections::BTreeMap<i32, String> = view
-                .nodes
-                .values()
-                .filter(|n| !n.draining && !view.decommissioned.contains(&n.node_id))
-                .map(|n| (n.node_id, n.rack.clone()))
+            let all = autobalance::parts(&view);
+            let idle: Vec<usize> = (0..all.len())
+                .filter(|i| all[*i].state.target_replicas.is_empty())
                 .collect();
-            let mut names = Vec::new();
-            let mut lists = Vec::new();
-            for t in view.topics.values() {
-                let Ok(topic_id) = TopicId::from_slice(&t.record.topic_id) else {
-                    continue;
-                };
-                for p in view.partitions_of(&topic_id) {
-                    if p.record.target_replicas.is_empty()
-                        && p.record.partition < t.record.partition_count
-                    {
-                        names.push((t.record.name.clone(), p.record.partition));
-                        lists.push(p.record.replicas.clone());
-                    }
-                }
-            }
-            balance::plan(&lists, &eligible)
+            let lists: Vec<Vec<i32>> = idle
+                .iter()
+                .map(|i| all[*i].state.replicas.clone())
+                .collect();
+            let plan = balance::plan(&lists, &reconcile::eligible(&view))
                 .into_iter()
-                .map(|(i, replicas)| pb::PartitionReassignment {
-                    topic: names[i].0.clone(),
-                    partition: names[i].1,
-                    replicas,
-                })
-                .collect::<Vec<_>>()
+                .map(|(j, replicas)| (idle[j], replicas))
+                .collect();
+            autobalance::to_reassignments(&all, plan)
         };
         if !req.dry_run && !moves.is_empty() {
             let start = pb::ReassignPartitionsRequest {

@@ -79,18 +79,32 @@ pub fn registered_nodes(view: &ClusterView) -> Live {
         .collect()
 }
 
+/// The storage nodes that are shutting down (their leaderships move away).
+pub fn draining(view: &ClusterView) -> BTreeSet<NodeId> {
+    view.nodes
+        .values()
+        .filter(|n| n.draining)
+        .map(|n| n.node_id)
+        .collect()
+}
+
+/// The nodes new replicas may go to (registered, not draining, not decommissioned), with their
+/// racks.
+pub fn eligible(view: &ClusterView) -> std::collections::BTreeMap<NodeId, String> {
+    view.nodes
+        .values()
+        .filter(|n| !n.draining && !view.decommissioned.contains(&n.node_id))
+        .map(|n| (n.node_id, n.rack.clone()))
+        .collect()
+}
+
 /// Every change [`failover::decide`] asks for in `view`: partitions below their topic's
 /// partition count, live nodes from the view plus `suspects` (vanished nodes that still answer
 /// probes), unclean election from each topic's config.
 pub fn plan(view: &ClusterView, suspects: Live) -> Vec<Change> {
     let mut live = suspects;
     live.extend(registered_nodes(view));
-    let draining: BTreeSet<NodeId> = view
-        .nodes
-        .values()
-        .filter(|n| n.draining)
-        .map(|n| n.node_id)
-        .collect();
+    let draining = draining(view);
     let mut changes = Vec::new();
     let mut all: Vec<(
         &str,
@@ -144,12 +158,7 @@ fn decommission_moves(
     )],
     changes: &[Change],
 ) -> Vec<Change> {
-    let eligible: std::collections::BTreeMap<NodeId, String> = view
-        .nodes
-        .values()
-        .filter(|n| !n.draining && !view.decommissioned.contains(&n.node_id))
-        .map(|n| (n.node_id, n.rack.clone()))
-        .collect();
+    let eligible = eligible(view);
     let records: Vec<&PartitionStateRecord> = all.iter().map(|(_, _, p)| &p.record).collect();
     let mut out = Vec::new();
     for (i, target) in decommission::plan(&records, &eligible, &view.decommissioned) {

@@ -45,6 +45,45 @@ fn parse(v: &[u8]) -> Option<(i32, u64)> {
     Some((p.parse().ok()?, seq.parse().ok()?))
 }
 
+/// An `acks=all` producer (16 sends in flight) writing to a topic from [`AcksAllLoad::start`]
+/// until [`AcksAllLoad::check`] stops it and checks every acknowledged record.
+pub struct AcksAllLoad {
+    topic: String,
+    partitions: i32,
+    ledger: Arc<Mutex<Ledger>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl AcksAllLoad {
+    /// Starts producing to `topic`'s `partitions` partitions.
+    pub fn start(cluster: &crate::TestCluster, topic: &str, partitions: i32) -> Self {
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let (stop, stopped) = watch::channel(false);
+        let cfg = ProducerConfig {
+            client: cluster.client_config(),
+            acks: sluice_client::Acks::All,
+            ..Default::default()
+        };
+        let task = spawn_producer(cfg, topic, partitions, 16, ledger.clone(), stopped);
+        Self {
+            topic: topic.to_string(),
+            partitions,
+            ledger,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops the producer and asserts [`assert_guarantees`] on what it recorded.
+    pub async fn check(self, cluster: &crate::TestCluster) {
+        self.stop.send(true).expect("producer running");
+        self.task.await.expect("producer task").expect("producer");
+        let ledger = std::mem::take(&mut *self.ledger.lock().expect("ledger"));
+        assert_guarantees(cluster, &self.topic, self.partitions, &ledger).await;
+    }
+}
+
 /// Sends `p<partition>-<seq>` records round robin over `partitions` until `stop` flips, with up
 /// to `in_flight` sends outstanding, recording every outcome in the ledger.
 pub fn spawn_producer(

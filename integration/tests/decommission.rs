@@ -3,11 +3,9 @@
 //! reports it safe to remove, and stopping it afterwards leaves no partition under-replicated;
 //! new topics skip it, and recommission lets it take replicas again.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice_client::{Acks, ProducerConfig};
-use sluice_integration::workload::{self, Ledger};
+use sluice_integration::workload;
 use sluice_integration::{ClusterSpec, TestCluster, config};
 
 const TOPIC: &str = "dc";
@@ -31,14 +29,7 @@ async fn a_decommissioned_node_is_emptied_under_load_and_can_then_go() {
     cluster
         .wait_full_isr(TOPIC, PARTITIONS, Duration::from_secs(30))
         .await;
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let cfg = ProducerConfig {
-        client: cluster.client_config(),
-        acks: Acks::All,
-        ..Default::default()
-    };
-    let producer = workload::spawn_producer(cfg, TOPIC, PARTITIONS, 16, ledger.clone(), stop);
+    let load = workload::AcksAllLoad::start(&cluster, TOPIC, PARTITIONS);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     admin.decommission_node(0, false).await.unwrap();
@@ -81,10 +72,7 @@ async fn a_decommissioned_node_is_emptied_under_load_and_can_then_go() {
             p.partition
         );
     }
-    stop_tx.send(true).unwrap();
-    producer.await.unwrap().unwrap();
-    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
-    workload::assert_guarantees(&cluster, TOPIC, PARTITIONS, &ledger).await;
+    load.check(&cluster).await;
 
     // Recommissioned, it takes replicas of new topics again.
     cluster.restart_node(0).unwrap();

@@ -5,12 +5,11 @@
 //! under an `acks=all` load ends with every partition led by its preferred replica, and
 //! nothing acknowledged is lost.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_client::{Acks, ProducerConfig, ProducerRecord};
-use sluice_integration::workload::{self, Ledger};
+use sluice_client::ProducerRecord;
+use sluice_integration::workload;
 use sluice_integration::{ClusterSpec, TestCluster, config};
 
 const TOPIC: &str = "pl";
@@ -30,9 +29,10 @@ async fn leaders(cluster: &TestCluster) -> Vec<(i32, i32)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leadership_goes_back_to_preferred_replicas_on_request_once_they_are_in_sync() {
-    let mut cluster = TestCluster::start(ClusterSpec {
+/// Three storage nodes with `setting` in the cluster config, and the topic: 6 partitions at RF 3,
+/// `min.insync.replicas=2`, every ISR full.
+async fn start(setting: (&str, &str)) -> (TestCluster, sluice_client::Admin) {
+    let cluster = TestCluster::start(ClusterSpec {
         coordinators: 1,
         storage_nodes: 3,
         ..Default::default()
@@ -40,13 +40,21 @@ async fn leadership_goes_back_to_preferred_replicas_on_request_once_they_are_in_
     .await
     .unwrap();
     let admin = cluster.admin().await.unwrap();
-    let off = config(&[("auto.leader.rebalance.enable", "false")]);
-    admin.alter_cluster_config(off, vec![]).await.unwrap();
+    admin
+        .alter_cluster_config(config(&[setting]), vec![])
+        .await
+        .unwrap();
     let min_isr = config(&[("min.insync.replicas", "2")]);
     admin.create_topic(TOPIC, 6, 3, min_isr).await.unwrap();
     cluster
         .wait_full_isr(TOPIC, 6, Duration::from_secs(30))
         .await;
+    (cluster, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_goes_back_to_preferred_replicas_on_request_once_they_are_in_sync() {
+    let (mut cluster, admin) = start(("auto.leader.rebalance.enable", "false")).await;
     let at_start = leaders(&cluster).await;
     assert!(
         at_start
@@ -112,29 +120,8 @@ async fn leadership_goes_back_to_preferred_replicas_on_request_once_they_are_in_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_ends_with_every_partition_led_by_its_preferred_replica() {
-    let mut cluster = TestCluster::start(ClusterSpec {
-        coordinators: 1,
-        storage_nodes: 3,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let admin = cluster.admin().await.unwrap();
-    let often = config(&[("leader.imbalance.check.interval.ms", "1000")]);
-    admin.alter_cluster_config(often, vec![]).await.unwrap();
-    let min_isr = config(&[("min.insync.replicas", "2")]);
-    admin.create_topic(TOPIC, 6, 3, min_isr).await.unwrap();
-    cluster
-        .wait_full_isr(TOPIC, 6, Duration::from_secs(30))
-        .await;
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let cfg = ProducerConfig {
-        client: cluster.client_config(),
-        acks: Acks::All,
-        ..Default::default()
-    };
-    let producer = workload::spawn_producer(cfg, TOPIC, 6, 16, ledger.clone(), stop);
+    let (mut cluster, _) = start(("leader.imbalance.check.interval.ms", "1000")).await;
+    let load = workload::AcksAllLoad::start(&cluster, TOPIC, 6);
     for n in 0..3 {
         // A graceful stop hands the node's leaderships over first (controlled shutdown).
         let exit = cluster.stop_node_gracefully(n, Duration::from_secs(20));
@@ -160,9 +147,6 @@ async fn a_rolling_restart_ends_with_every_partition_led_by_its_preferred_replic
         "every leader back on its preferred replica {:?} after the last restart",
         started.elapsed()
     );
-    stop_tx.send(true).unwrap();
-    producer.await.unwrap().unwrap();
-    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
-    workload::assert_guarantees(&cluster, TOPIC, 6, &ledger).await;
+    load.check(&cluster).await;
     assert!(cluster.panics().is_empty(), "{:?}", cluster.panics());
 }

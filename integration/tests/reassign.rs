@@ -6,11 +6,9 @@
 //! batches byte for byte. And a storage node that joins a running cluster receives its share
 //! of replicas and preferred leaders without an operator command.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice_client::{Acks, ProducerConfig};
-use sluice_integration::workload::{self, Ledger};
+use sluice_integration::workload;
 use sluice_integration::{ClusterSpec, TestCluster, config};
 use sluice_proto::pb::PartitionReassignment;
 
@@ -108,14 +106,7 @@ async fn partitions_move_between_nodes_under_load_across_a_controller_failover()
     cluster
         .wait_full_isr(TOPIC, PARTITIONS, Duration::from_secs(30))
         .await;
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let cfg = ProducerConfig {
-        client: cluster.client_config(),
-        acks: Acks::All,
-        ..Default::default()
-    };
-    let producer = workload::spawn_producer(cfg, TOPIC, PARTITIONS, 16, ledger.clone(), stop);
+    let load = workload::AcksAllLoad::start(&cluster, TOPIC, PARTITIONS);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Off node 0 (onto whichever node each partition lacks, node 3 for those on 0, 1, 2).
@@ -163,10 +154,7 @@ async fn partitions_move_between_nodes_under_load_across_a_controller_failover()
     cluster.restart_coordinator(active).unwrap();
     cluster.restart_node(3).unwrap();
 
-    stop_tx.send(true).unwrap();
-    producer.await.unwrap().unwrap();
-    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
-    workload::assert_guarantees(&cluster, TOPIC, PARTITIONS, &ledger).await;
+    load.check(&cluster).await;
     cluster
         .wait_full_isr(TOPIC, PARTITIONS, Duration::from_secs(30))
         .await;
